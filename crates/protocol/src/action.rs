@@ -1,0 +1,414 @@
+//! The pending action: what an agent wants to do, as the broker routes it to the owner.
+//!
+//! Shapes follow AuthZEN Authorization API 1.0 (`subject`, `action`, `resource`, `context`)
+//! plus `actor` (the authenticated agent and its RFC 8693 delegation chain), and RFC 9396
+//! `authorization_details` for display and for the grant.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::ParseError;
+use crate::hash::{ActionHash, canonical_sha256};
+use crate::json::{self, Limits};
+use crate::spiffe::SpiffeId;
+
+/// The one RFC 9396 `authorization_details` type Countersign issues and accepts.
+pub const TOOL_CALL_TYPE: &str = "https://countersign.dev/tool-call";
+
+const MAX_ID: usize = 256;
+const MAX_TEXT: usize = 4096;
+const MAX_CHAIN: usize = 8;
+const MAX_DETAILS: usize = 8;
+
+/// The human (or account) on whose behalf the agent acts. AuthZEN `subject`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// The agent that asked, authenticated by the broker, with who delegated to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub id: SpiffeId,
+    /// The agent that delegated to this one, and so on (RFC 8693 `act`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActorChain>,
+}
+
+/// One link of an RFC 8693 `act` chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorChain {
+    pub sub: SpiffeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<ActorChain>>,
+}
+
+impl ActorChain {
+    /// The chain as a list, nearest first.
+    pub fn links(&self) -> Vec<&SpiffeId> {
+        let mut out = vec![&self.sub];
+        let mut next = self.act.as_deref();
+        while let Some(link) = next {
+            out.push(&link.sub);
+            next = link.act.as_deref();
+        }
+        out
+    }
+}
+
+impl Actor {
+    /// The RFC 8693 `act` claim of a grant for this actor: the agent first, then its delegators.
+    pub fn to_act_claim(&self) -> ActorChain {
+        ActorChain { sub: self.id.clone(), act: self.act.clone().map(Box::new) }
+    }
+}
+
+/// What is attempted. AuthZEN `action`; for MCP, `tools/call`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionName {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// What it is attempted on. AuthZEN `resource`; for MCP, `{type: "tool", id: <tool name>}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// Why and with what. Every member is shown to the owner, and every member is hashed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// The agent's own account of what it is doing. Untrusted text.
+    pub intent: String,
+    /// The tool call's arguments exactly as the tool will receive them.
+    pub arguments: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataTouched>,
+}
+
+/// The data the call touches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataTouched {
+    pub domain: String,
+    pub classification: Vec<String>,
+}
+
+/// The part of a pending action that a grant binds: `{subject, actor, action, resource,
+/// context}`. A gateway presents exactly this for the call it is about to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub subject: Subject,
+    pub actor: Actor,
+    pub action: ActionName,
+    pub resource: Resource,
+    pub context: Context,
+}
+
+impl ActionRequest {
+    /// Parses a presented action strictly (see [`crate::json`]).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ParseError> {
+        let request: Self = json::from_slice(bytes, Limits::ACTION)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// `b64url(SHA-256(JCS({subject, actor, action, resource, context})))`.
+    pub fn action_hash(&self) -> Result<ActionHash, ParseError> {
+        Ok(ActionHash::from_digest(&canonical_sha256(self)?))
+    }
+
+    fn validate(&self) -> Result<(), ParseError> {
+        text("subject.type", &self.subject.kind, MAX_ID)?;
+        text("subject.id", &self.subject.id, MAX_ID)?;
+        text("action.name", &self.action.name, MAX_ID)?;
+        text("resource.type", &self.resource.kind, MAX_ID)?;
+        text("resource.id", &self.resource.id, MAX_ID)?;
+        text("context.intent", &self.context.intent, MAX_TEXT)?;
+        if let Some(data) = &self.context.data {
+            text("context.data.domain", &data.domain, MAX_ID)?;
+            for class in &data.classification {
+                text("context.data.classification", class, MAX_ID)?;
+            }
+        }
+        if let Some(chain) = &self.actor.act
+            && chain.links().len() > MAX_CHAIN
+        {
+            return Err(ParseError::invalid("actor.act", "delegation chain longer than 8"));
+        }
+        Ok(())
+    }
+}
+
+/// Where a pending action stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+    Redeemed,
+    Revoked,
+}
+
+impl Status {
+    /// Whether no further decision can be taken.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved)
+    }
+}
+
+/// An RFC 9396 authorization details object of type [`TOOL_CALL_TYPE`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationDetail {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub locations: Vec<String>,
+    pub actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datatypes: Option<Vec<String>>,
+    pub identifier: String,
+}
+
+impl AuthorizationDetail {
+    /// The details object for a tool call at `audience`.
+    pub fn tool_call(audience: &str, request: &ActionRequest) -> Self {
+        Self {
+            kind: TOOL_CALL_TYPE.to_owned(),
+            locations: vec![audience.to_owned()],
+            actions: vec![request.action.name.clone()],
+            datatypes: request.context.data.as_ref().map(|d| d.classification.clone()),
+            identifier: request.resource.id.clone(),
+        }
+    }
+
+    pub(crate) fn validate(details: &[Self]) -> Result<(), ParseError> {
+        if details.is_empty() || details.len() > MAX_DETAILS {
+            return Err(ParseError::invalid("authorization_details", "1 to 8 objects"));
+        }
+        for d in details {
+            if d.kind != TOOL_CALL_TYPE {
+                return Err(ParseError::invalid(
+                    "authorization_details.type",
+                    format!("unknown type {:?}", d.kind),
+                ));
+            }
+            text("authorization_details.identifier", &d.identifier, MAX_ID)?;
+        }
+        Ok(())
+    }
+}
+
+/// The policy that held the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    pub id: String,
+    pub reason: String,
+}
+
+/// An RFC 3339 UTC timestamp that keeps its exact text, so re-encoding never changes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp {
+    text: String,
+    unix: i64,
+}
+
+impl Timestamp {
+    /// The timestamp for `unix` seconds.
+    pub fn from_unix(unix: i64) -> Result<Self, ParseError> {
+        let at = OffsetDateTime::from_unix_timestamp(unix)
+            .map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
+        let text = at.format(&Rfc3339).map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
+        Ok(Self { text, unix })
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix(&self) -> i64 {
+        self.unix
+    }
+
+    /// The RFC 3339 text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = ParseError;
+
+    fn try_from(text: String) -> Result<Self, ParseError> {
+        let at = OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|e| ParseError::invalid("timestamp", format!("{text:?}: {e}")))?;
+        if !text.ends_with('Z') {
+            return Err(ParseError::invalid("timestamp", format!("{text:?}: not UTC (Z)")));
+        }
+        Ok(Self { unix: at.unix_timestamp(), text })
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> Self {
+        t.text
+    }
+}
+
+/// A held tool call, as the broker sends it to the owner's approvers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingAction {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub status: Status,
+    /// The one gateway that may redeem a grant for this action.
+    pub audience: String,
+    pub subject: Subject,
+    pub actor: Actor,
+    pub action: ActionName,
+    pub resource: Resource,
+    pub context: Context,
+    pub authorization_details: Vec<AuthorizationDetail>,
+    pub action_hash: ActionHash,
+    pub policy: PolicyRef,
+}
+
+/// The fields of a new pending action that the broker chooses.
+#[derive(Clone, Debug)]
+pub struct PendingParts {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub audience: String,
+    pub policy: PolicyRef,
+}
+
+impl PendingAction {
+    /// Builds a pending action for `request`, computing its details and hash.
+    pub fn new(parts: PendingParts, request: ActionRequest) -> Result<Self, ParseError> {
+        let action_hash = request.action_hash()?;
+        let authorization_details = vec![AuthorizationDetail::tool_call(&parts.audience, &request)];
+        let ActionRequest { subject, actor, action, resource, context } = request;
+        let pending = Self {
+            id: parts.id,
+            created_at: parts.created_at,
+            expires_at: parts.expires_at,
+            status: Status::Pending,
+            audience: parts.audience,
+            subject,
+            actor,
+            action,
+            resource,
+            context,
+            authorization_details,
+            action_hash,
+            policy: parts.policy,
+        };
+        pending.validate()?;
+        Ok(pending)
+    }
+
+    /// Parses a pending action strictly and checks every field; the hash is not checked here
+    /// (see [`Self::verify_hash`]) so that a mismatching item can still be shown as refused.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ParseError> {
+        let pending: Self = json::from_slice(bytes, Limits::ACTION)?;
+        pending.validate()?;
+        Ok(pending)
+    }
+
+    /// The bound part, `{subject, actor, action, resource, context}`.
+    pub fn request(&self) -> ActionRequest {
+        ActionRequest {
+            subject: self.subject.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    /// Recomputes the action hash from the displayed fields.
+    pub fn computed_hash(&self) -> Result<ActionHash, ParseError> {
+        #[derive(Serialize)]
+        struct Bound<'a> {
+            subject: &'a Subject,
+            actor: &'a Actor,
+            action: &'a ActionName,
+            resource: &'a Resource,
+            context: &'a Context,
+        }
+        let bound = Bound {
+            subject: &self.subject,
+            actor: &self.actor,
+            action: &self.action,
+            resource: &self.resource,
+            context: &self.context,
+        };
+        Ok(ActionHash::from_digest(&canonical_sha256(&bound)?))
+    }
+
+    /// Whether `action_hash` is the hash of what this item shows.
+    pub fn verify_hash(&self) -> bool {
+        self.computed_hash().is_ok_and(|h| h == self.action_hash)
+    }
+
+    fn validate(&self) -> Result<(), ParseError> {
+        text("id", &self.id, MAX_ID)?;
+        if self.expires_at.unix() <= self.created_at.unix() {
+            return Err(ParseError::invalid("expires_at", "not after created_at"));
+        }
+        audience(&self.audience)?;
+        text("policy.id", &self.policy.id, MAX_ID)?;
+        text("policy.reason", &self.policy.reason, MAX_TEXT)?;
+        AuthorizationDetail::validate(&self.authorization_details)?;
+        self.request().validate()
+    }
+}
+
+/// Checks that `aud` is an absolute http(s) URL without fragment or user info.
+pub(crate) fn audience(aud: &str) -> Result<(), ParseError> {
+    let url = url::Url::parse(aud).map_err(|e| ParseError::invalid("audience", e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.host().is_none()
+        || aud.len() > MAX_ID
+    {
+        return Err(ParseError::invalid("audience", format!("{aud:?} is not an http(s) URL")));
+    }
+    Ok(())
+}
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<(), ParseError> {
+    if value.trim().is_empty() {
+        return Err(ParseError::invalid(field, "empty"));
+    }
+    if value.len() > max {
+        return Err(ParseError::invalid(field, format!("longer than {max} bytes")));
+    }
+    Ok(())
+}

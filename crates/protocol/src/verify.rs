@@ -1,0 +1,274 @@
+//! Grant verification, in the order of the crate docs, failing closed at the first refusal.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use subtle::ConstantTimeEq as _;
+
+use crate::action::{ActionRequest, TOOL_CALL_TYPE};
+use crate::clock::Clock;
+use crate::error::{AssertionError, ParseError, VerifyError};
+use crate::grant::{ApprovalClaims, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS, MAX_SKEW_SECS};
+use crate::hash::{b64url_decode, canonical_sha256};
+use crate::json::{self, Limits};
+use crate::registry::ApproverRegistry;
+use crate::replay::{ConsumeError, ReplayStore, SignCounterStore};
+use crate::webauthn::{RelyingParty, WebAuthnAssertion, verify_assertion};
+
+/// Largest accepted compact grant, in bytes.
+pub const MAX_GRANT_BYTES: usize = 96 * 1024;
+
+/// What a verifier is and tolerates.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// This verifier's identity; a grant's `aud` must equal it exactly.
+    pub audience: String,
+    /// The WebAuthn relying party assertions must be made for.
+    pub relying_party: RelyingParty,
+    /// Clock skew tolerated on `nbf`, `iat` and `exp`; at most [`MAX_SKEW_SECS`].
+    pub max_skew_secs: i64,
+    /// Largest `exp - iat`; at most [`MAX_LIFETIME_SECS`].
+    pub max_lifetime_secs: i64,
+}
+
+impl VerifierConfig {
+    /// The defaults for a verifier named `audience`.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Self {
+            audience: audience.into(),
+            relying_party: RelyingParty::countersign(),
+            max_skew_secs: MAX_SKEW_SECS,
+            max_lifetime_secs: MAX_LIFETIME_SECS,
+        }
+    }
+}
+
+/// What a gateway presents: the grant, the call it is about to run, and (when the agent proved
+/// possession of a key) that key's RFC 9449 thumbprint.
+#[derive(Clone, Copy, Debug)]
+pub struct Presentation<'a> {
+    pub grant: &'a str,
+    pub action: &'a ActionRequest,
+    pub presenter_jkt: Option<&'a str>,
+}
+
+/// A grant that passed every check.
+#[derive(Clone, Debug)]
+pub struct VerifiedGrant {
+    pub claims: GrantClaims,
+    pub credential_id: String,
+    pub sign_count: u32,
+}
+
+/// Verifies grants against a pinned registry, and redeems them once.
+#[derive(Debug, Clone)]
+pub struct GrantVerifier {
+    config: VerifierConfig,
+    registry: Arc<ApproverRegistry>,
+    replay: Arc<dyn ReplayStore>,
+    counters: Arc<dyn SignCounterStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl GrantVerifier {
+    /// A verifier. Skew and lifetime are clamped to the protocol's caps.
+    pub fn new(
+        mut config: VerifierConfig,
+        registry: Arc<ApproverRegistry>,
+        replay: Arc<dyn ReplayStore>,
+        counters: Arc<dyn SignCounterStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        config.max_skew_secs = config.max_skew_secs.clamp(0, MAX_SKEW_SECS);
+        config.max_lifetime_secs = config.max_lifetime_secs.clamp(1, MAX_LIFETIME_SECS);
+        Self { config, registry, replay, counters, clock }
+    }
+
+    /// Every check except consumption: for a broker accepting an approval, or a dry run.
+    pub fn check(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
+        let now = self.clock.now();
+        let verified = self.verify_at(presentation, now)?;
+        let stored = self.counters.last(&verified.credential_id)?;
+        counter_advances(stored, verified.sign_count)?;
+        if self.replay.is_revoked(&verified.claims.approval.jti)? {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(verified)
+    }
+
+    /// Every check, then consumes the `jti` atomically: of concurrent redemptions of one grant,
+    /// exactly one succeeds; the others get [`VerifyError::Replayed`]. The sign counter is
+    /// advanced atomically after consumption, so a regressed counter burns the grant.
+    pub fn redeem(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
+        let now = self.clock.now();
+        let verified = self.verify_at(presentation, now)?;
+        let claims = &verified.claims.approval;
+        self.replay.consume(&claims.jti, claims.exp, now)?;
+        let stored =
+            self.counters.advance(&verified.credential_id, verified.sign_count)?;
+        counter_advances(stored, verified.sign_count)?;
+        Ok(verified)
+    }
+
+    fn verify_at(
+        &self,
+        presentation: &Presentation<'_>,
+        now: i64,
+    ) -> Result<VerifiedGrant, VerifyError> {
+        let token = presentation.grant;
+        if token.len() > MAX_GRANT_BYTES {
+            return Err(VerifyError::Malformed(format!("over {MAX_GRANT_BYTES} bytes")));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::Malformed("not three dot-separated parts".into()));
+        };
+
+        // 1–3. Header: exact typ, alg from the allowlist, key by kid from the pinned registry.
+        // jku, x5u, jwk and x5c are never read.
+        let header = decode_object(header_b64, Limits { max_bytes: 4096, max_depth: 4 })
+            .map_err(|e| VerifyError::Malformed(format!("header: {e}")))?;
+        if header.get("typ").and_then(Value::as_str) != Some(GRANT_TYP) {
+            return Err(VerifyError::WrongType);
+        }
+        match header.get("alg").and_then(Value::as_str) {
+            Some(GRANT_ALG) => {}
+            other => return Err(VerifyError::AlgorithmNotAllowed(other.unwrap_or("").to_owned())),
+        }
+        if header.contains_key("crit") {
+            return Err(VerifyError::Malformed("header has crit parameters".into()));
+        }
+        let kid = header.get("kid").and_then(Value::as_str).unwrap_or("");
+        let (approver, key) =
+            self.registry.key(kid).ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+
+        // 4. Signature over the JWS signing input.
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let valid = jsonwebtoken::crypto::verify(
+            signature_b64,
+            signing_input.as_bytes(),
+            key,
+            jsonwebtoken::Algorithm::EdDSA,
+        )
+        .map_err(|_| VerifyError::BadSignature)?;
+        if !valid {
+            return Err(VerifyError::BadSignature);
+        }
+
+        // The payload, parsed strictly; the challenge is the hash of it without `webauthn`.
+        let mut payload = decode_object(payload_b64, Limits::GRANT).map_err(VerifyError::Claims)?;
+        let webauthn = payload
+            .remove("webauthn")
+            .ok_or_else(|| VerifyError::Claims(ParseError::invalid("webauthn", "missing")))?;
+        let payload = Value::Object(payload);
+        let challenge = canonical_sha256(&payload).map_err(VerifyError::Claims)?;
+        let claims: ApprovalClaims = json::from_value(&payload).map_err(VerifyError::Claims)?;
+        let webauthn: WebAuthnAssertion =
+            json::from_value(&webauthn).map_err(VerifyError::Claims)?;
+
+        // 5. Issuer is the approver that owns the key; subject its owner; audience this verifier.
+        if claims.iss != approver.id {
+            return Err(VerifyError::UnknownIssuer(claims.iss));
+        }
+        if claims.sub != approver.owner {
+            return Err(VerifyError::WrongSubject);
+        }
+        if claims.aud != self.config.audience {
+            return Err(VerifyError::WrongAudience(claims.aud));
+        }
+
+        // 6. Lifetime: iat ≤ nbf < exp, exp − iat within the cap, now within skew.
+        self.check_times(&claims, now)?;
+
+        // 7. The call presented is the call approved.
+        let presented =
+            presentation.action.action_hash().map_err(VerifyError::Action)?;
+        if presented != claims.action_hash {
+            return Err(VerifyError::ActionHashMismatch);
+        }
+        if claims.act != presentation.action.actor.to_act_claim() {
+            return Err(VerifyError::ActorMismatch);
+        }
+        let action = presentation.action;
+        let describes_call = |d: &crate::action::AuthorizationDetail| {
+            d.kind == TOOL_CALL_TYPE
+                && d.identifier == action.resource.id
+                && d.actions.contains(&action.action.name)
+                && d.locations.contains(&claims.aud)
+        };
+        if claims.authorization_details.is_empty()
+            || !claims.authorization_details.iter().all(describes_call)
+        {
+            return Err(VerifyError::DetailsMismatch);
+        }
+
+        // 8. A registered authenticator verified the human over exactly these claims.
+        let asserted = verify_assertion(&webauthn, &challenge, &self.config.relying_party, |id| {
+            approver.credentials.get(id)
+        })?;
+
+        // 9. Sender constraint.
+        if let Some(cnf) = &claims.cnf {
+            let matches = presentation
+                .presenter_jkt
+                .is_some_and(|jkt| bool::from(jkt.as_bytes().ct_eq(cnf.jkt.as_bytes())));
+            if !matches {
+                return Err(VerifyError::ConfirmationMismatch);
+            }
+        }
+
+        Ok(VerifiedGrant {
+            claims: GrantClaims { approval: claims, webauthn },
+            credential_id: asserted.credential_id,
+            sign_count: asserted.sign_count,
+        })
+    }
+
+    fn check_times(&self, claims: &ApprovalClaims, now: i64) -> Result<(), VerifyError> {
+        let skew = self.config.max_skew_secs;
+        if claims.nbf < claims.iat
+            || claims.exp <= claims.nbf
+            || claims.exp - claims.iat > self.config.max_lifetime_secs
+        {
+            return Err(VerifyError::BadLifetime);
+        }
+        if now < claims.nbf - skew || now < claims.iat - skew {
+            return Err(VerifyError::NotYetValid);
+        }
+        if now >= claims.exp + skew {
+            return Err(VerifyError::Expired);
+        }
+        Ok(())
+    }
+}
+
+fn decode_object(
+    part: &str,
+    limits: Limits,
+) -> Result<serde_json::Map<String, Value>, ParseError> {
+    let bytes = b64url_decode(part).ok_or_else(|| ParseError::Json("not base64url".into()))?;
+    match json::parse_value(&bytes, limits)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ParseError::Schema("not a JSON object".into())),
+    }
+}
+
+/// WebAuthn §7.2 step 22: when either counter is non-zero, the presented one must be greater.
+fn counter_advances(stored: u32, presented: u32) -> Result<(), VerifyError> {
+    if (stored != 0 || presented != 0) && presented <= stored {
+        return Err(AssertionError::CounterRegressed { stored, presented }.into());
+    }
+    Ok(())
+}
+
+impl From<ConsumeError> for VerifyError {
+    fn from(e: ConsumeError) -> Self {
+        match e {
+            ConsumeError::AlreadyConsumed => Self::Replayed,
+            ConsumeError::Revoked => Self::Revoked,
+            ConsumeError::Unavailable(reason) => Self::StoreUnavailable(reason),
+        }
+    }
+}

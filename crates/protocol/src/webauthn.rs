@@ -1,0 +1,297 @@
+//! The WebAuthn assertion carried in a grant, and its verification (WebAuthn Level 3 §7.2,
+//! the steps that apply to a relying party that chose the challenge itself).
+//!
+//! Curve arithmetic is RustCrypto's `p256`; nothing here is hand-written cryptography.
+
+use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::error::{AssertionError, ParseError};
+use crate::hash::{b64url, b64url_decode};
+use crate::json::{self, Limits};
+
+/// The WebAuthn relying party ID of every Countersign enrolment. Hardware keys scope their
+/// credentials to it, so changing it orphans every enrolled authenticator.
+pub const RP_ID: &str = "countersign.dev";
+/// The origin the Countersign app, as WebAuthn client, writes into `clientDataJSON`.
+pub const ORIGIN: &str = "https://countersign.dev";
+
+/// Authenticator data flag: user present.
+pub const FLAG_UP: u8 = 0x01;
+/// Authenticator data flag: user verified.
+pub const FLAG_UV: u8 = 0x04;
+
+/// The relying party an assertion must have been made for.
+#[derive(Clone, Debug)]
+pub struct RelyingParty {
+    rp_id: String,
+    origin: url::Origin,
+    origin_text: String,
+    rp_id_hash: [u8; 32],
+}
+
+impl RelyingParty {
+    /// The fixed Countersign relying party ([`RP_ID`], [`ORIGIN`]).
+    pub fn countersign() -> Self {
+        // RP_ID and ORIGIN are constants that parse; a test pins this.
+        Self::new(RP_ID, ORIGIN).unwrap_or_else(|_| unreachable_rp())
+    }
+
+    /// Another relying party, for deployments that run their own WebAuthn client.
+    pub fn new(rp_id: &str, origin: &str) -> Result<Self, ParseError> {
+        let url =
+            url::Url::parse(origin).map_err(|e| ParseError::invalid("origin", e.to_string()))?;
+        let host = url.host_str().unwrap_or_default();
+        let registrable = host == rp_id || host.ends_with(&format!(".{rp_id}"));
+        if url.scheme() != "https" || !registrable || rp_id.is_empty() {
+            return Err(ParseError::invalid("origin", "must be https on the rp_id or below it"));
+        }
+        Ok(Self {
+            rp_id: rp_id.to_owned(),
+            origin: url.origin(),
+            origin_text: url.origin().ascii_serialization(),
+            rp_id_hash: Sha256::digest(rp_id.as_bytes()).into(),
+        })
+    }
+
+    /// The rp_id.
+    pub fn rp_id(&self) -> &str {
+        &self.rp_id
+    }
+
+    /// The origin, serialised (`https://host[:port]`).
+    pub fn origin(&self) -> &str {
+        &self.origin_text
+    }
+}
+
+#[expect(clippy::panic, reason = "RP_ID and ORIGIN are constants; the unit test pins them")]
+fn unreachable_rp() -> RelyingParty {
+    panic!("the built-in relying party constants do not parse")
+}
+
+/// A WebAuthn assertion, in the member names of WebAuthn Level 3
+/// `AuthenticationResponseJSON` / `AuthenticatorAssertionResponseJSON`; binary values are
+/// base64url without padding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebAuthnAssertion {
+    /// The credential id.
+    pub id: String,
+    #[serde(rename = "authenticatorData")]
+    pub authenticator_data: String,
+    #[serde(rename = "clientDataJSON")]
+    pub client_data_json: String,
+    /// ASN.1 DER ECDSA signature over `authenticatorData || SHA-256(clientDataJSON)`.
+    pub signature: String,
+    #[serde(rename = "userHandle", default, skip_serializing_if = "Option::is_none")]
+    pub user_handle: Option<String>,
+}
+
+impl WebAuthnAssertion {
+    /// Builds an assertion from raw bytes.
+    pub fn from_parts(
+        credential_id: &[u8],
+        authenticator_data: &[u8],
+        client_data_json: &[u8],
+        signature: &[u8],
+    ) -> Self {
+        Self {
+            id: b64url(credential_id),
+            authenticator_data: b64url(authenticator_data),
+            client_data_json: b64url(client_data_json),
+            signature: b64url(signature),
+            user_handle: None,
+        }
+    }
+
+    /// The challenge in `clientDataJSON`, decoded, without verifying anything else.
+    pub fn challenge(&self) -> Result<Vec<u8>, AssertionError> {
+        let raw = b64url_decode(&self.client_data_json)
+            .ok_or(AssertionError::Encoding("clientDataJSON"))?;
+        let client = CollectedClientData::parse(&raw)?;
+        b64url_decode(&client.challenge).ok_or(AssertionError::ClientData("challenge".into()))
+    }
+}
+
+/// The members of `clientDataJSON` the relying party checks. Others are allowed (the standard
+/// requires tolerance) but ignored.
+#[derive(Deserialize)]
+struct CollectedClientData {
+    #[serde(rename = "type")]
+    kind: String,
+    challenge: String,
+    origin: String,
+    #[serde(rename = "crossOrigin", default)]
+    cross_origin: Option<bool>,
+    #[serde(rename = "topOrigin", default)]
+    top_origin: Option<String>,
+}
+
+impl CollectedClientData {
+    fn parse(raw: &[u8]) -> Result<Self, AssertionError> {
+        let limits = Limits { max_bytes: 4096, max_depth: 4 };
+        let value = json::parse_value(raw, limits)
+            .map_err(|e| AssertionError::ClientData(e.to_string()))?;
+        serde_json::from_value(value).map_err(|e| AssertionError::ClientData(e.to_string()))
+    }
+}
+
+/// A registered WebAuthn credential's public key, as an RFC 7517 EC JWK (`kty` EC, `crv`
+/// P-256, COSE algorithm ES256).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialJwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub y: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+}
+
+impl CredentialJwk {
+    /// The JWK of a P-256 public key.
+    pub fn from_key(key: &VerifyingKey) -> Self {
+        let point = key.to_encoded_point(false);
+        Self {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: b64url(point.x().map(|x| &x[..]).unwrap_or_default()),
+            y: b64url(point.y().map(|y| &y[..]).unwrap_or_default()),
+            alg: Some("ES256".into()),
+        }
+    }
+
+    /// The key, if this is a valid P-256 point.
+    pub fn to_key(&self) -> Result<VerifyingKey, ParseError> {
+        let bad = |r: &str| ParseError::invalid("credential public_key", r.to_owned());
+        if self.kty != "EC" || self.crv != "P-256" || self.alg.as_deref().is_some_and(|a| a != "ES256")
+        {
+            return Err(bad("only EC P-256 (ES256) credentials are supported"));
+        }
+        let x = b64url_decode(&self.x).filter(|x| x.len() == 32).ok_or_else(|| bad("bad x"))?;
+        let y = b64url_decode(&self.y).filter(|y| y.len() == 32).ok_or_else(|| bad("bad y"))?;
+        let mut sec1 = Vec::with_capacity(65);
+        sec1.push(0x04);
+        sec1.extend_from_slice(&x);
+        sec1.extend_from_slice(&y);
+        VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| bad("not a point on P-256"))
+    }
+}
+
+/// What a verified assertion tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedAssertion {
+    pub credential_id: String,
+    pub flags: u8,
+    pub sign_count: u32,
+}
+
+/// Verifies `assertion` as a WebAuthn `get` ceremony for `rp` over `challenge`, signed by the
+/// credential that `lookup` returns for its id. The sign counter is returned, not judged: the
+/// caller compares it with what it stored.
+pub fn verify_assertion<'k>(
+    assertion: &WebAuthnAssertion,
+    challenge: &[u8; 32],
+    rp: &RelyingParty,
+    lookup: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<VerifiedAssertion, AssertionError> {
+    let client_raw = b64url_decode(&assertion.client_data_json)
+        .ok_or(AssertionError::Encoding("clientDataJSON"))?;
+    let auth_data = b64url_decode(&assertion.authenticator_data)
+        .ok_or(AssertionError::Encoding("authenticatorData"))?;
+    let signature =
+        b64url_decode(&assertion.signature).ok_or(AssertionError::Encoding("signature"))?;
+    b64url_decode(&assertion.id).ok_or(AssertionError::Encoding("id"))?;
+
+    // §7.2 steps 11–14: the client data.
+    let client = CollectedClientData::parse(&client_raw)?;
+    if client.kind != "webauthn.get" {
+        return Err(AssertionError::WrongCeremony);
+    }
+    let presented = b64url_decode(&client.challenge).unwrap_or_default();
+    if !bool::from(presented.ct_eq(challenge)) {
+        return Err(AssertionError::ChallengeMismatch);
+    }
+    if !same_origin(&client.origin, &rp.origin) {
+        return Err(AssertionError::OriginMismatch(client.origin));
+    }
+    if client.cross_origin == Some(true) || client.top_origin.is_some() {
+        return Err(AssertionError::CrossOrigin);
+    }
+
+    // Steps 15–17: the authenticator data.
+    if auth_data.len() < 37 {
+        return Err(AssertionError::AuthenticatorDataTooShort);
+    }
+    if !bool::from(auth_data[..32].ct_eq(&rp.rp_id_hash)) {
+        return Err(AssertionError::RpIdMismatch);
+    }
+    let flags = auth_data[32];
+    if flags & FLAG_UP == 0 {
+        return Err(AssertionError::UserNotPresent);
+    }
+    if flags & FLAG_UV == 0 {
+        return Err(AssertionError::UserNotVerified);
+    }
+
+    // Steps 19–20: the signature over authData || SHA-256(clientDataJSON).
+    let key = lookup(&assertion.id)
+        .ok_or_else(|| AssertionError::UnknownCredential(assertion.id.clone()))?;
+    let signature = Signature::from_der(&signature).map_err(|_| AssertionError::BadSignature)?;
+    let mut signed = auth_data.clone();
+    signed.extend_from_slice(&Sha256::digest(&client_raw));
+    key.verify(&signed, &signature).map_err(|_| AssertionError::BadSignature)?;
+
+    let sign_count = u32::from_be_bytes([auth_data[33], auth_data[34], auth_data[35], auth_data[36]]);
+    Ok(VerifiedAssertion { credential_id: assertion.id.clone(), flags, sign_count })
+}
+
+/// Whether the `origin` member names `expected` (clients write it with or without a trailing
+/// slash; nothing else may follow).
+fn same_origin(origin: &str, expected: &url::Origin) -> bool {
+    match url::Url::parse(origin) {
+        Ok(url) => {
+            url.origin() == *expected
+                && matches!(url.path(), "" | "/")
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_relying_party_parses() {
+        let rp = RelyingParty::countersign();
+        assert_eq!(rp.rp_id(), "countersign.dev");
+        assert_eq!(rp.origin(), "https://countersign.dev");
+    }
+
+    #[test]
+    fn origins_compare_as_origins() {
+        let rp = RelyingParty::countersign();
+        assert!(same_origin("https://countersign.dev", &rp.origin));
+        assert!(same_origin("https://countersign.dev/", &rp.origin));
+        assert!(!same_origin("https://countersign.dev/x", &rp.origin));
+        assert!(!same_origin("http://countersign.dev", &rp.origin));
+        assert!(!same_origin("https://countersign.dev.evil.example", &rp.origin));
+        assert!(!same_origin("https://countersign.dev:8443", &rp.origin));
+    }
+
+    #[test]
+    fn relying_party_must_be_https_on_its_domain() {
+        assert!(RelyingParty::new("countersign.dev", "https://app.countersign.dev").is_ok());
+        assert!(RelyingParty::new("countersign.dev", "http://countersign.dev").is_err());
+        assert!(RelyingParty::new("countersign.dev", "https://evilcountersign.dev").is_err());
+    }
+}
