@@ -47,7 +47,11 @@ struct Setup {
 fn setup() -> Setup {
     let mut approver = DevApprover::new("apr_bench", "alice@example.com").expect("approver");
     let action = ActionRequest {
-        subject: Subject { kind: "user".into(), id: "alice@example.com".into(), properties: None },
+        subject: Subject {
+            kind: "user".into(),
+            id: "alice@example.com".into(),
+            properties: None,
+        },
         actor: Actor {
             id: SpiffeId::parse("spiffe://example.com/agent/billing").expect("id"),
             act: Some(ActorChain {
@@ -55,15 +59,25 @@ fn setup() -> Setup {
                 act: None,
             }),
         },
-        action: ActionName { name: "tools/call".into(), properties: None },
-        resource: Resource { kind: "tool".into(), id: "stripe/refunds.create".into(), properties: None },
+        action: ActionName {
+            name: "tools/call".into(),
+            properties: None,
+        },
+        resource: Resource {
+            kind: "tool".into(),
+            id: "stripe/refunds.create".into(),
+            properties: None,
+        },
         context: Context {
             intent: "Refund order 1234 after complaint".into(),
             arguments: json!({"order": "1234", "amount": "5000.00", "currency": "EUR"})
                 .as_object()
                 .cloned()
                 .expect("object"),
-            data: Some(DataTouched { domain: "payments".into(), classification: vec!["financial".into(), "pii".into()] }),
+            data: Some(DataTouched {
+                domain: "payments".into(),
+                classification: vec!["financial".into(), "pii".into()],
+            }),
         },
     };
     let now = SystemClock.now();
@@ -73,14 +87,21 @@ fn setup() -> Setup {
             created_at: Timestamp::from_unix(now).expect("time"),
             expires_at: Timestamp::from_unix(now + 3600).expect("time"),
             audience: AUDIENCE.into(),
-            policy: PolicyRef { id: "refunds".into(), reason: "refunds over 1000".into() },
+            policy: PolicyRef {
+                id: "refunds".into(),
+                reason: "refunds over 1000".into(),
+            },
         },
         action.clone(),
     )
     .expect("pending");
-    let grant = approver.approve(&pending, GrantOptions::at(now)).expect("grant");
-    let registry = ApproverRegistry::new(RegistryDocument { approvers: vec![approver.registry_entry()] })
-        .expect("registry");
+    let grant = approver
+        .approve(&pending, GrantOptions::at(now))
+        .expect("grant");
+    let registry = ApproverRegistry::new(RegistryDocument {
+        approvers: vec![approver.registry_entry()],
+    })
+    .expect("registry");
     let verifier = GrantVerifier::new(
         VerifierConfig::new(AUDIENCE),
         Arc::new(registry),
@@ -94,14 +115,23 @@ fn setup() -> Setup {
     let (input, sig) = token.rsplit_once('.').expect("jws");
     let ed_msg = input.as_bytes().to_vec();
     let ed_key = ed25519_dalek::VerifyingKey::from_bytes(
-        b64url_decode(&approver.device.public_jwk().x).expect("x").as_slice().try_into().expect("32"),
+        b64url_decode(&approver.device.public_jwk().x)
+            .expect("x")
+            .as_slice()
+            .try_into()
+            .expect("32"),
     )
     .expect("key");
-    let ed_sig = ed25519_dalek::Signature::from_slice(&b64url_decode(sig).expect("sig")).expect("sig");
+    let ed_sig =
+        ed25519_dalek::Signature::from_slice(&b64url_decode(sig).expect("sig")).expect("sig");
     let webauthn = &grant.claims().webauthn;
     let mut p256_msg = b64url_decode(&webauthn.authenticator_data).expect("ad");
-    p256_msg.extend_from_slice(&Sha256::digest(b64url_decode(&webauthn.client_data_json).expect("cd")));
-    let p256_sig = p256::ecdsa::Signature::from_der(&b64url_decode(&webauthn.signature).expect("sig")).expect("der");
+    p256_msg.extend_from_slice(&Sha256::digest(
+        b64url_decode(&webauthn.client_data_json).expect("cd"),
+    ));
+    let p256_sig =
+        p256::ecdsa::Signature::from_der(&b64url_decode(&webauthn.signature).expect("sig"))
+            .expect("der");
     let p256_key = approver.credential.public_key.to_key().expect("key");
     Setup {
         verifier,
@@ -118,7 +148,11 @@ fn setup() -> Setup {
 
 impl Setup {
     fn full(&self) {
-        let p = Presentation { grant: &self.token, action: &self.action, presenter_jkt: None };
+        let p = Presentation {
+            grant: &self.token,
+            action: &self.action,
+            presenter_jkt: None,
+        };
         black_box(self.verifier.check(black_box(&p))).expect("verifies");
     }
 
@@ -127,7 +161,11 @@ impl Setup {
     }
 
     fn p256(&self) {
-        black_box(self.p256_key.verify(black_box(&self.p256_msg), &self.p256_sig)).expect("verifies");
+        black_box(
+            self.p256_key
+                .verify(black_box(&self.p256_msg), &self.p256_sig),
+        )
+        .expect("verifies");
     }
 }
 
@@ -169,11 +207,26 @@ fn summary() {
     let raw_both = 1.0 / (ed + p256);
     println!();
     println!("summary (medians of 31 batches, one core)");
-    println!("  full grant verification : {:>9.0} /s  ({:.1} µs)", 1.0 / full, full * 1e6);
-    println!("  raw Ed25519 verify      : {:>9.0} /s  ({:.1} µs)", 1.0 / ed, ed * 1e6);
-    println!("  raw P-256 ECDSA verify  : {:>9.0} /s  ({:.1} µs)", 1.0 / p256, p256 * 1e6);
+    println!(
+        "  full grant verification : {:>9.0} /s  ({:.1} µs)",
+        1.0 / full,
+        full * 1e6
+    );
+    println!(
+        "  raw Ed25519 verify      : {:>9.0} /s  ({:.1} µs)",
+        1.0 / ed,
+        ed * 1e6
+    );
+    println!(
+        "  raw P-256 ECDSA verify  : {:>9.0} /s  ({:.1} µs)",
+        1.0 / p256,
+        p256 * 1e6
+    );
     println!("  both raw verifications  : {raw_both:>9.0} /s");
-    println!("  ratio full / both raw   : {:>9.3}  (goal >= 0.8)", (1.0 / full) / raw_both);
+    println!(
+        "  ratio full / both raw   : {:>9.3}  (goal >= 0.8)",
+        (1.0 / full) / raw_both
+    );
 }
 
 fn main() {

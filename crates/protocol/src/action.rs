@@ -68,7 +68,10 @@ impl ActorChain {
 impl Actor {
     /// The RFC 8693 `act` claim of a grant for this actor: the agent first, then its delegators.
     pub fn to_act_claim(&self) -> ActorChain {
-        ActorChain { sub: self.id.clone(), act: self.act.clone().map(Box::new) }
+        ActorChain {
+            sub: self.id.clone(),
+            act: self.act.clone().map(Box::new),
+        }
     }
 }
 
@@ -153,7 +156,10 @@ impl ActionRequest {
         if let Some(chain) = &self.actor.act
             && chain.links().len() > MAX_CHAIN
         {
-            return Err(ParseError::invalid("actor.act", "delegation chain longer than 8"));
+            return Err(ParseError::invalid(
+                "actor.act",
+                "delegation chain longer than 8",
+            ));
         }
         Ok(())
     }
@@ -200,14 +206,21 @@ impl AuthorizationDetail {
             kind: TOOL_CALL_TYPE.to_owned(),
             locations: vec![audience.to_owned()],
             actions: vec![request.action.name.clone()],
-            datatypes: request.context.data.as_ref().map(|d| d.classification.clone()),
+            datatypes: request
+                .context
+                .data
+                .as_ref()
+                .map(|d| d.classification.clone()),
             identifier: request.resource.id.clone(),
         }
     }
 
     pub(crate) fn validate(details: &[Self]) -> Result<(), ParseError> {
         if details.is_empty() || details.len() > MAX_DETAILS {
-            return Err(ParseError::invalid("authorization_details", "1 to 8 objects"));
+            return Err(ParseError::invalid(
+                "authorization_details",
+                "1 to 8 objects",
+            ));
         }
         for d in details {
             if d.kind != TOOL_CALL_TYPE {
@@ -243,7 +256,9 @@ impl Timestamp {
     pub fn from_unix(unix: i64) -> Result<Self, ParseError> {
         let at = OffsetDateTime::from_unix_timestamp(unix)
             .map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
-        let text = at.format(&Rfc3339).map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
+        let text = at
+            .format(&Rfc3339)
+            .map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
         Ok(Self { text, unix })
     }
 
@@ -265,9 +280,15 @@ impl TryFrom<String> for Timestamp {
         let at = OffsetDateTime::parse(&text, &Rfc3339)
             .map_err(|e| ParseError::invalid("timestamp", format!("{text:?}: {e}")))?;
         if !text.ends_with('Z') {
-            return Err(ParseError::invalid("timestamp", format!("{text:?}: not UTC (Z)")));
+            return Err(ParseError::invalid(
+                "timestamp",
+                format!("{text:?}: not UTC (Z)"),
+            ));
         }
-        Ok(Self { unix: at.unix_timestamp(), text })
+        Ok(Self {
+            unix: at.unix_timestamp(),
+            text,
+        })
     }
 }
 
@@ -312,7 +333,13 @@ impl PendingAction {
     pub fn new(parts: PendingParts, request: ActionRequest) -> Result<Self, ParseError> {
         let action_hash = request.action_hash()?;
         let authorization_details = vec![AuthorizationDetail::tool_call(&parts.audience, &request)];
-        let ActionRequest { subject, actor, action, resource, context } = request;
+        let ActionRequest {
+            subject,
+            actor,
+            action,
+            resource,
+            context,
+        } = request;
         let pending = Self {
             id: parts.id,
             created_at: parts.created_at,
@@ -398,7 +425,10 @@ pub(crate) fn audience(aud: &str) -> Result<(), ParseError> {
         || url.host().is_none()
         || aud.len() > MAX_ID
     {
-        return Err(ParseError::invalid("audience", format!("{aud:?} is not an http(s) URL")));
+        return Err(ParseError::invalid(
+            "audience",
+            format!("{aud:?} is not an http(s) URL"),
+        ));
     }
     Ok(())
 }
@@ -408,7 +438,10 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<(), ParseError> 
         return Err(ParseError::invalid(field, "empty"));
     }
     if value.len() > max {
-        return Err(ParseError::invalid(field, format!("longer than {max} bytes")));
+        return Err(ParseError::invalid(
+            field,
+            format!("longer than {max} bytes"),
+        ));
     }
     Ok(())
 }

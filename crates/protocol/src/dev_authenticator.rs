@@ -40,20 +40,29 @@ impl SoftAuthenticator {
     /// A new authenticator for `rp`. It reports user verification, as a platform
     /// authenticator that unlocked with the user's PIN would.
     pub fn new(rp: RelyingParty) -> Self {
-        Self { passkey: SoftPasskey::new(true), rp }
+        Self {
+            passkey: SoftPasskey::new(true),
+            rp,
+        }
     }
 
     /// Runs a registration ceremony and returns the new credential as the registry holds it.
     pub fn register(&mut self, user: &str) -> Result<RegisteredCredential, DevAuthenticatorError> {
         let options = PublicKeyCredentialCreationOptions {
-            rp: ProtoRelyingParty { name: "Countersign".into(), id: self.rp.rp_id().into() },
+            rp: ProtoRelyingParty {
+                name: "Countersign".into(),
+                id: self.rp.rp_id().into(),
+            },
             user: User {
                 id: user.as_bytes().to_vec(),
                 name: user.into(),
                 display_name: user.into(),
             },
             challenge: random_challenge(),
-            pub_key_cred_params: vec![PubKeyCredParams { type_: "public-key".into(), alg: -7 }],
+            pub_key_cred_params: vec![PubKeyCredParams {
+                type_: "public-key".into(),
+                alg: -7,
+            }],
             timeout: Some(60_000),
             exclude_credentials: None,
             authenticator_selection: Some(AuthenticatorSelectionCriteria {
@@ -67,13 +76,18 @@ impl SoftAuthenticator {
             attestation_formats: None,
             extensions: None,
         };
-        let request = CreationChallengeResponse { public_key: options };
+        let request = CreationChallengeResponse {
+            public_key: options,
+        };
         let credential = self
             .passkey
             .do_registration(self.origin()?, request)
             .map_err(DevAuthenticatorError::Ceremony)?;
         let public_key = credential_key(&credential.response.attestation_object)?;
-        Ok(RegisteredCredential { id: b64url(&credential.raw_id), public_key })
+        Ok(RegisteredCredential {
+            id: b64url(&credential.raw_id),
+            public_key,
+        })
     }
 
     /// Runs an authentication ceremony over `challenge` with credential `credential_id`,
@@ -103,7 +117,10 @@ impl SoftAuthenticator {
             hints: None,
             extensions: None,
         };
-        let request = RequestChallengeResponse { public_key: options, mediation: None };
+        let request = RequestChallengeResponse {
+            public_key: options,
+            mediation: None,
+        };
         let credential = self
             .passkey
             .do_authentication(self.origin()?, request)
@@ -124,7 +141,9 @@ impl SoftAuthenticator {
 
 impl fmt::Debug for SoftAuthenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SoftAuthenticator").field("rp", &self.rp.rp_id()).finish_non_exhaustive()
+        f.debug_struct("SoftAuthenticator")
+            .field("rp", &self.rp.rp_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +159,9 @@ fn credential_key(attestation_object: &[u8]) -> Result<CredentialJwk, DevAuthent
     let bad = |r: &str| DevAuthenticatorError::Attestation(r.to_owned());
     let object: Cbor =
         serde_cbor_2::from_slice(attestation_object).map_err(|e| bad(&e.to_string()))?;
-    let Cbor::Map(object) = object else { return Err(bad("not a map")) };
+    let Cbor::Map(object) = object else {
+        return Err(bad("not a map"));
+    };
     let Some(Cbor::Bytes(auth_data)) = object.get(&Cbor::Text("authData".into())) else {
         return Err(bad("no authData"));
     };
@@ -149,9 +170,13 @@ fn credential_key(attestation_object: &[u8]) -> Result<CredentialJwk, DevAuthent
         .get(53..55)
         .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         .ok_or_else(|| bad("short authData"))?;
-    let cose = auth_data.get(55 + id_len..).ok_or_else(|| bad("short authData"))?;
+    let cose = auth_data
+        .get(55 + id_len..)
+        .ok_or_else(|| bad("short authData"))?;
     let key: Cbor = serde_cbor_2::from_slice(cose).map_err(|e| bad(&e.to_string()))?;
-    let Cbor::Map(key) = key else { return Err(bad("COSE key is not a map")) };
+    let Cbor::Map(key) = key else {
+        return Err(bad("COSE key is not a map"));
+    };
     let int = |k: i128| key.get(&Cbor::Integer(k));
     if int(1) != Some(&Cbor::Integer(2)) || int(3) != Some(&Cbor::Integer(-7)) {
         return Err(bad("not an EC2 ES256 key"));
@@ -199,7 +224,10 @@ impl DevApprover {
             device: crate::DeviceSigningKey::generate(),
             authenticator,
             credential,
-            issuer: crate::grant::Issuer { approver_id: approver_id.into(), owner: owner.into() },
+            issuer: crate::grant::Issuer {
+                approver_id: approver_id.into(),
+                owner: owner.into(),
+            },
         })
     }
 
@@ -214,8 +242,12 @@ impl DevApprover {
     }
 
     /// A user-verified assertion over `challenge` by the enrolled credential.
-    pub fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion, DevAuthenticatorError> {
-        self.authenticator.assert(&self.credential.id, challenge, true)
+    pub fn assert(
+        &mut self,
+        challenge: &[u8; 32],
+    ) -> Result<WebAuthnAssertion, DevAuthenticatorError> {
+        self.authenticator
+            .assert(&self.credential.id, challenge, true)
     }
 
     /// Completes `draft`: the ceremony over its challenge, then the device signature.

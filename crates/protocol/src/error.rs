@@ -43,7 +43,10 @@ impl ParseError {
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidField { field, reason: reason.into() }
+        Self::InvalidField {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -168,7 +171,9 @@ pub enum AssertionError {
     UnknownCredential(String),
     #[error("assertion signature does not verify with the registered credential key")]
     BadSignature,
-    #[error("sign counter {presented} does not advance past {stored}: possible cloned authenticator")]
+    #[error(
+        "sign counter {presented} does not advance past {stored}: possible cloned authenticator"
+    )]
     CounterRegressed { stored: u32, presented: u32 },
 }
 

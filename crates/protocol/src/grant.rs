@@ -171,17 +171,25 @@ impl GrantDraft {
         assertion: WebAuthnAssertion,
         signer: &dyn GrantSigner,
     ) -> Result<Grant, MintError> {
-        let challenge = assertion.challenge().map_err(|_| MintError::AssertionForOtherClaims)?;
+        let challenge = assertion
+            .challenge()
+            .map_err(|_| MintError::AssertionForOtherClaims)?;
         if challenge != self.challenge {
             return Err(MintError::AssertionForOtherClaims);
         }
-        let claims = GrantClaims { approval: self.claims, webauthn: assertion };
+        let claims = GrantClaims {
+            approval: self.claims,
+            webauthn: assertion,
+        };
         let header = serde_json::json!({"alg": GRANT_ALG, "kid": signer.kid(), "typ": GRANT_TYP});
         let header = serde_json::to_vec(&header).map_err(|e| MintError::Signer(e.to_string()))?;
         let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Signer(e.to_string()))?;
         let signing_input = format!("{}.{}", b64url(&header), b64url(&payload));
         let signature = signer.sign(signing_input.as_bytes())?;
-        Ok(Grant { token: format!("{signing_input}.{}", b64url(&signature)), claims })
+        Ok(Grant {
+            token: format!("{signing_input}.{}", b64url(&signature)),
+            claims,
+        })
     }
 }
 
@@ -263,6 +271,8 @@ impl GrantSigner for DeviceSigningKey {
 
 impl fmt::Debug for DeviceSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceSigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("DeviceSigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }

@@ -41,7 +41,10 @@ impl TryFrom<String> for ActionHash {
     fn try_from(text: String) -> Result<Self, ParseError> {
         match b64url_decode(&text) {
             Some(bytes) if bytes.len() == 32 => Ok(Self(text)),
-            _ => Err(ParseError::invalid("action_hash", "not 32 bytes of base64url")),
+            _ => Err(ParseError::invalid(
+                "action_hash",
+                "not 32 bytes of base64url",
+            )),
         }
     }
 }

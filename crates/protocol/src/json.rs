@@ -31,26 +31,44 @@ pub struct Limits {
 
 impl Limits {
     /// Limits for a pending action or a presented tool call: 256 KiB, 32 levels.
-    pub const ACTION: Self = Self { max_bytes: 256 * 1024, max_depth: 32 };
+    pub const ACTION: Self = Self {
+        max_bytes: 256 * 1024,
+        max_depth: 32,
+    };
     /// Limits for a grant payload: 64 KiB, 32 levels.
-    pub const GRANT: Self = Self { max_bytes: 64 * 1024, max_depth: 32 };
+    pub const GRANT: Self = Self {
+        max_bytes: 64 * 1024,
+        max_depth: 32,
+    };
     /// Limits for an approver registry document: 4 MiB, 16 levels.
-    pub const REGISTRY: Self = Self { max_bytes: 4 * 1024 * 1024, max_depth: 16 };
+    pub const REGISTRY: Self = Self {
+        max_bytes: 4 * 1024 * 1024,
+        max_depth: 16,
+    };
 }
 
 /// Parses `bytes` into a JSON value, refusing anything ambiguous (see the module docs).
 pub fn parse_value(bytes: &[u8], limits: Limits) -> Result<Value, ParseError> {
     if bytes.len() > limits.max_bytes {
-        return Err(ParseError::TooLarge { limit: limits.max_bytes, actual: bytes.len() });
+        return Err(ParseError::TooLarge {
+            limit: limits.max_bytes,
+            actual: bytes.len(),
+        });
     }
     let failure = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // Our own depth accounting replaces serde_json's fixed recursion limit of 128.
-    let seed = StrictSeed { depth: 1, limits, failure: &failure };
+    let seed = StrictSeed {
+        depth: 1,
+        limits,
+        failure: &failure,
+    };
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(value) => Ok(value),
-        Err(err) => Err(failure.into_inner().unwrap_or_else(|| ParseError::Json(err.to_string()))),
+        Err(err) => Err(failure
+            .into_inner()
+            .unwrap_or_else(|| ParseError::Json(err.to_string()))),
     }
 }
 
@@ -91,7 +109,9 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
                     None => return Some(sub),
                 }
             }
-            y.keys().find(|k| !x.contains_key(*k)).map(|k| format!("{path}/{k}"))
+            y.keys()
+                .find(|k| !x.contains_key(*k))
+                .map(|k| format!("{path}/{k}"))
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
             .iter()
@@ -99,7 +119,11 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
             .enumerate()
             .find_map(|(i, (xv, yv))| first_difference(xv, yv, format!("{path}/{i}"))),
         _ if a == b => None,
-        _ => Some(if path.is_empty() { "/".to_owned() } else { path }),
+        _ => Some(if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path
+        }),
     }
 }
 
@@ -117,12 +141,18 @@ impl StrictSeed<'_> {
     }
 
     fn child(&self) -> Self {
-        Self { depth: self.depth + 1, limits: self.limits, failure: self.failure }
+        Self {
+            depth: self.depth + 1,
+            limits: self.limits,
+            failure: self.failure,
+        }
     }
 
     fn enter<E: serde::de::Error>(&self) -> Result<(), E> {
         if self.depth > self.limits.max_depth {
-            return Err(self.fail(ParseError::TooDeep { limit: self.limits.max_depth }));
+            return Err(self.fail(ParseError::TooDeep {
+                limit: self.limits.max_depth,
+            }));
         }
         Ok(())
     }
@@ -149,20 +179,26 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
         if v.unsigned_abs() > MAX_SAFE_INTEGER {
-            return Err(self.fail(ParseError::InexactNumber { number: v.to_string() }));
+            return Err(self.fail(ParseError::InexactNumber {
+                number: v.to_string(),
+            }));
         }
         Ok(Value::Number(v.into()))
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
         if v > MAX_SAFE_INTEGER {
-            return Err(self.fail(ParseError::InexactNumber { number: v.to_string() }));
+            return Err(self.fail(ParseError::InexactNumber {
+                number: v.to_string(),
+            }));
         }
         Ok(Value::Number(v.into()))
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("non-finite number"))
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -208,7 +244,10 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 mod tests {
     use super::*;
 
-    const L: Limits = Limits { max_bytes: 1024, max_depth: 4 };
+    const L: Limits = Limits {
+        max_bytes: 1024,
+        max_depth: 4,
+    };
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
@@ -219,19 +258,38 @@ mod tests {
     #[test]
     fn unsafe_integers_are_refused_and_safe_ones_kept() {
         assert!(parse_value(b"[9007199254740991,-9007199254740991]", L).is_ok());
-        for n in ["9007199254740992", "-9007199254740992", "18446744073709551615"] {
+        for n in [
+            "9007199254740992",
+            "-9007199254740992",
+            "18446744073709551615",
+        ] {
             let err = parse_value(n.as_bytes(), L).unwrap_err();
-            assert!(matches!(err, ParseError::InexactNumber { .. }), "{n}: {err:?}");
+            assert!(
+                matches!(err, ParseError::InexactNumber { .. }),
+                "{n}: {err:?}"
+            );
         }
-        assert!(parse_value(b"1e30", L).is_ok(), "floats are exact by construction");
+        assert!(
+            parse_value(b"1e30", L).is_ok(),
+            "floats are exact by construction"
+        );
     }
 
     #[test]
     fn depth_and_size_limits_hold() {
         assert!(parse_value(b"[[[[1]]]]", L).is_ok());
-        assert_eq!(parse_value(b"[[[[[1]]]]]", L), Err(ParseError::TooDeep { limit: 4 }));
+        assert_eq!(
+            parse_value(b"[[[[[1]]]]]", L),
+            Err(ParseError::TooDeep { limit: 4 })
+        );
         let big = vec![b' '; 1025];
-        assert_eq!(parse_value(&big, L), Err(ParseError::TooLarge { limit: 1024, actual: 1025 }));
+        assert_eq!(
+            parse_value(&big, L),
+            Err(ParseError::TooLarge {
+                limit: 1024,
+                actual: 1025
+            })
+        );
     }
 
     #[test]
@@ -249,7 +307,10 @@ mod tests {
         }
         assert!(from_slice::<T>(br#"{"a":1}"#, L).is_ok());
         let err = from_slice::<T>(br#"{"a":null}"#, L).err().unwrap();
-        assert!(matches!(&err, ParseError::NotCanonical(m) if m.contains("/a")), "{err}");
+        assert!(
+            matches!(&err, ParseError::NotCanonical(m) if m.contains("/a")),
+            "{err}"
+        );
         let err = from_slice::<T>(br#"{"b":1}"#, L).err().unwrap();
         assert!(matches!(err, ParseError::Schema(_)));
     }

@@ -79,6 +79,7 @@ pub mod error;
 pub mod grant;
 pub mod hash;
 pub mod json;
+pub mod proof;
 pub mod registry;
 pub mod replay;
 pub mod spiffe;

@@ -10,7 +10,7 @@ use p256::ecdsa::VerifyingKey as P256Key;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ParseError;
-use crate::hash::{b64url_decode, canonical_sha256, b64url};
+use crate::hash::{b64url, b64url_decode, canonical_sha256};
 use crate::json::{self, Limits};
 use crate::webauthn::CredentialJwk;
 
@@ -44,7 +44,7 @@ impl DeviceJwk {
         }
     }
 
-    fn decode(&self) -> Result<jsonwebtoken::DecodingKey, ParseError> {
+    pub(crate) fn decode(&self) -> Result<jsonwebtoken::DecodingKey, ParseError> {
         let bad = |r: &str| ParseError::invalid("device key", format!("{}: {r}", self.kid));
         if self.kty != "OKP" || self.crv != "Ed25519" {
             return Err(bad("only OKP Ed25519 device keys are supported"));
@@ -55,7 +55,9 @@ impl DeviceJwk {
         if self.key_use.as_deref().is_some_and(|u| u != "sig") {
             return Err(bad("use must be sig"));
         }
-        let raw = b64url_decode(&self.x).filter(|x| x.len() == 32).ok_or_else(|| bad("bad x"))?;
+        let raw = b64url_decode(&self.x)
+            .filter(|x| x.len() == 32)
+            .ok_or_else(|| bad("bad x"))?;
         let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("bad x"))?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not an Ed25519 point"))?;
         if self.kid != okp_thumbprint(&self.x) {
@@ -69,7 +71,9 @@ impl DeviceJwk {
 fn okp_thumbprint(x: &str) -> String {
     let members = serde_json::json!({"crv": "Ed25519", "kty": "OKP", "x": x});
     // Serialising a map of strings cannot fail.
-    canonical_sha256(&members).map(|d| b64url(&d)).unwrap_or_default()
+    canonical_sha256(&members)
+        .map(|d| b64url(&d))
+        .unwrap_or_default()
 }
 
 /// A WebAuthn credential registered to an approver.
@@ -134,12 +138,27 @@ impl ApproverRegistry {
                 return Err(ParseError::invalid("approvers", "empty id or owner"));
             }
             if ids.insert(entry.id.as_str(), ()).is_some() {
-                return Err(ParseError::invalid("approvers", format!("{:?} twice", entry.id)));
+                return Err(ParseError::invalid(
+                    "approvers",
+                    format!("{:?} twice", entry.id),
+                ));
             }
             for jwk in &entry.device_keys {
                 let key = jwk.decode()?;
-                if keys.insert(jwk.kid.clone(), IndexedKey { approver: index, key }).is_some() {
-                    return Err(ParseError::invalid("device_keys", format!("kid {} twice", jwk.kid)));
+                if keys
+                    .insert(
+                        jwk.kid.clone(),
+                        IndexedKey {
+                            approver: index,
+                            key,
+                        },
+                    )
+                    .is_some()
+                {
+                    return Err(ParseError::invalid(
+                        "device_keys",
+                        format!("kid {} twice", jwk.kid),
+                    ));
                 }
             }
             let mut credentials = HashMap::new();
@@ -147,13 +166,24 @@ impl ApproverRegistry {
                 b64url_decode(&cred.id)
                     .ok_or_else(|| ParseError::invalid("credentials", "id is not base64url"))?;
                 if credential_ids.insert(cred.id.as_str(), ()).is_some() {
-                    return Err(ParseError::invalid("credentials", format!("{} twice", cred.id)));
+                    return Err(ParseError::invalid(
+                        "credentials",
+                        format!("{} twice", cred.id),
+                    ));
                 }
                 credentials.insert(cred.id.clone(), cred.public_key.to_key()?);
             }
-            approvers.push(Approver { id: entry.id.clone(), owner: entry.owner.clone(), credentials });
+            approvers.push(Approver {
+                id: entry.id.clone(),
+                owner: entry.owner.clone(),
+                credentials,
+            });
         }
-        Ok(Self { document, approvers, keys })
+        Ok(Self {
+            document,
+            approvers,
+            keys,
+        })
     }
 
     /// Parses and indexes a registry document (strict JSON).

@@ -68,10 +68,14 @@ impl MemoryReplayStore {
     }
 
     fn mark(&self, jti: &str, expires_at: i64, now: i64, to: State) -> Result<(), ConsumeError> {
-        let mut entries =
-            self.entries.lock().map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
         if entries.map.len() >= entries.next_purge {
-            entries.map.retain(|_, (_, exp)| *exp + KEEP_AFTER_EXP >= now);
+            entries
+                .map
+                .retain(|_, (_, exp)| *exp + KEEP_AFTER_EXP >= now);
             entries.next_purge = (entries.map.len() * 2).max(1024);
         }
         match entries.map.get(jti) {
@@ -95,8 +99,10 @@ impl ReplayStore for MemoryReplayStore {
     }
 
     fn is_revoked(&self, jti: &str) -> Result<bool, ConsumeError> {
-        let entries =
-            self.entries.lock().map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
+        let entries = self
+            .entries
+            .lock()
+            .map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
         Ok(matches!(entries.map.get(jti), Some((State::Revoked, _))))
     }
 }
@@ -123,13 +129,18 @@ impl MemoryCounterStore {
 
 impl SignCounterStore for MemoryCounterStore {
     fn last(&self, credential_id: &str) -> Result<u32, ConsumeError> {
-        let map = self.counters.lock().map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
+        let map = self
+            .counters
+            .lock()
+            .map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
         Ok(map.get(credential_id).copied().unwrap_or(0))
     }
 
     fn advance(&self, credential_id: &str, counter: u32) -> Result<u32, ConsumeError> {
-        let mut map =
-            self.counters.lock().map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
+        let mut map = self
+            .counters
+            .lock()
+            .map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
         let entry = map.entry(credential_id.to_owned()).or_insert(0);
         let previous = *entry;
         *entry = previous.max(counter);
@@ -145,8 +156,14 @@ mod tests {
     fn consume_once_then_replayed() {
         let store = MemoryReplayStore::new();
         assert_eq!(store.consume("a", 100, 0), Ok(()));
-        assert_eq!(store.consume("a", 100, 0), Err(ConsumeError::AlreadyConsumed));
-        assert_eq!(store.revoke("a", 100, 0), Err(ConsumeError::AlreadyConsumed));
+        assert_eq!(
+            store.consume("a", 100, 0),
+            Err(ConsumeError::AlreadyConsumed)
+        );
+        assert_eq!(
+            store.revoke("a", 100, 0),
+            Err(ConsumeError::AlreadyConsumed)
+        );
     }
 
     #[test]
@@ -167,6 +184,9 @@ mod tests {
         // Far past every old exp: the next write purges them, the live one stays.
         store.consume("new", 10_000, 5_000).unwrap();
         assert_eq!(store.len(), 2);
-        assert_eq!(store.consume("live", 10_000, 5_000), Err(ConsumeError::AlreadyConsumed));
+        assert_eq!(
+            store.consume("live", 10_000, 5_000),
+            Err(ConsumeError::AlreadyConsumed)
+        );
     }
 }

@@ -22,13 +22,20 @@ impl SpiffeId {
         if text.len() > MAX_LEN {
             return Err(bad("longer than 2048 bytes"));
         }
-        let rest = text.strip_prefix("spiffe://").ok_or_else(|| bad("scheme is not spiffe://"))?;
+        let rest = text
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| bad("scheme is not spiffe://"))?;
         let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
         if domain.is_empty() {
             return Err(bad("empty trust domain"));
         }
-        if !domain.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_')) {
-            return Err(bad("trust domain must be lowercase letters, digits, '.', '-', '_'"));
+        if !domain
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+        {
+            return Err(bad(
+                "trust domain must be lowercase letters, digits, '.', '-', '_'",
+            ));
         }
         if !path.is_empty() || rest.ends_with('/') {
             for segment in path.split('/') {
@@ -76,7 +83,11 @@ mod tests {
 
     #[test]
     fn accepts_standard_ids() {
-        for ok in ["spiffe://example.com/agent/billing", "spiffe://td", "spiffe://a-b_c.d/x.y/Z-1"] {
+        for ok in [
+            "spiffe://example.com/agent/billing",
+            "spiffe://td",
+            "spiffe://a-b_c.d/x.y/Z-1",
+        ] {
             assert!(SpiffeId::parse(ok).is_ok(), "{ok}");
         }
     }

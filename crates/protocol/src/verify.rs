@@ -8,7 +8,9 @@ use subtle::ConstantTimeEq as _;
 use crate::action::{ActionRequest, TOOL_CALL_TYPE};
 use crate::clock::Clock;
 use crate::error::{AssertionError, ParseError, VerifyError};
-use crate::grant::{ApprovalClaims, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS, MAX_SKEW_SECS};
+use crate::grant::{
+    ApprovalClaims, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS, MAX_SKEW_SECS,
+};
 use crate::hash::{b64url_decode, canonical_sha256};
 use crate::json::{self, Limits};
 use crate::registry::ApproverRegistry;
@@ -81,7 +83,13 @@ impl GrantVerifier {
     ) -> Self {
         config.max_skew_secs = config.max_skew_secs.clamp(0, MAX_SKEW_SECS);
         config.max_lifetime_secs = config.max_lifetime_secs.clamp(1, MAX_LIFETIME_SECS);
-        Self { config, registry, replay, counters, clock }
+        Self {
+            config,
+            registry,
+            replay,
+            counters,
+            clock,
+        }
     }
 
     /// Every check except consumption: for a broker accepting an approval, or a dry run.
@@ -104,8 +112,9 @@ impl GrantVerifier {
         let verified = self.verify_at(presentation, now)?;
         let claims = &verified.claims.approval;
         self.replay.consume(&claims.jti, claims.exp, now)?;
-        let stored =
-            self.counters.advance(&verified.credential_id, verified.sign_count)?;
+        let stored = self
+            .counters
+            .advance(&verified.credential_id, verified.sign_count)?;
         counter_advances(stored, verified.sign_count)?;
         Ok(verified)
     }
@@ -117,32 +126,48 @@ impl GrantVerifier {
     ) -> Result<VerifiedGrant, VerifyError> {
         let token = presentation.grant;
         if token.len() > MAX_GRANT_BYTES {
-            return Err(VerifyError::Malformed(format!("over {MAX_GRANT_BYTES} bytes")));
+            return Err(VerifyError::Malformed(format!(
+                "over {MAX_GRANT_BYTES} bytes"
+            )));
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(VerifyError::Malformed("not three dot-separated parts".into()));
+            return Err(VerifyError::Malformed(
+                "not three dot-separated parts".into(),
+            ));
         };
 
         // 1–3. Header: exact typ, alg from the allowlist, key by kid from the pinned registry.
         // jku, x5u, jwk and x5c are never read.
-        let header = decode_object(header_b64, Limits { max_bytes: 4096, max_depth: 4 })
-            .map_err(|e| VerifyError::Malformed(format!("header: {e}")))?;
+        let header = decode_object(
+            header_b64,
+            Limits {
+                max_bytes: 4096,
+                max_depth: 4,
+            },
+        )
+        .map_err(|e| VerifyError::Malformed(format!("header: {e}")))?;
         if header.get("typ").and_then(Value::as_str) != Some(GRANT_TYP) {
             return Err(VerifyError::WrongType);
         }
         match header.get("alg").and_then(Value::as_str) {
             Some(GRANT_ALG) => {}
-            other => return Err(VerifyError::AlgorithmNotAllowed(other.unwrap_or("").to_owned())),
+            other => {
+                return Err(VerifyError::AlgorithmNotAllowed(
+                    other.unwrap_or("").to_owned(),
+                ));
+            }
         }
         if header.contains_key("crit") {
             return Err(VerifyError::Malformed("header has crit parameters".into()));
         }
         let kid = header.get("kid").and_then(Value::as_str).unwrap_or("");
-        let (approver, key) =
-            self.registry.key(kid).ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+        let (approver, key) = self
+            .registry
+            .key(kid)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
 
         // 4. Signature over the JWS signing input.
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
@@ -183,8 +208,10 @@ impl GrantVerifier {
         self.check_times(&claims, now)?;
 
         // 7. The call presented is the call approved.
-        let presented =
-            presentation.action.action_hash().map_err(VerifyError::Action)?;
+        let presented = presentation
+            .action
+            .action_hash()
+            .map_err(VerifyError::Action)?;
         if presented != claims.action_hash {
             return Err(VerifyError::ActionHashMismatch);
         }
@@ -220,7 +247,10 @@ impl GrantVerifier {
         }
 
         Ok(VerifiedGrant {
-            claims: GrantClaims { approval: claims, webauthn },
+            claims: GrantClaims {
+                approval: claims,
+                webauthn,
+            },
             credential_id: asserted.credential_id,
             sign_count: asserted.sign_count,
         })
@@ -244,10 +274,7 @@ impl GrantVerifier {
     }
 }
 
-fn decode_object(
-    part: &str,
-    limits: Limits,
-) -> Result<serde_json::Map<String, Value>, ParseError> {
+fn decode_object(part: &str, limits: Limits) -> Result<serde_json::Map<String, Value>, ParseError> {
     let bytes = b64url_decode(part).ok_or_else(|| ParseError::Json("not base64url".into()))?;
     match json::parse_value(&bytes, limits)? {
         Value::Object(map) => Ok(map),

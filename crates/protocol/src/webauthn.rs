@@ -47,7 +47,10 @@ impl RelyingParty {
         let host = url.host_str().unwrap_or_default();
         let registrable = host == rp_id || host.ends_with(&format!(".{rp_id}"));
         if url.scheme() != "https" || !registrable || rp_id.is_empty() {
-            return Err(ParseError::invalid("origin", "must be https on the rp_id or below it"));
+            return Err(ParseError::invalid(
+                "origin",
+                "must be https on the rp_id or below it",
+            ));
         }
         Ok(Self {
             rp_id: rp_id.to_owned(),
@@ -68,7 +71,10 @@ impl RelyingParty {
     }
 }
 
-#[expect(clippy::panic, reason = "RP_ID and ORIGIN are constants; the unit test pins them")]
+#[expect(
+    clippy::panic,
+    reason = "RP_ID and ORIGIN are constants; the unit test pins them"
+)]
 fn unreachable_rp() -> RelyingParty {
     panic!("the built-in relying party constants do not parse")
 }
@@ -87,7 +93,11 @@ pub struct WebAuthnAssertion {
     pub client_data_json: String,
     /// ASN.1 DER ECDSA signature over `authenticatorData || SHA-256(clientDataJSON)`.
     pub signature: String,
-    #[serde(rename = "userHandle", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "userHandle",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_handle: Option<String>,
 }
 
@@ -133,7 +143,10 @@ struct CollectedClientData {
 
 impl CollectedClientData {
     fn parse(raw: &[u8]) -> Result<Self, AssertionError> {
-        let limits = Limits { max_bytes: 4096, max_depth: 4 };
+        let limits = Limits {
+            max_bytes: 4096,
+            max_depth: 4,
+        };
         let value = json::parse_value(raw, limits)
             .map_err(|e| AssertionError::ClientData(e.to_string()))?;
         serde_json::from_value(value).map_err(|e| AssertionError::ClientData(e.to_string()))
@@ -169,12 +182,18 @@ impl CredentialJwk {
     /// The key, if this is a valid P-256 point.
     pub fn to_key(&self) -> Result<VerifyingKey, ParseError> {
         let bad = |r: &str| ParseError::invalid("credential public_key", r.to_owned());
-        if self.kty != "EC" || self.crv != "P-256" || self.alg.as_deref().is_some_and(|a| a != "ES256")
+        if self.kty != "EC"
+            || self.crv != "P-256"
+            || self.alg.as_deref().is_some_and(|a| a != "ES256")
         {
             return Err(bad("only EC P-256 (ES256) credentials are supported"));
         }
-        let x = b64url_decode(&self.x).filter(|x| x.len() == 32).ok_or_else(|| bad("bad x"))?;
-        let y = b64url_decode(&self.y).filter(|y| y.len() == 32).ok_or_else(|| bad("bad y"))?;
+        let x = b64url_decode(&self.x)
+            .filter(|x| x.len() == 32)
+            .ok_or_else(|| bad("bad x"))?;
+        let y = b64url_decode(&self.y)
+            .filter(|y| y.len() == 32)
+            .ok_or_else(|| bad("bad y"))?;
         let mut sec1 = Vec::with_capacity(65);
         sec1.push(0x04);
         sec1.extend_from_slice(&x);
@@ -245,10 +264,16 @@ pub fn verify_assertion<'k>(
     let signature = Signature::from_der(&signature).map_err(|_| AssertionError::BadSignature)?;
     let mut signed = auth_data.clone();
     signed.extend_from_slice(&Sha256::digest(&client_raw));
-    key.verify(&signed, &signature).map_err(|_| AssertionError::BadSignature)?;
+    key.verify(&signed, &signature)
+        .map_err(|_| AssertionError::BadSignature)?;
 
-    let sign_count = u32::from_be_bytes([auth_data[33], auth_data[34], auth_data[35], auth_data[36]]);
-    Ok(VerifiedAssertion { credential_id: assertion.id.clone(), flags, sign_count })
+    let sign_count =
+        u32::from_be_bytes([auth_data[33], auth_data[34], auth_data[35], auth_data[36]]);
+    Ok(VerifiedAssertion {
+        credential_id: assertion.id.clone(),
+        flags,
+        sign_count,
+    })
 }
 
 /// Whether the `origin` member names `expected` (clients write it with or without a trailing
@@ -284,7 +309,10 @@ mod tests {
         assert!(same_origin("https://countersign.dev/", &rp.origin));
         assert!(!same_origin("https://countersign.dev/x", &rp.origin));
         assert!(!same_origin("http://countersign.dev", &rp.origin));
-        assert!(!same_origin("https://countersign.dev.evil.example", &rp.origin));
+        assert!(!same_origin(
+            "https://countersign.dev.evil.example",
+            &rp.origin
+        ));
         assert!(!same_origin("https://countersign.dev:8443", &rp.origin));
     }
 

@@ -23,11 +23,17 @@ fn alg_none_is_refused() {
         b64url(header.to_string().as_bytes()),
         b64url(payload.to_string().as_bytes())
     );
-    assert_eq!(verify(&fx, &unsigned), Err(VerifyError::AlgorithmNotAllowed("none".into())));
+    assert_eq!(
+        verify(&fx, &unsigned),
+        Err(VerifyError::AlgorithmNotAllowed("none".into()))
+    );
     // Missing alg as well.
     header.as_object_mut().unwrap().remove("alg");
     let token = sign_token(&header, &payload, &fx.device);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::AlgorithmNotAllowed(String::new())));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::AlgorithmNotAllowed(String::new()))
+    );
 }
 
 #[test]
@@ -40,15 +46,33 @@ fn hs256_keyed_with_the_public_key_is_refused() {
     header.typ = Some("countersign-grant+jwt".into());
     header.kid = Some(public.kid.clone());
     // The classic confusion: the verifier's public key used as an HMAC secret, in both forms.
-    for secret in [public.x.as_bytes().to_vec(), countersign_protocol::hash::b64url_decode(&public.x).unwrap()] {
-        let token = jsonwebtoken::encode(&header, &payload, &jsonwebtoken::EncodingKey::from_secret(&secret))
-            .unwrap();
-        assert_eq!(verify(&fx, &token), Err(VerifyError::AlgorithmNotAllowed("HS256".into())));
+    for secret in [
+        public.x.as_bytes().to_vec(),
+        countersign_protocol::hash::b64url_decode(&public.x).unwrap(),
+    ] {
+        let token = jsonwebtoken::encode(
+            &header,
+            &payload,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&fx, &token),
+            Err(VerifyError::AlgorithmNotAllowed("HS256".into()))
+        );
     }
     // Other algorithms and case variants of EdDSA are refused too.
     for alg in ["ES256", "RS256", "eddsa", "Ed25519", "EdDSA "] {
-        let token = sign_token(&json!({"alg": alg, "typ": "countersign-grant+jwt", "kid": public.kid}), &payload, &fx.device);
-        assert_eq!(verify(&fx, &token), Err(VerifyError::AlgorithmNotAllowed(alg.into())), "{alg}");
+        let token = sign_token(
+            &json!({"alg": alg, "typ": "countersign-grant+jwt", "kid": public.kid}),
+            &payload,
+            &fx.device,
+        );
+        assert_eq!(
+            verify(&fx, &token),
+            Err(VerifyError::AlgorithmNotAllowed(alg.into())),
+            "{alg}"
+        );
     }
 }
 
@@ -60,10 +84,16 @@ fn unknown_kid_is_refused() {
     let stranger = DeviceSigningKey::generate();
     header["kid"] = json!(stranger.public_jwk().kid);
     let token = sign_token(&header, &payload, &stranger);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::UnknownKey(stranger.public_jwk().kid)));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownKey(stranger.public_jwk().kid))
+    );
     header.as_object_mut().unwrap().remove("kid");
     let token = sign_token(&header, &payload, &fx.device);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::UnknownKey(String::new())));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownKey(String::new()))
+    );
 }
 
 #[test]
@@ -79,7 +109,10 @@ fn jku_x5u_and_jwk_headers_are_never_followed() {
     h["jwk"] = attacker_jwk.clone();
     h["kid"] = json!(attacker.public_jwk().kid);
     let token = sign_token(&h, &payload, &attacker);
-    assert!(matches!(verify(&fx, &token), Err(VerifyError::UnknownKey(_))));
+    assert!(matches!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownKey(_))
+    ));
 
     // The real kid, with the attacker's key offered by value and by URL: the signature fails.
     let mut h = header.clone();
@@ -98,7 +131,10 @@ fn jku_x5u_and_jwk_headers_are_never_followed() {
     let mut h = header;
     h["crit"] = json!(["exp"]);
     let token = sign_token(&h, &payload, &fx.device);
-    assert!(matches!(verify(&fx, &token), Err(VerifyError::Malformed(_))));
+    assert!(matches!(
+        verify(&fx, &token),
+        Err(VerifyError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -106,7 +142,13 @@ fn typ_must_be_exact() {
     let mut fx = Fixture::new();
     let grant = fx.mint(&pending());
     let (header, payload) = decode(grant.token());
-    for typ in [json!("JWT"), json!("countersign-grant+JWT"), json!("application/countersign-grant+jwt"), json!(null), json!(["countersign-grant+jwt"])] {
+    for typ in [
+        json!("JWT"),
+        json!("countersign-grant+JWT"),
+        json!("application/countersign-grant+jwt"),
+        json!(null),
+        json!(["countersign-grant+jwt"]),
+    ] {
         let mut h = header.clone();
         h["typ"] = typ.clone();
         let token = sign_token(&h, &payload, &fx.device);
@@ -114,15 +156,25 @@ fn typ_must_be_exact() {
     }
     let mut h = header;
     h.as_object_mut().unwrap().remove("typ");
-    assert_eq!(verify(&fx, &sign_token(&h, &payload, &fx.device)), Err(VerifyError::WrongType));
+    assert_eq!(
+        verify(&fx, &sign_token(&h, &payload, &fx.device)),
+        Err(VerifyError::WrongType)
+    );
 }
 
 #[test]
 fn audience_must_be_exactly_this_verifier() {
     let mut fx = Fixture::new();
     let grant = fx.mint(&pending());
-    for other in ["https://payments-gateway.example.com/", "https://PAYMENTS-gateway.example.com", "https://mail-gateway.example.com"] {
-        let err = fx.verifier_for(other).check(&present(grant.token(), &request())).unwrap_err();
+    for other in [
+        "https://payments-gateway.example.com/",
+        "https://PAYMENTS-gateway.example.com",
+        "https://mail-gateway.example.com",
+    ] {
+        let err = fx
+            .verifier_for(other)
+            .check(&present(grant.token(), &request()))
+            .unwrap_err();
         assert_eq!(err, VerifyError::WrongAudience(AUDIENCE.into()), "{other}");
     }
 }
@@ -132,7 +184,9 @@ fn issuer_must_be_the_approver_that_owns_the_key() {
     let mut fx = Fixture::new();
     // A second, legitimately paired approver of another owner.
     let other = DeviceSigningKey::generate();
-    let mut document = RegistryDocument { approvers: vec![fx.entry()] };
+    let mut document = RegistryDocument {
+        approvers: vec![fx.entry()],
+    };
     document.approvers.push(ApproverEntry {
         id: "apr_bob_phone".into(),
         owner: "bob@example.com".into(),
@@ -147,19 +201,28 @@ fn issuer_must_be_the_approver_that_owns_the_key() {
     let mut p = payload.clone();
     p["iss"] = json!("apr_bob_phone");
     let token = fx.reassert_and_sign(&header, &mut p);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::UnknownIssuer("apr_bob_phone".into())));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownIssuer("apr_bob_phone".into()))
+    );
 
     // An unregistered issuer.
     let mut p = payload.clone();
     p["iss"] = json!("apr_unknown");
     let token = fx.reassert_and_sign(&header, &mut p);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::UnknownIssuer("apr_unknown".into())));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownIssuer("apr_unknown".into()))
+    );
 
     // Bob's device key signing a grant that says it is ours.
     let mut h = header;
     h["kid"] = json!(other.public_jwk().kid);
     let token = sign_token(&h, &payload, &other);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::UnknownIssuer("apr_laptop".into())));
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::UnknownIssuer("apr_laptop".into()))
+    );
 
     // sub must be the registered owner.
     let mut p = payload;
@@ -199,7 +262,11 @@ fn nbf_in_the_future_and_inconsistent_lifetimes_are_refused() {
         c.nbf = NOW + 300;
         c.exp = c.iat + 120;
     });
-    assert_eq!(verify(&fx, &token), Err(VerifyError::BadLifetime), "exp before nbf");
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::BadLifetime),
+        "exp before nbf"
+    );
     let token = mint_claims(&mut fx, |c| {
         c.iat = NOW + 300;
         c.nbf = NOW + 300;
@@ -207,7 +274,11 @@ fn nbf_in_the_future_and_inconsistent_lifetimes_are_refused() {
     });
     assert_eq!(verify(&fx, &token), Err(VerifyError::NotYetValid));
     let token = mint_claims(&mut fx, |c| c.nbf = c.iat - 1);
-    assert_eq!(verify(&fx, &token), Err(VerifyError::BadLifetime), "nbf before iat");
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::BadLifetime),
+        "nbf before iat"
+    );
 }
 
 #[test]
@@ -222,7 +293,14 @@ fn lifetime_over_the_cap_is_refused_even_when_properly_signed() {
 #[test]
 fn malformed_tokens_get_typed_errors() {
     let fx = Fixture::new();
-    for token in ["", "a.b", "a.b.c.d", "...", "!!.??.**", &"A".repeat(200_000)] {
+    for token in [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "...",
+        "!!.??.**",
+        &"A".repeat(200_000),
+    ] {
         let err = verify(&fx, token).unwrap_err();
         assert_eq!(err.code(), "malformed", "{token:.20}: {err}");
     }
@@ -233,8 +311,20 @@ fn malformed_tokens_get_typed_errors() {
     assert_eq!(err.code(), "malformed_claims");
     let raw = r#"{"iss":"apr_laptop","iss":"apr_other"}"#;
     let token = {
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(raw.as_bytes()));
-        format!("{input}.{}", b64url(&fx.device.sign_bytes(input.as_bytes())))
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(raw.as_bytes())
+        );
+        format!(
+            "{input}.{}",
+            b64url(&fx.device.sign_bytes(input.as_bytes()))
+        )
     };
-    assert!(matches!(verify(&fx, &token), Err(VerifyError::Claims(countersign_protocol::ParseError::DuplicateKey { .. }))));
+    assert!(matches!(
+        verify(&fx, &token),
+        Err(VerifyError::Claims(
+            countersign_protocol::ParseError::DuplicateKey { .. }
+        ))
+    ));
 }

@@ -24,12 +24,19 @@ fn reference_test_data() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let out = canonical(&std::fs::read(&path).unwrap());
-        let expected = std::fs::read(vectors().join("output").join(format!("{name}.json"))).unwrap();
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected), "{name}");
-        let hex = std::fs::read_to_string(vectors().join("outhex").join(format!("{name}.txt")))
-            .unwrap();
-        let bytes: Vec<u8> =
-            hex.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+        let expected =
+            std::fs::read(vectors().join("output").join(format!("{name}.json"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected),
+            "{name}"
+        );
+        let hex =
+            std::fs::read_to_string(vectors().join("outhex").join(format!("{name}.txt"))).unwrap();
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
         assert_eq!(out, bytes, "{name} (bytes)");
         seen += 1;
     }
@@ -76,7 +83,11 @@ fn rfc_appendix_b_numbers() {
     ];
     for (bits, expected) in cases {
         let value = json!(f64::from_bits(bits));
-        assert_eq!(String::from_utf8(canonicalize(&value).unwrap()).unwrap(), expected, "{bits:#x}");
+        assert_eq!(
+            String::from_utf8(canonicalize(&value).unwrap()).unwrap(),
+            expected,
+            "{bits:#x}"
+        );
     }
 }
 
@@ -86,7 +97,11 @@ fn spell(value: &Value, seed: &mut u64) -> String {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            let rotate = if entries.is_empty() { 0 } else { (next(seed) as usize) % entries.len() };
+            let rotate = if entries.is_empty() {
+                0
+            } else {
+                (next(seed) as usize) % entries.len()
+            };
             entries.rotate_left(rotate);
             if next(seed).is_multiple_of(2) {
                 entries.reverse();
@@ -101,7 +116,10 @@ fn spell(value: &Value, seed: &mut u64) -> String {
             format!("{{{}}}", parts.join(","))
         }
         Value::Array(items) => {
-            let parts: Vec<String> = items.iter().map(|v| format!(" {}", spell(v, seed))).collect();
+            let parts: Vec<String> = items
+                .iter()
+                .map(|v| format!(" {}", spell(v, seed)))
+                .collect();
             format!("[{}]", parts.join(","))
         }
         Value::String(s) => escape(s, next(seed)),
@@ -111,7 +129,9 @@ fn spell(value: &Value, seed: &mut u64) -> String {
 
 /// A small deterministic generator (PCG-style step).
 fn next(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *seed >> 33
 }
 
@@ -141,7 +161,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "\\PC{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {

@@ -9,7 +9,9 @@ use josekit::jws::{EdDSA, JwsHeader};
 use josekit::jwt::{self, JwtPayload};
 use serde_json::{Value, json};
 
-use crate::support::{AUDIENCE, Fixture, NOW, OWNER, challenge_of, decode, pending, present, request};
+use crate::support::{
+    AUDIENCE, Fixture, NOW, OWNER, challenge_of, decode, pending, present, request,
+};
 
 #[test]
 fn a_minted_grant_verifies_and_redeems_once() {
@@ -23,14 +25,19 @@ fn a_minted_grant_verifies_and_redeems_once() {
     assert_eq!(checked.claims.approval.txn, pending.id);
     assert_eq!(checked.claims.approval.sub, OWNER);
     assert_eq!(checked.claims.approval.aud, AUDIENCE);
-    assert_eq!(checked.claims.approval.exp - checked.claims.approval.iat, 120);
+    assert_eq!(
+        checked.claims.approval.exp - checked.claims.approval.iat,
+        120
+    );
     assert_eq!(checked.claims.approval.amr, ["hwk", "user"]);
     assert_eq!(checked.claims.approval.act.links().len(), 2);
 
     // check() does not consume; redeem() does, once.
     verifier.check(&present(grant.token(), &action)).unwrap();
     verifier.redeem(&present(grant.token(), &action)).unwrap();
-    let again = verifier.redeem(&present(grant.token(), &action)).unwrap_err();
+    let again = verifier
+        .redeem(&present(grant.token(), &action))
+        .unwrap_err();
     assert_eq!(again, VerifyError::Replayed);
     assert_eq!(again.code(), "replayed");
 }
@@ -44,7 +51,10 @@ fn the_token_is_a_standard_compact_jws() {
     let webauthn = payload["webauthn"].as_object().unwrap();
     let mut keys: Vec<&str> = webauthn.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["authenticatorData", "clientDataJSON", "id", "signature"]);
+    assert_eq!(
+        keys,
+        ["authenticatorData", "clientDataJSON", "id", "signature"]
+    );
     // The challenge in clientDataJSON is SHA-256(JCS(claims without webauthn)).
     let client: Value = serde_json::from_slice(
         &countersign_protocol::hash::b64url_decode(webauthn["clientDataJSON"].as_str().unwrap())
@@ -70,7 +80,14 @@ fn josekit_verifies_a_grant_minted_here() {
     // And josekit refuses it once a byte of the payload changes.
     let mut forged = grant.token().to_owned();
     let dot = forged.find('.').unwrap();
-    forged.replace_range(dot + 5..dot + 6, if &forged[dot + 5..dot + 6] == "A" { "B" } else { "A" });
+    forged.replace_range(
+        dot + 5..dot + 6,
+        if &forged[dot + 5..dot + 6] == "A" {
+            "B"
+        } else {
+            "A"
+        },
+    );
     assert!(jwt::decode_with_verifier(&forged, &verifier).is_err());
 }
 
@@ -86,7 +103,9 @@ fn a_grant_signed_by_josekit_verifies_here() {
     let private = json!({
         "kty": "OKP", "crv": "Ed25519", "x": public.x, "d": b64url(fx.device.secret().as_ref()),
     });
-    let signer = EdDSA.signer_from_jwk(&Jwk::from_bytes(private.to_string()).unwrap()).unwrap();
+    let signer = EdDSA
+        .signer_from_jwk(&Jwk::from_bytes(private.to_string()).unwrap())
+        .unwrap();
     let mut header = JwsHeader::new();
     header.set_token_type("countersign-grant+jwt");
     header.set_key_id(public.kid);
@@ -102,15 +121,25 @@ fn a_grant_signed_by_josekit_verifies_here() {
 fn sender_constrained_grant_needs_the_bound_key() {
     let mut fx = Fixture::new();
     let mut options = GrantOptions::at(NOW);
-    options.confirmation = Some(Confirmation { jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into() });
+    options.confirmation = Some(Confirmation {
+        jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into(),
+    });
     let draft = GrantDraft::new(&pending(), &fx.issuer, options).unwrap();
     let grant = fx.sign_draft(draft);
     let action = request();
     let verifier = fx.verifier();
-    let without = verifier.check(&present(grant.token(), &action)).unwrap_err();
+    let without = verifier
+        .check(&present(grant.token(), &action))
+        .unwrap_err();
     assert_eq!(without, VerifyError::ConfirmationMismatch);
-    let other = Presentation { presenter_jkt: Some("another-key-thumbprint"), ..present(grant.token(), &action) };
-    assert_eq!(verifier.check(&other).unwrap_err(), VerifyError::ConfirmationMismatch);
+    let other = Presentation {
+        presenter_jkt: Some("another-key-thumbprint"),
+        ..present(grant.token(), &action)
+    };
+    assert_eq!(
+        verifier.check(&other).unwrap_err(),
+        VerifyError::ConfirmationMismatch
+    );
     let bound = Presentation {
         presenter_jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"),
         ..present(grant.token(), &action)
@@ -126,17 +155,32 @@ fn a_revoked_grant_is_refused_and_cannot_be_redeemed() {
     let claims = &grant.claims().approval;
     fx.replay.revoke(&claims.jti, claims.exp, NOW).unwrap();
     let action = request();
-    assert_eq!(fx.verifier().check(&present(grant.token(), &action)).unwrap_err(), VerifyError::Revoked);
-    assert_eq!(fx.verifier().redeem(&present(grant.token(), &action)).unwrap_err(), VerifyError::Revoked);
+    assert_eq!(
+        fx.verifier()
+            .check(&present(grant.token(), &action))
+            .unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert_eq!(
+        fx.verifier()
+            .redeem(&present(grant.token(), &action))
+            .unwrap_err(),
+        VerifyError::Revoked
+    );
 }
 
 #[test]
 fn minting_refuses_an_item_whose_hash_disagrees_with_what_it_shows() {
     let fx = Fixture::new();
     let mut item = pending();
-    item.context.arguments.insert("amount".into(), json!("50000.00"));
+    item.context
+        .arguments
+        .insert("amount".into(), json!("50000.00"));
     let err = GrantDraft::new(&item, &fx.issuer, GrantOptions::at(NOW)).unwrap_err();
-    assert!(matches!(err, countersign_protocol::MintError::ActionHashMismatch), "{err}");
+    assert!(
+        matches!(err, countersign_protocol::MintError::ActionHashMismatch),
+        "{err}"
+    );
 }
 
 #[test]
@@ -145,11 +189,17 @@ fn minting_refuses_an_overlong_lifetime_and_a_foreign_assertion() {
     let mut options = GrantOptions::at(NOW);
     options.lifetime_secs = 121;
     let err = GrantDraft::new(&pending(), &fx.issuer, options).unwrap_err();
-    assert!(matches!(err, countersign_protocol::MintError::LifetimeTooLong { requested: 121, .. }));
+    assert!(matches!(
+        err,
+        countersign_protocol::MintError::LifetimeTooLong { requested: 121, .. }
+    ));
 
     let first = fx.draft(&pending());
     let second = fx.draft(&pending());
     let assertion = fx.assert(second.challenge());
     let err = first.sign(assertion, &fx.device).unwrap_err();
-    assert!(matches!(err, countersign_protocol::MintError::AssertionForOtherClaims));
+    assert!(matches!(
+        err,
+        countersign_protocol::MintError::AssertionForOtherClaims
+    ));
 }

@@ -1,7 +1,14 @@
 //! Integration tests of countersign-protocol: real cryptography throughout, nothing mocked.
 
-#![expect(clippy::unwrap_used, clippy::panic, reason = "test helpers fail loudly")]
-#![expect(unreachable_pub, reason = "support items are shared between test modules")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+#![expect(
+    unreachable_pub,
+    reason = "support items are shared between test modules"
+)]
 
 mod attacks;
 mod jcs;

@@ -22,7 +22,10 @@ fn the_design_example_round_trips_and_its_hash_verifies() {
     assert!(parsed.verify_hash());
     assert_eq!(parsed.status, Status::Pending);
     assert_eq!(serde_json::to_value(&parsed).unwrap(), value);
-    assert_eq!(parsed.authorization_details[0].kind, "https://countersign.dev/tool-call");
+    assert_eq!(
+        parsed.authorization_details[0].kind,
+        "https://countersign.dev/tool-call"
+    );
     assert_eq!(parsed.action_hash.fingerprint().len(), 19);
 }
 
@@ -31,16 +34,37 @@ fn a_changed_field_is_detected_by_the_recomputed_hash() {
     let mut value = pending_json();
     value["context"]["arguments"]["amount"] = json!("500000.00");
     let parsed = parse(&value).unwrap();
-    assert!(!parsed.verify_hash(), "shown amount differs from the hashed one");
+    assert!(
+        !parsed.verify_hash(),
+        "shown amount differs from the hashed one"
+    );
 }
 
 #[test]
 fn unknown_fields_anywhere_in_the_bound_part_are_refused() {
-    for pointer in ["", "/subject", "/actor", "/action", "/resource", "/context", "/context/data", "/policy", "/authorization_details/0"] {
+    for pointer in [
+        "",
+        "/subject",
+        "/actor",
+        "/action",
+        "/resource",
+        "/context",
+        "/context/data",
+        "/policy",
+        "/authorization_details/0",
+    ] {
         let mut value = pending_json();
-        value.pointer_mut(pointer).unwrap().as_object_mut().unwrap().insert("hidden".into(), json!("x"));
+        value
+            .pointer_mut(pointer)
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .insert("hidden".into(), json!("x"));
         let err = parse(&value).unwrap_err();
-        assert!(matches!(err, ParseError::Schema(ref m) if m.contains("hidden")), "{pointer}: {err}");
+        assert!(
+            matches!(err, ParseError::Schema(ref m) if m.contains("hidden")),
+            "{pointer}: {err}"
+        );
     }
 }
 
@@ -50,11 +74,16 @@ fn ambiguous_json_is_refused() {
     let doubled = text.replacen("\"intent\":", "\"intent\":\"benign\",\"intent\":", 1);
     assert_eq!(
         PendingAction::from_json(doubled.as_bytes()).unwrap_err(),
-        ParseError::DuplicateKey { key: "intent".into() }
+        ParseError::DuplicateKey {
+            key: "intent".into()
+        }
     );
     let mut value = pending_json();
     value["context"]["arguments"]["amount"] = json!(9_007_199_254_740_993u64);
-    assert!(matches!(parse(&value), Err(ParseError::InexactNumber { .. })));
+    assert!(matches!(
+        parse(&value),
+        Err(ParseError::InexactNumber { .. })
+    ));
     let mut value = pending_json();
     value["subject"]["properties"] = Value::Null;
     assert!(matches!(parse(&value), Err(ParseError::NotCanonical(_))));
@@ -72,10 +101,16 @@ fn oversized_and_deeply_nested_arguments_are_refused() {
     }
     let mut value = pending_json();
     value["context"]["arguments"]["deep"] = deep;
-    assert_eq!(parse(&value).unwrap_err(), ParseError::TooDeep { limit: 32 });
+    assert_eq!(
+        parse(&value).unwrap_err(),
+        ParseError::TooDeep { limit: 32 }
+    );
     // serde_json's own recursion limit is not what stops us: 10,000 levels are refused cleanly.
     let text = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
-    assert_eq!(ActionRequest::from_json(text.as_bytes()).unwrap_err(), ParseError::TooDeep { limit: 32 });
+    assert_eq!(
+        ActionRequest::from_json(text.as_bytes()).unwrap_err(),
+        ParseError::TooDeep { limit: 32 }
+    );
 }
 
 #[test]
@@ -87,7 +122,10 @@ fn hostile_text_is_kept_verbatim_for_the_display_to_neutralise() {
     assert_eq!(parsed.context.intent, hostile);
     // The hash is over exactly these characters.
     parsed.context.intent = "<script>alert(1)</script>gnp.exe".into();
-    assert_ne!(parsed.computed_hash().unwrap(), parse(&value).unwrap().computed_hash().unwrap());
+    assert_ne!(
+        parsed.computed_hash().unwrap(),
+        parse(&value).unwrap().computed_hash().unwrap()
+    );
 }
 
 #[test]
@@ -110,7 +148,13 @@ fn field_rules_are_enforced() {
     }
     let mut value = pending_json();
     value["expires_at"] = value["created_at"].clone();
-    assert!(matches!(parse(&value), Err(ParseError::InvalidField { field: "expires_at", .. })));
+    assert!(matches!(
+        parse(&value),
+        Err(ParseError::InvalidField {
+            field: "expires_at",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -125,7 +169,10 @@ fn a_presented_call_parses_strictly_and_hashes_like_the_pending_action() {
 #[test]
 fn errors_have_stable_codes() {
     assert_eq!(ParseError::TooDeep { limit: 1 }.code(), "too_deep");
-    assert_eq!(ParseError::DuplicateKey { key: "k".into() }.code(), "duplicate_key");
+    assert_eq!(
+        ParseError::DuplicateKey { key: "k".into() }.code(),
+        "duplicate_key"
+    );
     let err = PendingAction::from_json(b"{").unwrap_err();
     assert_eq!(err.code(), "malformed_json");
 }

@@ -15,7 +15,9 @@ const ROUNDS: usize = 1000;
 fn exactly_one_of_64_concurrent_redemptions_wins_1000_times() {
     let mut fx = Fixture::new();
     let pending = pending();
-    let tokens: Vec<String> = (0..ROUNDS).map(|_| fx.mint(&pending).token().to_owned()).collect();
+    let tokens: Vec<String> = (0..ROUNDS)
+        .map(|_| fx.mint(&pending).token().to_owned())
+        .collect();
     let verifier = fx.verifier();
     let action = Arc::new(request());
 
@@ -24,8 +26,12 @@ fn exactly_one_of_64_concurrent_redemptions_wins_1000_times() {
         let barrier = Arc::new(Barrier::new(THREADS));
         let handles: Vec<_> = (0..THREADS)
             .map(|_| {
-                let (verifier, token, action, barrier) =
-                    (verifier.clone(), token.clone(), action.clone(), barrier.clone());
+                let (verifier, token, action, barrier) = (
+                    verifier.clone(),
+                    token.clone(),
+                    action.clone(),
+                    barrier.clone(),
+                );
                 thread::spawn(move || {
                     barrier.wait();
                     verifier.redeem(&present(&token, &action))

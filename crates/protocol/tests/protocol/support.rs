@@ -42,7 +42,9 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Self {
         let approver = DevApprover::new(APPROVER, OWNER).unwrap();
-        let document = RegistryDocument { approvers: vec![approver.registry_entry()] };
+        let document = RegistryDocument {
+            approvers: vec![approver.registry_entry()],
+        };
         let registry = ApproverRegistry::new(document).unwrap();
         Self {
             device: DeviceSigningKey::from_secret(&approver.device.secret()),
@@ -118,13 +120,21 @@ impl Fixture {
 }
 
 pub fn present<'a>(grant: &'a str, action: &'a ActionRequest) -> Presentation<'a> {
-    Presentation { grant, action, presenter_jkt: None }
+    Presentation {
+        grant,
+        action,
+        presenter_jkt: None,
+    }
 }
 
 /// A realistic held call: a refund over the policy threshold, delegated planner → billing.
 pub fn request() -> ActionRequest {
     ActionRequest {
-        subject: Subject { kind: "user".into(), id: OWNER.into(), properties: None },
+        subject: Subject {
+            kind: "user".into(),
+            id: OWNER.into(),
+            properties: None,
+        },
         actor: Actor {
             id: SpiffeId::parse("spiffe://example.com/agent/billing").unwrap(),
             act: Some(ActorChain {
@@ -132,8 +142,15 @@ pub fn request() -> ActionRequest {
                 act: None,
             }),
         },
-        action: ActionName { name: "tools/call".into(), properties: None },
-        resource: Resource { kind: "tool".into(), id: "stripe/refunds.create".into(), properties: None },
+        action: ActionName {
+            name: "tools/call".into(),
+            properties: None,
+        },
+        resource: Resource {
+            kind: "tool".into(),
+            id: "stripe/refunds.create".into(),
+            properties: None,
+        },
         context: Context {
             intent: "Refund order 1234 after complaint".into(),
             arguments: json!({"order": "1234", "amount": "5000.00", "currency": "EUR"})
@@ -155,7 +172,10 @@ pub fn pending_for(request: ActionRequest) -> PendingAction {
             created_at: Timestamp::from_unix(NOW - 10).unwrap(),
             expires_at: Timestamp::from_unix(NOW + 290).unwrap(),
             audience: AUDIENCE.into(),
-            policy: PolicyRef { id: "refunds-over-1000".into(), reason: "refunds over 1000 need the owner".into() },
+            policy: PolicyRef {
+                id: "refunds-over-1000".into(),
+                reason: "refunds over 1000 need the owner".into(),
+            },
         },
         request,
     )
@@ -171,7 +191,10 @@ pub fn decode(token: &str) -> (Value, Value) {
     let mut parts = token.split('.');
     let h = countersign_protocol::hash::b64url_decode(parts.next().unwrap()).unwrap();
     let p = countersign_protocol::hash::b64url_decode(parts.next().unwrap()).unwrap();
-    (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&p).unwrap())
+    (
+        serde_json::from_slice(&h).unwrap(),
+        serde_json::from_slice(&p).unwrap(),
+    )
 }
 
 /// A compact JWS over arbitrary header and payload, with a real Ed25519 signature.
@@ -195,7 +218,10 @@ pub struct RawAuthenticator {
 impl RawAuthenticator {
     pub fn new() -> Self {
         let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-        Self { key, id: b64url(b"raw-authenticator-credential") }
+        Self {
+            key,
+            id: b64url(b"raw-authenticator-credential"),
+        }
     }
 
     pub fn credential(&self) -> RegisteredCredential {
@@ -205,7 +231,13 @@ impl RawAuthenticator {
         }
     }
 
-    pub fn assertion(&self, client_data: &Value, rp_id: &str, flags: u8, counter: u32) -> WebAuthnAssertion {
+    pub fn assertion(
+        &self,
+        client_data: &Value,
+        rp_id: &str,
+        flags: u8,
+        counter: u32,
+    ) -> WebAuthnAssertion {
         let client = serde_json::to_vec(client_data).unwrap();
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
         auth_data.push(flags);

@@ -12,8 +12,20 @@ use crate::support::{Fixture, decode, pending_for, present, request, sign_token}
 
 /// Claim names of a grant, `webauthn` included.
 const CLAIMS: [&str; 14] = [
-    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "txn", "act", "cnf",
-    "authorization_details", "action_hash", "amr", "webauthn",
+    "iss",
+    "sub",
+    "aud",
+    "iat",
+    "nbf",
+    "exp",
+    "jti",
+    "txn",
+    "act",
+    "cnf",
+    "authorization_details",
+    "action_hash",
+    "amr",
+    "webauthn",
 ];
 const ASSERTION_FIELDS: [&str; 4] = ["id", "authenticatorData", "clientDataJSON", "signature"];
 
@@ -30,7 +42,11 @@ fn minted() -> &'static Minted {
         let mut fx = Fixture::new();
         let action = request();
         let token = fx.mint(&pending_for(action.clone())).token().to_owned();
-        Minted { fx: std::sync::Mutex::new(fx), token, action }
+        Minted {
+            fx: std::sync::Mutex::new(fx),
+            token,
+            action,
+        }
     })
 }
 
@@ -148,8 +164,18 @@ fn other_actor_or_subject_is_refused() {
     let fx = m.fx.lock().unwrap();
     let mut action = m.action.clone();
     action.actor.act = None;
-    assert_eq!(fx.verifier().check(&present(&m.token, &action)).unwrap_err(), VerifyError::ActionHashMismatch);
+    assert_eq!(
+        fx.verifier()
+            .check(&present(&m.token, &action))
+            .unwrap_err(),
+        VerifyError::ActionHashMismatch
+    );
     let mut action = m.action.clone();
     action.subject.id = "bob@example.com".into();
-    assert_eq!(fx.verifier().check(&present(&m.token, &action)).unwrap_err(), VerifyError::ActionHashMismatch);
+    assert_eq!(
+        fx.verifier()
+            .check(&present(&m.token, &action))
+            .unwrap_err(),
+        VerifyError::ActionHashMismatch
+    );
 }

@@ -27,9 +27,16 @@ fn an_assertion_without_user_verification_is_refused() {
     let mut fx = Fixture::new();
     let draft = fx.draft(&pending());
     let id = fx.credential_id().to_owned();
-    let assertion = fx.approver.authenticator.assert(&id, draft.challenge(), false).unwrap();
+    let assertion = fx
+        .approver
+        .authenticator
+        .assert(&id, draft.challenge(), false)
+        .unwrap();
     let grant = draft.sign(assertion, &fx.device).unwrap();
-    assert_eq!(assertion_error(&fx, grant.token()), AssertionError::UserNotVerified);
+    assert_eq!(
+        assertion_error(&fx, grant.token()),
+        AssertionError::UserNotVerified
+    );
 }
 
 #[test]
@@ -38,9 +45,14 @@ fn an_assertion_by_an_unregistered_credential_is_refused() {
     let mut stranger = SoftAuthenticator::new(RelyingParty::countersign());
     let credential = stranger.register("mallory@example.com").unwrap();
     let draft = fx.draft(&pending());
-    let assertion = stranger.assert(&credential.id, draft.challenge(), true).unwrap();
+    let assertion = stranger
+        .assert(&credential.id, draft.challenge(), true)
+        .unwrap();
     let grant = draft.sign(assertion, &fx.device).unwrap();
-    assert_eq!(assertion_error(&fx, grant.token()), AssertionError::UnknownCredential(credential.id));
+    assert_eq!(
+        assertion_error(&fx, grant.token()),
+        AssertionError::UnknownCredential(credential.id)
+    );
 }
 
 #[test]
@@ -53,7 +65,10 @@ fn an_assertion_made_for_another_grant_is_refused() {
     let (_, other) = decode(second.token());
     payload["webauthn"] = other["webauthn"].clone();
     let token = sign_token(&header, &payload, &fx.device);
-    assert_eq!(assertion_error(&fx, &token), AssertionError::ChallengeMismatch);
+    assert_eq!(
+        assertion_error(&fx, &token),
+        AssertionError::ChallengeMismatch
+    );
 }
 
 #[test]
@@ -63,23 +78,34 @@ fn an_assertion_for_another_relying_party_is_refused() {
     let evil = RelyingParty::new("evil.example", "https://evil.example").unwrap();
     let mut elsewhere = SoftAuthenticator::new(evil);
     let credential = elsewhere.register("alice@example.com").unwrap();
-    let mut document = countersign_protocol::registry::RegistryDocument { approvers: vec![fx.entry()] };
+    let mut document = countersign_protocol::registry::RegistryDocument {
+        approvers: vec![fx.entry()],
+    };
     document.approvers[0].credentials.push(credential.clone());
     fx.with_registry(document);
     let draft = fx.draft(&pending());
-    let assertion = elsewhere.assert(&credential.id, draft.challenge(), true).unwrap();
+    let assertion = elsewhere
+        .assert(&credential.id, draft.challenge(), true)
+        .unwrap();
     let grant = draft.sign(assertion, &fx.device).unwrap();
-    assert!(matches!(assertion_error(&fx, grant.token()), AssertionError::OriginMismatch(_)));
+    assert!(matches!(
+        assertion_error(&fx, grant.token()),
+        AssertionError::OriginMismatch(_)
+    ));
 
     // A sub-origin of the rp_id is a valid WebAuthn origin, but not the Countersign app's.
     let sub = RelyingParty::new(RP_ID, "https://app.countersign.dev").unwrap();
     let mut subdomain = SoftAuthenticator::new(sub);
     let credential = subdomain.register("alice@example.com").unwrap();
-    let mut document = countersign_protocol::registry::RegistryDocument { approvers: vec![fx.entry()] };
+    let mut document = countersign_protocol::registry::RegistryDocument {
+        approvers: vec![fx.entry()],
+    };
     document.approvers[0].credentials.push(credential.clone());
     fx.with_registry(document);
     let draft = fx.draft(&pending());
-    let assertion = subdomain.assert(&credential.id, draft.challenge(), true).unwrap();
+    let assertion = subdomain
+        .assert(&credential.id, draft.challenge(), true)
+        .unwrap();
     let grant = draft.sign(assertion, &fx.device).unwrap();
     assert_eq!(
         assertion_error(&fx, grant.token()),
@@ -92,7 +118,9 @@ fn an_assertion_for_another_relying_party_is_refused() {
 fn wrong_ceremony_type_missing_flags_rp_hash_and_cross_origin_are_refused() {
     let mut fx = Fixture::new();
     let raw = RawAuthenticator::new();
-    let mut document = countersign_protocol::registry::RegistryDocument { approvers: vec![fx.entry()] };
+    let mut document = countersign_protocol::registry::RegistryDocument {
+        approvers: vec![fx.entry()],
+    };
     document.approvers[0].credentials.push(raw.credential());
     fx.with_registry(document);
     let (header, mut payload) = decode(fx.mint(&pending()).token());
@@ -100,33 +128,83 @@ fn wrong_ceremony_type_missing_flags_rp_hash_and_cross_origin_are_refused() {
     let origin = "https://countersign.dev";
 
     let mut with = |client: serde_json::Value, rp_id: &str, flags: u8, counter: u32| {
-        payload["webauthn"] = serde_json::to_value(raw.assertion(&client, rp_id, flags, counter)).unwrap();
+        payload["webauthn"] =
+            serde_json::to_value(raw.assertion(&client, rp_id, flags, counter)).unwrap();
         sign_token(&header, &payload, &fx.device)
     };
-    let good = with(client_data("webauthn.get", &challenge, origin), RP_ID, FLAG_UP | FLAG_UV, 7);
-    let create = with(client_data("webauthn.create", &challenge, origin), RP_ID, FLAG_UP | FLAG_UV, 8);
-    let payment = with(client_data("payment.get", &challenge, origin), RP_ID, FLAG_UP | FLAG_UV, 8);
-    let no_up = with(client_data("webauthn.get", &challenge, origin), RP_ID, FLAG_UV, 8);
-    let no_uv = with(client_data("webauthn.get", &challenge, origin), RP_ID, FLAG_UP, 8);
-    let rp = with(client_data("webauthn.get", &challenge, origin), "evil.example", FLAG_UP | FLAG_UV, 8);
+    let good = with(
+        client_data("webauthn.get", &challenge, origin),
+        RP_ID,
+        FLAG_UP | FLAG_UV,
+        7,
+    );
+    let create = with(
+        client_data("webauthn.create", &challenge, origin),
+        RP_ID,
+        FLAG_UP | FLAG_UV,
+        8,
+    );
+    let payment = with(
+        client_data("payment.get", &challenge, origin),
+        RP_ID,
+        FLAG_UP | FLAG_UV,
+        8,
+    );
+    let no_up = with(
+        client_data("webauthn.get", &challenge, origin),
+        RP_ID,
+        FLAG_UV,
+        8,
+    );
+    let no_uv = with(
+        client_data("webauthn.get", &challenge, origin),
+        RP_ID,
+        FLAG_UP,
+        8,
+    );
+    let rp = with(
+        client_data("webauthn.get", &challenge, origin),
+        "evil.example",
+        FLAG_UP | FLAG_UV,
+        8,
+    );
     let mut cross = client_data("webauthn.get", &challenge, origin);
     cross["crossOrigin"] = json!(true);
     let cross = with(cross, RP_ID, FLAG_UP | FLAG_UV, 8);
     let mut extra = client_data("webauthn.get", &challenge, origin);
     extra["tokenBinding"] = json!(null);
-    extra["other_keys_can_be_added_here"] = json!("do not compare clientDataJSON against a template");
+    extra["other_keys_can_be_added_here"] =
+        json!("do not compare clientDataJSON against a template");
     let extra = with(extra, RP_ID, FLAG_UP | FLAG_UV, 9);
-    let wrong_challenge = with(client_data("webauthn.get", &[0u8; 32], origin), RP_ID, FLAG_UP | FLAG_UV, 8);
+    let wrong_challenge = with(
+        client_data("webauthn.get", &[0u8; 32], origin),
+        RP_ID,
+        FLAG_UP | FLAG_UV,
+        8,
+    );
 
     assert_eq!(check(&fx, &good), Ok(()));
     assert_eq!(assertion_error(&fx, &create), AssertionError::WrongCeremony);
-    assert_eq!(assertion_error(&fx, &payment), AssertionError::WrongCeremony);
+    assert_eq!(
+        assertion_error(&fx, &payment),
+        AssertionError::WrongCeremony
+    );
     assert_eq!(assertion_error(&fx, &no_up), AssertionError::UserNotPresent);
-    assert_eq!(assertion_error(&fx, &no_uv), AssertionError::UserNotVerified);
+    assert_eq!(
+        assertion_error(&fx, &no_uv),
+        AssertionError::UserNotVerified
+    );
     assert_eq!(assertion_error(&fx, &rp), AssertionError::RpIdMismatch);
     assert_eq!(assertion_error(&fx, &cross), AssertionError::CrossOrigin);
-    assert_eq!(assertion_error(&fx, &wrong_challenge), AssertionError::ChallengeMismatch);
-    assert_eq!(check(&fx, &extra), Ok(()), "unknown clientDataJSON members are tolerated");
+    assert_eq!(
+        assertion_error(&fx, &wrong_challenge),
+        AssertionError::ChallengeMismatch
+    );
+    assert_eq!(
+        check(&fx, &extra),
+        Ok(()),
+        "unknown clientDataJSON members are tolerated"
+    );
 }
 
 #[test]
@@ -135,13 +213,23 @@ fn the_sign_counter_must_advance() {
     let older = fx.mint(&pending());
     let newer = fx.mint(&pending());
     let action = request();
-    fx.verifier().redeem(&present(newer.token(), &action)).unwrap();
-    let err = fx.verifier().redeem(&present(older.token(), &action)).unwrap_err();
+    fx.verifier()
+        .redeem(&present(newer.token(), &action))
+        .unwrap();
+    let err = fx
+        .verifier()
+        .redeem(&present(older.token(), &action))
+        .unwrap_err();
     assert!(
-        matches!(err, VerifyError::Assertion(AssertionError::CounterRegressed { .. })),
+        matches!(
+            err,
+            VerifyError::Assertion(AssertionError::CounterRegressed { .. })
+        ),
         "{err}"
     );
     // A fresh grant from the same authenticator still passes.
     let next = fx.mint(&pending());
-    fx.verifier().redeem(&present(next.token(), &action)).unwrap();
+    fx.verifier()
+        .redeem(&present(next.token(), &action))
+        .unwrap();
 }

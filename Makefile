@@ -1,0 +1,31 @@
+# Countersign task runner. `make test` is the one command that sets up and runs every check.
+
+CARGO ?= cargo
+
+.PHONY: test setup check fmt lint unit bench deny
+
+## Set up the machine, then run the format check, clippy and every test.
+test: setup check
+
+setup:
+	@scripts/setup.sh
+
+check: fmt lint unit
+
+fmt:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+## Benchmarks: figures, never pass/fail.
+bench:
+	$(CARGO) bench -p countersign-protocol --bench verify
+
+## Licence and advisory checks (installs cargo-deny on first use).
+deny:
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny check

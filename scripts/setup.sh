@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing Countersign needs on Debian 12 (or Ubuntu), and nothing
+# that is already there. Safe to run again.
+set -euo pipefail
+
+packages=(build-essential pkg-config libssl-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+# rust-toolchain.toml pins the toolchain; this makes rustup fetch it now rather than mid-build.
+rustup show active-toolchain >/dev/null
