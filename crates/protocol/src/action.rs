@@ -140,7 +140,8 @@ impl ActionRequest {
         Ok(ActionHash::from_digest(&canonical_sha256(self)?))
     }
 
-    fn validate(&self) -> Result<(), ParseError> {
+    /// Checks every field rule (lengths, chain depth) of a request built in code.
+    pub fn validate(&self) -> Result<(), ParseError> {
         text("subject.type", &self.subject.kind, MAX_ID)?;
         text("subject.id", &self.subject.id, MAX_ID)?;
         text("action.name", &self.action.name, MAX_ID)?;

@@ -72,6 +72,7 @@
 //! [`webauthn::RP_ID`] and [`webauthn::ORIGIN`].
 
 pub mod action;
+pub mod api;
 pub mod clock;
 #[cfg(feature = "dev-authenticator")]
 pub mod dev_authenticator;

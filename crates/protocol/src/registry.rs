@@ -196,6 +196,20 @@ impl ApproverRegistry {
         &self.document
     }
 
+    /// The registered P-256 key of `credential_id`, if it belongs to `approver_id`.
+    pub fn credential_key(&self, approver_id: &str, credential_id: &str) -> Option<&P256Key> {
+        self.approvers
+            .iter()
+            .find(|a| a.id == approver_id)?
+            .credentials
+            .get(credential_id)
+    }
+
+    /// The approver entry with this id.
+    pub fn approver(&self, approver_id: &str) -> Option<&ApproverEntry> {
+        self.document.approvers.iter().find(|a| a.id == approver_id)
+    }
+
     pub(crate) fn key(&self, kid: &str) -> Option<(&Approver, &jsonwebtoken::DecodingKey)> {
         let key = self.keys.get(kid)?;
         Some((self.approvers.get(key.approver)?, &key.key))

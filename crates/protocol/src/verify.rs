@@ -92,10 +92,35 @@ impl GrantVerifier {
         }
     }
 
-    /// Every check except consumption: for a broker accepting an approval, or a dry run.
+    /// Every check except consumption: for a dry run by a gateway.
     pub fn check(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
+        self.check_with(presentation, true)
+    }
+
+    /// Every check except consumption and the sender constraint: for a broker accepting a grant
+    /// from its approver, before any presenter exists.
+    pub fn check_issued(
+        &self,
+        grant: &str,
+        action: &ActionRequest,
+    ) -> Result<VerifiedGrant, VerifyError> {
+        self.check_with(
+            &Presentation {
+                grant,
+                action,
+                presenter_jkt: None,
+            },
+            false,
+        )
+    }
+
+    fn check_with(
+        &self,
+        presentation: &Presentation<'_>,
+        sender_constraint: bool,
+    ) -> Result<VerifiedGrant, VerifyError> {
         let now = self.clock.now();
-        let verified = self.verify_at(presentation, now)?;
+        let verified = self.verify_at(presentation, now, sender_constraint)?;
         let stored = self.counters.last(&verified.credential_id)?;
         counter_advances(stored, verified.sign_count)?;
         if self.replay.is_revoked(&verified.claims.approval.jti)? {
@@ -109,7 +134,7 @@ impl GrantVerifier {
     /// advanced atomically after consumption, so a regressed counter burns the grant.
     pub fn redeem(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
         let now = self.clock.now();
-        let verified = self.verify_at(presentation, now)?;
+        let verified = self.verify_at(presentation, now, true)?;
         let claims = &verified.claims.approval;
         self.replay.consume(&claims.jti, claims.exp, now)?;
         let stored = self
@@ -123,6 +148,7 @@ impl GrantVerifier {
         &self,
         presentation: &Presentation<'_>,
         now: i64,
+        sender_constraint: bool,
     ) -> Result<VerifiedGrant, VerifyError> {
         let token = presentation.grant;
         if token.len() > MAX_GRANT_BYTES {
@@ -237,7 +263,7 @@ impl GrantVerifier {
         })?;
 
         // 9. Sender constraint.
-        if let Some(cnf) = &claims.cnf {
+        if let Some(cnf) = claims.cnf.as_ref().filter(|_| sender_constraint) {
             let matches = presentation
                 .presenter_jkt
                 .is_some_and(|jkt| bool::from(jkt.as_bytes().ct_eq(cnf.jkt.as_bytes())));

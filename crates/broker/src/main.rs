@@ -1,0 +1,279 @@
+//! `countersign-broker`: serve, pair approvers, check policies, release agents, simulate agents.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool prints"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use countersign_broker::config::{Config, secret_hash};
+use countersign_broker::simulate::{FleetSecrets, run_fleet};
+use countersign_broker::store::{SqliteStore, Store as _};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "countersign-broker",
+    version,
+    about = "Countersign reference broker"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "COUNTERSIGN_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database file (overrides the configuration).
+    #[arg(long, global = true, env = "COUNTERSIGN_BROKER_DATABASE")]
+    database: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "COUNTERSIGN_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (loopback by default).
+    Serve {
+        /// Address to listen on (overrides the configuration).
+        #[arg(long, env = "COUNTERSIGN_BROKER_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a one-time pairing code for an owner's new approver.
+    Pair {
+        #[arg(long)]
+        owner: String,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Agent administration.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Print the stored form of a secret (for [[agents]] and [[gateways]]).
+    HashSecret { secret: String },
+    /// Write a demo configuration and its simulator secrets into a directory.
+    DemoInit {
+        dir: PathBuf,
+        #[arg(long, default_value = "alice@example.com")]
+        owner: String,
+    },
+    /// Run simulated agents against a broker.
+    Simulate {
+        /// Broker base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8470")]
+        broker: String,
+        /// Simulator secrets written by demo-init.
+        #[arg(long)]
+        secrets: PathBuf,
+        /// Rounds through the scenarios (0 = forever).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Pause between calls, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        pause_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Parse a policy file and validate it against the schema.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Release an agent from suspension or quarantine.
+    Release { agent: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let mut config = match &cli.config {
+        Some(path) => Config::from_toml(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => Config::default(),
+    };
+    if let Some(database) = cli.database {
+        config.database = database;
+    }
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            countersign_broker::serve(config).await
+        }
+        Command::Pair { owner } => pair(&config, &owner),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            countersign_broker::policy::Policies::load(&text)?;
+            println!(
+                "{}: policies parse and validate against the schema",
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Agents {
+            command: AgentsCommand::Release { agent },
+        } => {
+            let store = SqliteStore::open(&config.database)?;
+            store.release_agent(&agent)?;
+            println!("released {agent}");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", countersign_broker::openapi::render());
+            Ok(())
+        }
+        Command::HashSecret { secret } => {
+            println!("{}", secret_hash(&secret));
+            Ok(())
+        }
+        Command::DemoInit { dir, owner } => demo_init(&dir, &owner),
+        Command::Simulate {
+            broker,
+            secrets,
+            rounds,
+            pause_ms,
+        } => {
+            let text = std::fs::read_to_string(&secrets)
+                .with_context(|| format!("reading {}", secrets.display()))?;
+            let secrets: FleetSecrets = toml::from_str(&text)?;
+            run_fleet(&broker, &secrets, rounds, Duration::from_millis(pause_ms)).await
+        }
+    }
+}
+
+/// 10 characters from an alphabet without look-alikes: about 50 bits, valid for minutes, once.
+fn pairing_code() -> String {
+    use rand_core::RngCore as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 10];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    let chars: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("{}-{}", &chars[..5], &chars[5..])
+}
+
+fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
+    if owner.trim().is_empty() {
+        bail!("--owner must name the human who owns the approver");
+    }
+    let store = SqliteStore::open(&config.database)?;
+    let code = pairing_code();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let normalized = countersign_broker::approver::normalize_code(&code);
+    store.add_pairing_code(
+        &secret_hash(&normalized),
+        owner,
+        now + config.pairing_ttl_secs,
+    )?;
+    println!("{code}");
+    eprintln!(
+        "pairing code for {owner}; valid once, for {} s",
+        config.pairing_ttl_secs
+    );
+    Ok(())
+}
+
+fn random_secret() -> String {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    countersign_protocol::hash::b64url(&bytes)
+}
+
+fn demo_init(dir: &Path, owner: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let agents = [
+        (
+            "spiffe://example.com/agent/billing",
+            Some("spiffe://example.com/agent/planner"),
+        ),
+        ("spiffe://example.com/agent/devops", None),
+        (
+            "spiffe://example.com/agent/assistant",
+            Some("spiffe://example.com/agent/planner"),
+        ),
+    ];
+    let gateways = [
+        ("https://payments-gateway.example.com", "[\"stripe/*\"]"),
+        ("https://tools-gateway.example.com", "[\"*\"]"),
+    ];
+    let mut broker = format!(
+        "# Countersign demo broker. Secrets are stored hashed; the simulator's plaintext copies are in simulate.toml.\n\
+         listen = \"127.0.0.1:8470\"\ndatabase = \"{}\"\npending_ttl_secs = 300\n\n",
+        dir.join("broker.db").display()
+    );
+    let mut sim = format!("owner = \"{owner}\"\n\n");
+    for (id, delegated_by) in agents {
+        let secret = random_secret();
+        broker.push_str(&format!(
+            "[[agents]]\nid = \"{id}\"\nowner = \"{owner}\"\nsecret_sha256 = \"{}\"\n\n",
+            secret_hash(&secret)
+        ));
+        sim.push_str(&format!(
+            "[[agents]]\nid = \"{id}\"\nsecret = \"{secret}\"\n"
+        ));
+        if let Some(by) = delegated_by {
+            sim.push_str(&format!("delegated_by = \"{by}\"\n"));
+        }
+        sim.push('\n');
+    }
+    for (audience, tools) in gateways {
+        let secret = random_secret();
+        broker.push_str(&format!(
+            "[[gateways]]\naudience = \"{audience}\"\ntools = {tools}\nsecret_sha256 = \"{}\"\n\n",
+            secret_hash(&secret)
+        ));
+        sim.push_str(&format!(
+            "[[gateways]]\naudience = \"{audience}\"\nsecret = \"{secret}\"\n\n"
+        ));
+    }
+    write_private(&dir.join("broker.toml"), &broker)?;
+    write_private(&dir.join("simulate.toml"), &sim)?;
+    println!("wrote {0}/broker.toml and {0}/simulate.toml", dir.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(text.as_bytes())?;
+    Ok(())
+}

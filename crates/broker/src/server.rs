@@ -1,0 +1,114 @@
+//! Running the broker: storage, policy, the HTTP listener (TLS with rustls when configured) and
+//! the expiry sweeper.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::policy::Policies;
+use crate::state::AppState;
+use crate::store::SqliteStore;
+
+/// Builds the state for `config`: opens the database, loads and validates policies.
+pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
+    let store = SqliteStore::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
+    let policies = match &config.policies {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Policies::load(&text)?
+        }
+        None => Policies::demo()?,
+    };
+    Ok(Arc::new(AppState::new(config, Arc::new(store), policies)?))
+}
+
+/// A running broker on a bound address.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stops serving.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `config.listen` (port 0 picks a free port) and serves in the background; plain HTTP.
+pub async fn spawn(config: Config) -> anyhow::Result<RunningBroker> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{addr}"));
+    }
+    let state = build(config)?;
+    let app = crate::api::router(state.clone());
+    let sweeper = tokio::spawn(sweep(state.clone()));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+        sweeper.abort();
+    });
+    Ok(RunningBroker { addr, state, task })
+}
+
+/// Serves until interrupted, with TLS when configured.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let tls = config.tls.clone();
+    let listen = config.listen;
+    let state = build(config)?;
+    let app = crate::api::router(state.clone());
+    tokio::spawn(sweep(state.clone()));
+    tracing::info!(%listen, public_url = %state.public_url, tls = tls.is_some(), "broker listening");
+    match tls {
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .context("loading the TLS certificate and key")?;
+            axum_server::bind_rustls(listen, rustls)
+                .serve(app.into_make_service())
+                .await?;
+        }
+        None => {
+            let listener = TcpListener::bind(listen).await?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Expires pending actions whose time has passed, and tells their owners and agents.
+async fn sweep(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        match state.store.expire_due(state.now()) {
+            Ok(expired) => {
+                for (request, event) in expired {
+                    state.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                    state.publish(&request.owner, event);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+        }
+    }
+}

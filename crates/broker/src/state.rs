@@ -1,0 +1,299 @@
+//! Shared broker state: storage, policy, credentials, the pinned approver registry, the event
+//! hub, rate limits and metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::http::{HeaderMap, header};
+use countersign_protocol::api::ApproverEvent;
+use countersign_protocol::clock::{Clock, SystemClock};
+use countersign_protocol::proof::{PROOF_HEADER, ProofError, ProofRequest, VerifiedProof};
+use countersign_protocol::registry::RegistryDocument;
+use countersign_protocol::{ApproverRegistry, GrantVerifier, VerifierConfig};
+use tokio::sync::broadcast;
+
+use crate::config::{AgentConfig, Config, Credentials, GatewayConfig};
+use crate::error::{ApiError, ApiResult};
+use crate::policy::Policies;
+use crate::store::{Store, StoreError};
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub credentials: Credentials,
+    pub store: Arc<dyn Store>,
+    pub policies: Policies,
+    pub clock: Arc<dyn Clock>,
+    registry: RwLock<Arc<ApproverRegistry>>,
+    /// Events for approvers, with the owner they are for.
+    pub events: broadcast::Sender<(String, ApproverEvent)>,
+    /// Ids of requests whose status changed (wakes long-polls).
+    pub changes: broadcast::Sender<String>,
+    limiter: Mutex<HashMap<String, Bucket>>,
+    pub metrics: Metrics,
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        policies: Policies,
+    ) -> Result<Self, StoreError> {
+        let registry = build_registry(store.as_ref())?;
+        let (events, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Self {
+            credentials: Credentials::new(&config),
+            public_url: config.public_url(),
+            config,
+            store,
+            policies,
+            clock: Arc::new(SystemClock),
+            registry: RwLock::new(Arc::new(registry)),
+            events,
+            changes,
+            limiter: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The pinned registry as of now.
+    pub fn registry(&self) -> Arc<ApproverRegistry> {
+        self.registry
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Rebuilds the registry after pairing or enrolment.
+    pub fn reload_registry(&self) -> ApiResult<()> {
+        let registry = Arc::new(build_registry(self.store.as_ref())?);
+        match self.registry.write() {
+            Ok(mut guard) => *guard = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
+        }
+        Ok(())
+    }
+
+    /// A grant verifier acting for `audience`, over the broker's SQLite replay store.
+    pub fn verifier(&self, audience: &str) -> GrantVerifier {
+        GrantVerifier::new(
+            VerifierConfig::new(audience),
+            self.registry(),
+            self.store.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// The audience of the gateway that runs `tool`.
+    pub fn audience_for(&self, tool: &str) -> Option<String> {
+        self.credentials.audience_for(tool).map(str::to_owned)
+    }
+
+    /// Publishes an event to its owner's streams.
+    pub fn publish(&self, owner: &str, event: ApproverEvent) {
+        if let Some(request) = &event.request {
+            let _ = self.changes.send(request.pending.id.clone());
+        }
+        let _ = self.events.send((owner.to_owned(), event));
+    }
+
+    /// The agent a bearer secret belongs to.
+    pub fn agent(&self, headers: &HeaderMap) -> ApiResult<AgentConfig> {
+        let secret = bearer(headers)?;
+        self.credentials
+            .agent(secret)
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unauthenticated", "unknown agent credential"))
+    }
+
+    /// The gateway a bearer secret belongs to.
+    pub fn gateway(&self, headers: &HeaderMap) -> ApiResult<GatewayConfig> {
+        let secret = bearer(headers)?;
+        self.credentials
+            .gateway(secret)
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unauthenticated", "unknown gateway credential"))
+    }
+
+    /// The approver whose device signed this request's proof (fresh, unreplayed).
+    pub fn approver(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> ApiResult<VerifiedProof> {
+        let token = headers
+            .get(PROOF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ProofError::Missing)?;
+        let url = format!("{}{path_and_query}", self.public_url);
+        let request = ProofRequest {
+            method,
+            url: &url,
+            body,
+            now: self.now(),
+        };
+        let proof = self.registry().verify_proof(token, &request)?;
+        let keep_until = proof.claims.iat + 2 * countersign_protocol::grant::MAX_SKEW_SECS;
+        if !self
+            .store
+            .fresh_proof(&proof.claims.jti, keep_until, self.now())?
+        {
+            return Err(ProofError::Replayed.into());
+        }
+        Ok(proof)
+    }
+
+    /// Takes one token from `agent`'s bucket, or says how long to wait.
+    pub fn rate_limit(&self, agent: &str) -> ApiResult<()> {
+        let limit = self.config.rate_limit;
+        let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(agent.to_owned()).or_insert_with(|| Bucket {
+            tokens: f64::from(limit.burst),
+            at: Instant::now(),
+        });
+        let rate = f64::from(limit.per_minute) / 60.0;
+        let elapsed = bucket.at.elapsed().as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(f64::from(limit.burst));
+        bucket.at = Instant::now();
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let wait = if rate > 0.0 {
+            ((1.0 - bucket.tokens) / rate).ceil()
+        } else {
+            60.0
+        };
+        let mut error = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("agent {agent} is over its rate limit"),
+        );
+        // wait is a small positive number of seconds.
+        error.retry_after = Some(wait.clamp(1.0, 3600.0) as u64);
+        Err(error)
+    }
+}
+
+fn build_registry(store: &dyn Store) -> Result<ApproverRegistry, StoreError> {
+    let document = RegistryDocument {
+        approvers: store.approvers()?,
+    };
+    ApproverRegistry::new(document).map_err(|e| {
+        StoreError::Json(serde_json::Error::io(std::io::Error::other(format!(
+            "stored registry: {e}"
+        ))))
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("unauthenticated", "missing bearer credential"))
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub evaluations_allow: AtomicU64,
+    pub evaluations_deny: AtomicU64,
+    pub evaluations_held: AtomicU64,
+    pub merged: AtomicU64,
+    pub decisions_approve: AtomicU64,
+    pub decisions_deny: AtomicU64,
+    pub redemptions_ok: AtomicU64,
+    pub redemptions_refused: AtomicU64,
+    pub expired: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub streams: AtomicI64,
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut family = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        family(
+            "countersign_evaluations_total",
+            "AuthZEN evaluations by outcome.",
+            "counter",
+            &[
+                ("{outcome=\"allow\"}", c(&self.evaluations_allow)),
+                ("{outcome=\"deny\"}", c(&self.evaluations_deny)),
+                ("{outcome=\"approval_required\"}", c(&self.evaluations_held)),
+            ],
+        );
+        family(
+            "countersign_merged_total",
+            "Requests merged into an identical pending one.",
+            "counter",
+            &[("", c(&self.merged))],
+        );
+        family(
+            "countersign_decisions_total",
+            "Owner decisions by kind.",
+            "counter",
+            &[
+                ("{decision=\"approve\"}", c(&self.decisions_approve)),
+                ("{decision=\"deny\"}", c(&self.decisions_deny)),
+            ],
+        );
+        family(
+            "countersign_redemptions_total",
+            "Grant redemptions by result.",
+            "counter",
+            &[
+                ("{result=\"consumed\"}", c(&self.redemptions_ok)),
+                ("{result=\"refused\"}", c(&self.redemptions_refused)),
+            ],
+        );
+        family(
+            "countersign_expired_total",
+            "Pending actions that expired.",
+            "counter",
+            &[("", c(&self.expired))],
+        );
+        family(
+            "countersign_rate_limited_total",
+            "Evaluations refused by rate limits.",
+            "counter",
+            &[("", c(&self.rate_limited))],
+        );
+        let streams = u64::try_from(self.streams.load(Ordering::Relaxed)).unwrap_or(0);
+        family(
+            "countersign_approver_streams",
+            "Connected approver streams.",
+            "gauge",
+            &[("", streams)],
+        );
+        out
+    }
+}

@@ -1,0 +1,172 @@
+//! The whole path: agent → pending → approver stream → decision with a real grant → agent gets
+//! the grant → gateway redeems → a second redemption is refused; and the deny path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_protocol::action::Status;
+use countersign_protocol::api::{EventKind, Outcome, RedeemRequest};
+use reqwest::StatusCode;
+
+use crate::support::{BILLING, OWNER, PAYMENTS, TestBroker, big_refund, post_raw};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_redeem_once_and_the_owner_sees_it_all() {
+    let broker = TestBroker::start().await;
+    let mut approver = broker.approver(OWNER).await;
+    let mut events = approver.stream(None).await;
+
+    let agent = broker.agent(BILLING);
+    let request = agent.request(&big_refund()).unwrap();
+    let answer = agent.evaluate(&request).await.unwrap();
+    assert!(!answer.decision);
+    let context = answer.context.unwrap();
+    assert_eq!(context.outcome, Outcome::ApprovalRequired);
+    assert_eq!(context.policy_id.as_deref(), Some("refunds-over-1000"));
+    let ticket = context.approval.unwrap();
+    assert_eq!(ticket.status_url, format!("/v1/requests/{}", ticket.id));
+
+    // The approver is told, with everything it must show, and the hash checks out.
+    let pending = events.until(EventKind::Pending).await;
+    let view = pending.request.unwrap();
+    assert_eq!(view.pending.id, ticket.id);
+    assert_eq!(view.pending.audience, PAYMENTS);
+    assert_eq!(
+        view.pending.actor.act.as_ref().unwrap().sub.as_str(),
+        "spiffe://example.com/agent/planner"
+    );
+    assert_eq!(
+        view.pending.policy.reason,
+        "refunds over 1000 need the owner"
+    );
+    assert!(view.pending.verify_hash());
+
+    // The agent long-polls while the owner decides.
+    let waiting = {
+        let agent = broker.agent(BILLING);
+        let id = ticket.id.clone();
+        tokio::spawn(async move { agent.wait(&id, Duration::from_secs(20)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = approver.approve(&view, "approve-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let status = waiting.await.unwrap();
+    assert_eq!(status.status, Status::Approved);
+    let grant = status.grant.unwrap();
+
+    // The gateway redeems once; the second time is a replay.
+    assert_eq!(
+        agent.redeem(PAYMENTS, &grant, &request).await.unwrap(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        agent.redeem(PAYMENTS, &grant, &request).await.unwrap(),
+        StatusCode::CONFLICT
+    );
+    let redeemed = events.until(EventKind::Redeemed).await;
+    assert_eq!(redeemed.request.unwrap().status, Status::Redeemed);
+
+    // Another gateway, or another call, cannot use it.
+    let (status, body) = post_raw(
+        &format!("{}/v1/grants/redeem", broker.url),
+        &broker.gateway_secret(crate::support::TOOLS),
+        "application/json",
+        serde_json::to_vec(&RedeemRequest {
+            grant: grant.clone(),
+            action: request.clone(),
+            presenter_jkt: None,
+        })
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("wrong_audience"))
+    );
+    let listed = approver.list(Some("redeemed")).await;
+    assert_eq!(listed.requests.len(), 1);
+    assert_eq!(listed.requests[0].pending.id, ticket.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_reaches_the_agent_with_its_reason() {
+    let broker = TestBroker::start().await;
+    let approver = broker.approver(OWNER).await;
+    let agent = broker.agent(BILLING);
+    let request = agent.request(&big_refund()).unwrap();
+    let ticket = agent
+        .evaluate(&request)
+        .await
+        .unwrap()
+        .context
+        .unwrap()
+        .approval
+        .unwrap();
+    let (status, body) = approver
+        .deny(&ticket.id, "not this customer", false, "deny-1")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let status = agent
+        .wait(&ticket.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status.status, Status::Denied);
+    assert_eq!(status.reason.as_deref(), Some("not this customer"));
+    assert!(status.grant.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_of_64_concurrent_redemptions_wins() {
+    let broker = TestBroker::start().await;
+    let mut approver = broker.approver(OWNER).await;
+    let agent = broker.agent(BILLING);
+    let request = agent.request(&big_refund()).unwrap();
+    let ticket = agent
+        .evaluate(&request)
+        .await
+        .unwrap()
+        .context
+        .unwrap()
+        .approval
+        .unwrap();
+    let view = approver.list(Some("pending")).await.requests.remove(0);
+    assert_eq!(view.pending.id, ticket.id);
+    assert_eq!(approver.approve(&view, "k").await.0, StatusCode::OK);
+    let grant = agent
+        .wait(&ticket.id, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+
+    let agent = Arc::new(agent);
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (agent, grant, request, barrier) = (
+                agent.clone(),
+                grant.clone(),
+                request.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                agent.redeem(PAYMENTS, &grant, &request).await.unwrap()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT)
+    );
+}

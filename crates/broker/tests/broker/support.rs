@@ -1,0 +1,411 @@
+//! A real broker on a loopback port with a real SQLite file, real agents, gateways and a real
+//! approver (device key + software authenticator, real ceremonies).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use countersign_broker::config::{
+    AgentConfig, Config, GatewayConfig, Quarantine, RateLimit, secret_hash,
+};
+use countersign_broker::simulate::{
+    AgentSecret, FleetSecrets, GatewaySecret, Scenario, SimulatedAgent, scenarios,
+};
+use countersign_broker::{RunningBroker, spawn};
+use countersign_protocol::api::{
+    ApproverEvent, PairRequest, PairResponse, RequestList, RequestView,
+};
+use countersign_protocol::dev_authenticator::DevApprover;
+use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub const OWNER: &str = "alice@example.com";
+pub const BILLING: &str = "spiffe://example.com/agent/billing";
+pub const DEVOPS: &str = "spiffe://example.com/agent/devops";
+pub const PAYMENTS: &str = "https://payments-gateway.example.com";
+pub const TOOLS: &str = "https://tools-gateway.example.com";
+
+pub struct TestBroker {
+    pub broker: Option<RunningBroker>,
+    /// Holds the database directory for the test's lifetime.
+    pub _dir: tempfile::TempDir,
+    pub config: Config,
+    pub secrets: FleetSecrets,
+    pub url: String,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let agents = [
+            (BILLING, "billing-secret-0123456789abcdefghijklmn"),
+            (DEVOPS, "devops-secret-0123456789abcdefghijklmno"),
+        ];
+        let gateways = [
+            (
+                PAYMENTS,
+                vec!["stripe/*"],
+                "payments-gw-secret-0123456789abcdefghij",
+            ),
+            (TOOLS, vec!["*"], "tools-gw-secret-0123456789abcdefghijklm"),
+        ];
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: dir.path().join("broker.db"),
+            rate_limit: RateLimit {
+                per_minute: 6000,
+                burst: 1000,
+            },
+            quarantine: Quarantine {
+                denials: 3,
+                window_secs: 600,
+            },
+            agents: agents
+                .iter()
+                .map(|(id, secret)| AgentConfig {
+                    id: (*id).into(),
+                    owner: OWNER.into(),
+                    secret_sha256: secret_hash(secret),
+                })
+                .collect(),
+            gateways: gateways
+                .iter()
+                .map(|(aud, tools, secret)| GatewayConfig {
+                    audience: (*aud).into(),
+                    tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+                    secret_sha256: secret_hash(secret),
+                })
+                .collect(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let secrets = FleetSecrets {
+            owner: OWNER.into(),
+            agents: agents
+                .iter()
+                .map(|(id, secret)| AgentSecret {
+                    id: (*id).into(),
+                    secret: (*secret).into(),
+                    delegated_by: Some("spiffe://example.com/agent/planner".into()),
+                })
+                .collect(),
+            gateways: gateways
+                .iter()
+                .map(|(aud, _, secret)| GatewaySecret {
+                    audience: (*aud).into(),
+                    secret: (*secret).into(),
+                })
+                .collect(),
+        };
+        let broker = spawn(config.clone()).await.unwrap();
+        let url = format!("http://{}", broker.addr);
+        Self {
+            broker: Some(broker),
+            _dir: dir,
+            config,
+            secrets,
+            url,
+        }
+    }
+
+    /// Stops the broker and starts it again on the same database (a new port).
+    pub async fn restart(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.stop();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let broker = spawn(self.config.clone()).await.unwrap();
+        self.url = format!("http://{}", broker.addr);
+        self.broker = Some(broker);
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.config.database.clone()
+    }
+
+    pub fn agent(&self, id: &str) -> SimulatedAgent {
+        let secret = self.secrets.agents.iter().find(|a| a.id == id).unwrap();
+        SimulatedAgent::new(&self.url, &self.secrets, secret).unwrap()
+    }
+
+    pub fn agent_secret(&self, id: &str) -> String {
+        self.secrets
+            .agents
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .secret
+            .clone()
+    }
+
+    pub fn gateway_secret(&self, audience: &str) -> String {
+        self.secrets
+            .gateways
+            .iter()
+            .find(|g| g.audience == audience)
+            .unwrap()
+            .secret
+            .clone()
+    }
+
+    /// A one-time pairing code from the real admin command.
+    pub fn pairing_code(&self, owner: &str) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
+            .args([
+                "--database",
+                self.database().to_str().unwrap(),
+                "pair",
+                "--owner",
+                owner,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A paired approver of `owner`.
+    pub async fn approver(&self, owner: &str) -> TestApprover {
+        let code = self.pairing_code(owner);
+        let mut approver = TestApprover::new(&self.url, owner);
+        approver.pair(&code).await.unwrap();
+        approver
+    }
+}
+
+pub fn scenario(tool: &str) -> Scenario {
+    scenarios().into_iter().find(|s| s.tool == tool).unwrap()
+}
+
+/// The refund over the threshold (held for approval).
+pub fn big_refund() -> Scenario {
+    scenarios().into_iter().next().unwrap()
+}
+
+pub struct TestApprover {
+    pub dev: DevApprover,
+    pub id: String,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl TestApprover {
+    pub fn new(url: &str, owner: &str) -> Self {
+        Self {
+            dev: DevApprover::new("unpaired", owner).unwrap(),
+            id: String::new(),
+            url: url.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn proof(&self, method: &str, path: &str, body: &[u8]) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let url = format!("{}{path}", self.url);
+        sign_proof(
+            &self.dev.device,
+            &self.id,
+            &ProofRequest {
+                method,
+                url: &url,
+                body,
+                now,
+            },
+        )
+    }
+
+    /// A request with a fresh device-key proof.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let proof = self.proof(method.as_str(), path, &bytes);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header(PROOF_HEADER, proof);
+        if body.is_some() {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn pair(&mut self, code: &str) -> Result<PairResponse, (StatusCode, Value)> {
+        let body = serde_json::to_value(PairRequest {
+            code: code.into(),
+            device_key: self.dev.device.public_jwk(),
+            credential: self.dev.credential.clone(),
+            name: Some("test laptop".into()),
+        })
+        .unwrap();
+        let response = self.send(Method::POST, "/v1/pair", Some(&body), &[]).await;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap();
+        if status != StatusCode::OK {
+            return Err((status, value));
+        }
+        let paired: PairResponse = serde_json::from_value(value).unwrap();
+        self.id = paired.approver_id.clone();
+        self.dev.issuer = Issuer {
+            approver_id: paired.approver_id.clone(),
+            owner: paired.owner.clone(),
+        };
+        Ok(paired)
+    }
+
+    pub async fn list(&self, status: Option<&str>) -> RequestList {
+        let path = match status {
+            Some(s) => format!("/v1/approver/requests?status={s}"),
+            None => "/v1/approver/requests".into(),
+        };
+        let response = self.send(Method::GET, &path, None, &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Approves with a real grant: the ceremony over the claims' hash, then the device JWS.
+    pub async fn approve(&mut self, view: &RequestView, key: &str) -> (StatusCode, Value) {
+        let grant = self.grant(view);
+        self.decide(
+            &view.pending.id,
+            &json!({"decision": "approve", "grant": grant}),
+            key,
+        )
+        .await
+    }
+
+    pub fn grant(&mut self, view: &RequestView) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let draft =
+            GrantDraft::new(&view.pending, &self.dev.issuer, GrantOptions::at(now)).unwrap();
+        self.dev.sign(draft).unwrap().token().to_owned()
+    }
+
+    pub async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        suspend: bool,
+        key: &str,
+    ) -> (StatusCode, Value) {
+        self.decide(
+            id,
+            &json!({"decision": "deny", "reason": reason, "suspend_agent": suspend}),
+            key,
+        )
+        .await
+    }
+
+    pub async fn decide(&self, id: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/approver/requests/{id}/decision");
+        let response = self
+            .send(Method::POST, &path, Some(body), &[("idempotency-key", key)])
+            .await;
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Opens the event stream, resuming after `last`; events arrive on the channel.
+    pub async fn stream(&self, last: Option<i64>) -> EventStream {
+        let proof = self.proof("GET", "/v1/approver/stream", b"");
+        let mut request = self
+            .http
+            .get(format!("{}/v1/approver/stream", self.url))
+            .header(PROOF_HEADER, proof);
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+            while let Some(Ok(event)) = events.next().await {
+                if event.data.is_empty() {
+                    continue;
+                }
+                let parsed: ApproverEvent = serde_json::from_str(&event.data).unwrap();
+                assert_eq!(event.id, parsed.id.to_string(), "SSE id is the event id");
+                if tx.send(parsed).is_err() {
+                    break;
+                }
+            }
+        });
+        EventStream { rx, task }
+    }
+}
+
+pub struct EventStream {
+    pub rx: mpsc::UnboundedReceiver<ApproverEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventStream {
+    pub async fn next(&mut self) -> ApproverEvent {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+    }
+
+    /// Waits for the next event of `kind`, returning those skipped too.
+    pub async fn until(&mut self, kind: countersign_protocol::api::EventKind) -> ApproverEvent {
+        loop {
+            let event = self.next().await;
+            if event.kind == kind {
+                return event;
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub fn drop_connection(self) {
+        self.task.abort();
+    }
+}
+
+/// Raw JSON POST with a bearer secret.
+pub async fn post_raw(
+    url: &str,
+    secret: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(secret)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
