@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 
-use p256::ecdsa::VerifyingKey as P256Key;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ParseError;
 use crate::hash::{b64url, b64url_decode, canonical_sha256};
 use crate::json::{self, Limits};
-use crate::webauthn::CredentialJwk;
+use crate::webauthn::{CredentialJwk, CredentialKey};
 
 /// An approver device's public signing key: an RFC 8037 OKP JWK. `kid` is its RFC 7638
 /// thumbprint.
@@ -44,7 +43,7 @@ impl DeviceJwk {
         }
     }
 
-    pub(crate) fn decode(&self) -> Result<jsonwebtoken::DecodingKey, ParseError> {
+    pub(crate) fn decode(&self) -> Result<ed25519_dalek::VerifyingKey, ParseError> {
         let bad = |r: &str| ParseError::invalid("device key", format!("{}: {r}", self.kid));
         if self.kty != "OKP" || self.crv != "Ed25519" {
             return Err(bad("only OKP Ed25519 device keys are supported"));
@@ -59,11 +58,15 @@ impl DeviceJwk {
             .filter(|x| x.len() == 32)
             .ok_or_else(|| bad("bad x"))?;
         let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("bad x"))?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not an Ed25519 point"))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| bad("not an Ed25519 point"))?;
+        if key.is_weak() {
+            return Err(bad("a weak (small-order) Ed25519 key"));
+        }
         if self.kid != okp_thumbprint(&self.x) {
             return Err(bad("kid is not the key's RFC 7638 thumbprint"));
         }
-        jsonwebtoken::DecodingKey::from_ed_components(&self.x).map_err(|_| bad("bad x"))
+        Ok(key)
     }
 }
 
@@ -108,13 +111,13 @@ pub struct RegistryDocument {
 pub(crate) struct Approver {
     pub(crate) id: String,
     pub(crate) owner: String,
-    pub(crate) credentials: HashMap<String, P256Key>,
+    pub(crate) credentials: HashMap<String, CredentialKey>,
 }
 
 #[derive(Debug)]
 pub(crate) struct IndexedKey {
     pub(crate) approver: usize,
-    pub(crate) key: jsonwebtoken::DecodingKey,
+    pub(crate) key: ed25519_dalek::VerifyingKey,
 }
 
 /// The registry, with every key decoded once and indexed.
@@ -197,7 +200,7 @@ impl ApproverRegistry {
     }
 
     /// The registered P-256 key of `credential_id`, if it belongs to `approver_id`.
-    pub fn credential_key(&self, approver_id: &str, credential_id: &str) -> Option<&P256Key> {
+    pub fn credential_key(&self, approver_id: &str, credential_id: &str) -> Option<&CredentialKey> {
         self.approvers
             .iter()
             .find(|a| a.id == approver_id)?
@@ -210,7 +213,7 @@ impl ApproverRegistry {
         self.document.approvers.iter().find(|a| a.id == approver_id)
     }
 
-    pub(crate) fn key(&self, kid: &str) -> Option<(&Approver, &jsonwebtoken::DecodingKey)> {
+    pub(crate) fn key(&self, kid: &str) -> Option<(&Approver, &ed25519_dalek::VerifyingKey)> {
         let key = self.keys.get(kid)?;
         Some((self.approvers.get(key.approver)?, &key.key))
     }

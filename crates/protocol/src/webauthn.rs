@@ -1,17 +1,16 @@
 //! The WebAuthn assertion carried in a grant, and its verification (WebAuthn Level 3 §7.2,
 //! the steps that apply to a relying party that chose the challenge itself).
 //!
-//! Curve arithmetic is RustCrypto's `p256`; nothing here is hand-written cryptography.
+//! Keys are checked with RustCrypto's `p256`; signatures are verified with `ring` (its P-256 is
+//! several times faster here). Nothing here is hand-written cryptography.
 
-use p256::ecdsa::signature::Verifier as _;
-use p256::ecdsa::{Signature, VerifyingKey};
+use p256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::error::{AssertionError, ParseError};
 use crate::hash::{b64url, b64url_decode};
-use crate::json::{self, Limits};
 
 /// The WebAuthn relying party ID of every Countersign enrolment. Hardware keys scope their
 /// credentials to it, so changing it orphans every enrolled authenticator.
@@ -142,14 +141,13 @@ struct CollectedClientData {
 }
 
 impl CollectedClientData {
+    /// Parses directly into the checked members: serde refuses a duplicated known member, and
+    /// unknown members are skipped as the standard requires.
     fn parse(raw: &[u8]) -> Result<Self, AssertionError> {
-        let limits = Limits {
-            max_bytes: 4096,
-            max_depth: 4,
-        };
-        let value = json::parse_value(raw, limits)
-            .map_err(|e| AssertionError::ClientData(e.to_string()))?;
-        serde_json::from_value(value).map_err(|e| AssertionError::ClientData(e.to_string()))
+        if raw.len() > 4096 {
+            return Err(AssertionError::ClientData("longer than 4096 bytes".into()));
+        }
+        serde_json::from_slice(raw).map_err(|e| AssertionError::ClientData(e.to_string()))
     }
 }
 
@@ -180,7 +178,7 @@ impl CredentialJwk {
     }
 
     /// The key, if this is a valid P-256 point.
-    pub fn to_key(&self) -> Result<VerifyingKey, ParseError> {
+    pub fn to_key(&self) -> Result<CredentialKey, ParseError> {
         let bad = |r: &str| ParseError::invalid("credential public_key", r.to_owned());
         if self.kty != "EC"
             || self.crv != "P-256"
@@ -198,7 +196,27 @@ impl CredentialJwk {
         sec1.push(0x04);
         sec1.extend_from_slice(&x);
         sec1.extend_from_slice(&y);
-        VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| bad("not a point on P-256"))
+        VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| bad("not a point on P-256"))?;
+        let sec1: [u8; 65] = sec1.try_into().map_err(|_| bad("not a point on P-256"))?;
+        Ok(CredentialKey { sec1 })
+    }
+}
+
+/// A registered credential's P-256 public key, checked to lie on the curve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialKey {
+    sec1: [u8; 65],
+}
+
+impl CredentialKey {
+    /// Whether `der_signature` is a valid ES256 signature of `message` (SHA-256, ASN.1 DER).
+    pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            &self.sec1,
+        )
+        .verify(message, der_signature)
+        .is_ok()
     }
 }
 
@@ -217,7 +235,7 @@ pub fn verify_assertion<'k>(
     assertion: &WebAuthnAssertion,
     challenge: &[u8; 32],
     rp: &RelyingParty,
-    lookup: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+    lookup: impl FnOnce(&str) -> Option<&'k CredentialKey>,
 ) -> Result<VerifiedAssertion, AssertionError> {
     let client_raw = b64url_decode(&assertion.client_data_json)
         .ok_or(AssertionError::Encoding("clientDataJSON"))?;
@@ -261,11 +279,11 @@ pub fn verify_assertion<'k>(
     // Steps 19–20: the signature over authData || SHA-256(clientDataJSON).
     let key = lookup(&assertion.id)
         .ok_or_else(|| AssertionError::UnknownCredential(assertion.id.clone()))?;
-    let signature = Signature::from_der(&signature).map_err(|_| AssertionError::BadSignature)?;
     let mut signed = auth_data.clone();
     signed.extend_from_slice(&Sha256::digest(&client_raw));
-    key.verify(&signed, &signature)
-        .map_err(|_| AssertionError::BadSignature)?;
+    if !key.verify(&signed, &signature) {
+        return Err(AssertionError::BadSignature);
+    }
 
     let sign_count =
         u32::from_be_bytes([auth_data[33], auth_data[34], auth_data[35], auth_data[36]]);

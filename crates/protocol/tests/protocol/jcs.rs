@@ -206,3 +206,13 @@ proptest! {
         prop_assert!(pending_for(left).verify_hash());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The canonicaliser the hashes use writes exactly what serde_json_canonicalizer writes.
+    #[test]
+    fn canonical_form_equals_the_reference_crate(value in json_value()) {
+        prop_assert_eq!(canonicalize(&value).unwrap(), serde_json_canonicalizer::to_vec(&value).unwrap());
+    }
+}

@@ -1,0 +1,489 @@
+//! Broker benchmarks against the real binary on loopback: prints figures, never passes or fails.
+//!
+//! `cargo bench -p countersign-broker --bench broker`
+//! 1. evaluation → pending visible on an approver's SSE stream: p50/p99 over 1000 requests;
+//! 2. redemption throughput with exactly-once consumption;
+//! 3. 10,000 pending items with 100 connected approvers: broker memory and delivery p99.
+
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::zombie_processes,
+    reason = "a bench: aborts on a broken setup; the broker child is reaped in Drop"
+)]
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use countersign_broker::config::secret_hash;
+use countersign_protocol::PendingAction;
+use countersign_protocol::api::{
+    ApproverEvent, EventKind, PairRequest, PairResponse, RedeemRequest,
+};
+use countersign_protocol::dev_authenticator::DevApprover;
+use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign-broker");
+const GATEWAY: &str = "https://payments-gateway.example.com";
+const GATEWAY_SECRET: &str = "bench-gateway-secret-0123456789abcdef";
+
+struct Broker {
+    child: Child,
+    url: String,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent_id(i: usize) -> String {
+    format!("spiffe://example.com/agent/a{i}")
+}
+
+fn agent_secret(i: usize) -> String {
+    format!("bench-agent-secret-{i:04}-0123456789abcdef")
+}
+
+fn owner(i: usize) -> String {
+    format!("owner{i}@example.com")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(owners: usize) -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = dir.path().join("broker.db");
+    let mut config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\npending_ttl_secs = 3600\n\
+         [rate_limit]\nper_minute = 10000000\nburst = 1000000\n\n\
+         [[gateways]]\naudience = \"{GATEWAY}\"\ntools = [\"*\"]\nsecret_sha256 = \"{}\"\n\n",
+        db.display(),
+        secret_hash(GATEWAY_SECRET)
+    );
+    for i in 0..owners {
+        config.push_str(&format!(
+            "[[agents]]\nid = \"{}\"\nowner = \"{}\"\nsecret_sha256 = \"{}\"\n\n",
+            agent_id(i),
+            owner(i),
+            secret_hash(&agent_secret(i))
+        ));
+    }
+    let path = dir.path().join("broker.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{url}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Broker {
+                child,
+                url,
+                db,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("broker did not start");
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Approver {
+    dev: DevApprover,
+    id: String,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Approver {
+    async fn pair(broker: &Broker, owner: &str) -> Self {
+        let out = Command::new(BIN)
+            .args([
+                "--database",
+                broker.db.to_str().unwrap(),
+                "pair",
+                "--owner",
+                owner,
+            ])
+            .output()
+            .unwrap();
+        let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut approver = Self {
+            dev: DevApprover::new("unpaired", owner).unwrap(),
+            id: String::new(),
+            url: broker.url.clone(),
+            http: reqwest::Client::new(),
+        };
+        let body = serde_json::to_vec(&PairRequest {
+            code,
+            device_key: approver.dev.device.public_jwk(),
+            credential: approver.dev.credential.clone(),
+            name: None,
+        })
+        .unwrap();
+        let response = approver
+            .http
+            .post(format!("{}/v1/pair", broker.url))
+            .header(PROOF_HEADER, approver.proof("POST", "/v1/pair", &body))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let paired: PairResponse = response.json().await.unwrap();
+        approver.id = paired.approver_id.clone();
+        approver.dev.issuer = Issuer {
+            approver_id: paired.approver_id,
+            owner: paired.owner,
+        };
+        approver
+    }
+
+    fn proof(&self, method: &str, path: &str, body: &[u8]) -> String {
+        let url = format!("{}{path}", self.url);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        sign_proof(
+            &self.dev.device,
+            &self.id,
+            &ProofRequest {
+                method,
+                url: &url,
+                body,
+                now,
+            },
+        )
+    }
+
+    /// Streams events; each arrives with the instant it was received.
+    async fn stream(&self) -> mpsc::UnboundedReceiver<(Instant, ApproverEvent)> {
+        let response = self
+            .http
+            .get(format!("{}/v1/approver/stream", self.url))
+            .header(PROOF_HEADER, self.proof("GET", "/v1/approver/stream", b""))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+            while let Some(Ok(event)) = events.next().await {
+                if event.data.is_empty() {
+                    continue;
+                }
+                let at = Instant::now();
+                if let Ok(parsed) = serde_json::from_str::<ApproverEvent>(&event.data)
+                    && tx.send((at, parsed)).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn refund(agent: usize, n: usize) -> Value {
+    json!({
+        "subject": {"type": "user", "id": owner(agent)},
+        "action": {"name": "tools/call"},
+        "resource": {"type": "tool", "id": "stripe/refunds.create"},
+        "context": {"intent": format!("Refund order {n}"), "arguments": {"order": n.to_string(), "amount": "5000.00", "currency": "EUR"}}
+    })
+}
+
+async fn evaluate(http: &reqwest::Client, url: &str, agent: usize, n: usize) -> String {
+    let response = http
+        .post(format!("{url}/access/v1/evaluation"))
+        .bearer_auth(agent_secret(agent))
+        .json(&refund(agent, n))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["context"]["approval"]["id"]
+        .as_str()
+        .expect("held")
+        .to_owned()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn millis(samples: &mut [f64]) -> String {
+    samples.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n = {})",
+        percentile(samples, 0.5) * 1e3,
+        percentile(samples, 0.99) * 1e3,
+        samples.last().copied().unwrap_or(0.0) * 1e3,
+        samples.len()
+    )
+}
+
+async fn latency() {
+    let broker = start(1).await;
+    let approver = Approver::pair(&broker, &owner(0)).await;
+    let mut events = approver.stream().await;
+    let http = reqwest::Client::new();
+    // Warm up connections.
+    for n in 0..20 {
+        evaluate(&http, &broker.url, 0, 1_000_000 + n).await;
+        events.recv().await;
+    }
+    let mut samples = Vec::with_capacity(1000);
+    for n in 0..1000 {
+        let start = Instant::now();
+        let id = evaluate(&http, &broker.url, 0, n).await;
+        loop {
+            let (at, event) = events.recv().await.unwrap();
+            if event.kind == EventKind::Pending && event.request.is_some_and(|r| r.pending.id == id)
+            {
+                samples.push(at.duration_since(start).as_secs_f64());
+                break;
+            }
+        }
+    }
+    println!(
+        "1. evaluation -> pending on the approver's SSE stream: {}",
+        millis(&mut samples)
+    );
+}
+
+async fn redemption() {
+    const GRANTS: usize = 2000;
+    let broker = start(1).await;
+    let mut approver = Approver::pair(&broker, &owner(0)).await;
+    let http = reqwest::Client::new();
+    let mut work = Vec::with_capacity(GRANTS);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Pending items from the broker, grants from the real ceremony (not timed).
+    let list: Value = {
+        for n in 0..GRANTS {
+            evaluate(&http, &broker.url, 0, n).await;
+        }
+        let path = "/v1/approver/requests?status=pending";
+        http.get(format!("{}{path}", broker.url))
+            .header(PROOF_HEADER, approver.proof("GET", path, b""))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    for view in list["requests"].as_array().unwrap() {
+        let pending: PendingAction = serde_json::from_value(view["pending"].clone()).unwrap();
+        let draft = GrantDraft::new(&pending, &approver.dev.issuer, GrantOptions::at(now)).unwrap();
+        let grant = approver.dev.sign(draft).unwrap().token().to_owned();
+        let body = serde_json::to_vec(&RedeemRequest {
+            grant,
+            action: pending.request(),
+            presenter_jkt: None,
+        })
+        .unwrap();
+        work.push(body);
+    }
+    let work = Arc::new(work);
+    let run = |bodies: Arc<Vec<Vec<u8>>>| {
+        let url = broker.url.clone();
+        async move {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let (bodies, next, url) = (bodies.clone(), next.clone(), url.clone());
+                    tokio::spawn(async move {
+                        let http = reqwest::Client::new();
+                        let mut statuses: HashMap<u16, usize> = HashMap::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(body) = bodies.get(i) else { break };
+                            let status = http
+                                .post(format!("{url}/v1/grants/redeem"))
+                                .bearer_auth(GATEWAY_SECRET)
+                                .header("content-type", "application/json")
+                                .body(body.clone())
+                                .send()
+                                .await
+                                .unwrap()
+                                .status()
+                                .as_u16();
+                            *statuses.entry(status).or_default() += 1;
+                        }
+                        statuses
+                    })
+                })
+                .collect();
+            let mut total: HashMap<u16, usize> = HashMap::new();
+            for task in tasks {
+                for (k, v) in task.await.unwrap() {
+                    *total.entry(k).or_default() += v;
+                }
+            }
+            (start.elapsed(), total)
+        }
+    };
+    let (elapsed, first) = run(work.clone()).await;
+    let (_, second) = run(work.clone()).await;
+    println!(
+        "2. redemption: {GRANTS} grants in {:.2} s = {:.0} /s (32 concurrent gateway connections); first pass {:?}, replay pass {:?}",
+        elapsed.as_secs_f64(),
+        GRANTS as f64 / elapsed.as_secs_f64(),
+        first,
+        second
+    );
+}
+
+async fn fan_out() {
+    const OWNERS: usize = 10;
+    const PER_OWNER: usize = 10;
+    const ITEMS: usize = 10_000;
+    let broker = start(OWNERS).await;
+    let pid = broker.child.id();
+    let idle = rss_kib(pid, "VmRSS:");
+    let mut streams = Vec::new();
+    for o in 0..OWNERS {
+        for _ in 0..PER_OWNER {
+            let approver = Approver::pair(&broker, &owner(o)).await;
+            streams.push((o, approver.stream().await, approver));
+        }
+    }
+    let connected = rss_kib(pid, "VmRSS:");
+    // Collect receive times per (stream, pending id).
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    for (_, mut events, approver) in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _keep = approver;
+            while let Some((at, event)) = events.recv().await {
+                if event.kind == EventKind::Pending
+                    && let Some(r) = event.request
+                {
+                    let _ = tx.send((r.pending.id, at));
+                }
+            }
+        });
+    }
+    drop(tx);
+    let sent: Arc<tokio::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let submitters: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, sent, next) = (broker.url.clone(), sent.clone(), next.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= ITEMS {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let id = evaluate(&http, &url, n % OWNERS, n).await;
+                    sent.lock().await.insert(id, t);
+                }
+            })
+        })
+        .collect();
+    let mut received = Vec::with_capacity(ITEMS * PER_OWNER);
+    let expected = ITEMS * PER_OWNER;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while received.len() < expected && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(r)) => received.push(r),
+            _ => break,
+        }
+    }
+    for s in submitters {
+        s.await.unwrap();
+    }
+    let submit_secs = start.elapsed().as_secs_f64();
+    let sent = sent.lock().await;
+    let mut delivery: Vec<f64> = received
+        .iter()
+        .filter_map(|(id, at)| {
+            sent.get(id)
+                .map(|t| at.saturating_duration_since(*t).as_secs_f64())
+        })
+        .collect();
+    let loaded = rss_kib(pid, "VmRSS:");
+    let peak = rss_kib(pid, "VmHWM:");
+    println!(
+        "3. {ITEMS} pending items, {} approvers ({OWNERS} owners x {PER_OWNER}): {} deliveries of {expected} in {submit_secs:.1} s",
+        OWNERS * PER_OWNER,
+        delivery.len()
+    );
+    println!(
+        "   delivery (evaluation sent -> event on each of the owner's streams): {}",
+        millis(&mut delivery)
+    );
+    println!(
+        "   broker RSS: idle {:.1} MiB, 100 streams {:.1} MiB, with 10,000 pending {:.1} MiB, peak {:.1} MiB",
+        idle as f64 / 1024.0,
+        connected as f64 / 1024.0,
+        loaded as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let only = std::env::var("BROKER_BENCH").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if only.is_empty() || only.contains("latency") {
+            latency().await;
+        }
+        if only.is_empty() || only.contains("redeem") {
+            redemption().await;
+        }
+        if only.is_empty() || only.contains("fanout") {
+            fan_out().await;
+        }
+    });
+}
