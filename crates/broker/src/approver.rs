@@ -221,7 +221,7 @@ pub(crate) async fn decide(
         Decision::Approve { grant } => {
             let verified = state
                 .verifier(&current.view.pending.audience)
-                .check_issued(grant, &current.view.pending.request())?;
+                .accept_issued(grant, &current.view.pending.request())?;
             let claims = &verified.claims.approval;
             if claims.txn != id || claims.iss != proof.approver_id {
                 return Err(ApiError::forbidden(

@@ -322,35 +322,39 @@ fn status_reason(status: Status) -> Option<String> {
     }
 }
 
-/// Runs the fleet: every agent cycles through the scenarios, `rounds` times (0 = forever).
+/// Runs the fleet: every agent cycles through the scenarios, `rounds` times (0 = forever),
+/// starting a call every `pause`; calls wait for their decisions concurrently.
 pub async fn run_fleet(
     broker: &str,
     secrets: &FleetSecrets,
     rounds: usize,
     pause: Duration,
 ) -> anyhow::Result<()> {
-    let mut tasks = Vec::new();
-    for (index, agent) in secrets.agents.iter().enumerate() {
-        let sim = SimulatedAgent::new(broker, secrets, agent)?;
-        let mut script = scenarios();
-        let turn = index % script.len();
-        script.rotate_left(turn);
-        tasks.push(tokio::spawn(async move {
-            let mut round = 0;
-            while rounds == 0 || round < rounds {
-                for scenario in &script {
-                    match sim.run(scenario, Duration::from_secs(330)).await {
-                        Ok(outcome) => tracing::info!(agent = %sim.agent.id, tool = scenario.tool, ?outcome, "call finished"),
-                        Err(e) => tracing::warn!(agent = %sim.agent.id, tool = scenario.tool, error = %e, "call failed"),
-                    }
-                    tokio::time::sleep(pause).await;
+    let agents: Vec<SimulatedAgent> = secrets
+        .agents
+        .iter()
+        .map(|a| SimulatedAgent::new(broker, secrets, a))
+        .collect::<anyhow::Result<_>>()?;
+    if agents.is_empty() {
+        bail!("no agents in the simulator secrets");
+    }
+    let script = scenarios();
+    let mut calls = tokio::task::JoinSet::new();
+    let mut round = 0;
+    while rounds == 0 || round < rounds {
+        for (step, scenario) in script.iter().enumerate() {
+            let agent = agents[(round + step) % agents.len()].clone();
+            let scenario = scenario.clone();
+            calls.spawn(async move {
+                match agent.run(&scenario, Duration::from_secs(330)).await {
+                    Ok(outcome) => tracing::info!(agent = %agent.agent.id, tool = scenario.tool, ?outcome, "call finished"),
+                    Err(e) => tracing::warn!(agent = %agent.agent.id, tool = scenario.tool, error = %e, "call failed"),
                 }
-                round += 1;
-            }
-        }));
+            });
+            tokio::time::sleep(pause).await;
+        }
+        round += 1;
     }
-    for task in tasks {
-        task.await?;
-    }
+    while calls.join_next().await.is_some() {}
     Ok(())
 }

@@ -673,43 +673,39 @@ fn unavailable(e: impl std::fmt::Display) -> ConsumeError {
     ConsumeError::Unavailable(e.to_string())
 }
 
-impl ReplayStore for SqliteStore {
-    fn consume(&self, jti: &str, expires_at: i64, _now: i64) -> Result<(), ConsumeError> {
+impl SqliteStore {
+    /// Records `jti` in `state` unless it is already recorded; then says which state it has.
+    fn mark_grant(&self, jti: &str, expires_at: i64, state: &str) -> Result<(), ConsumeError> {
         let conn = self.lock().map_err(unavailable)?;
         let inserted = conn
             .execute(
-                "INSERT INTO grant_ids (jti, state, exp) VALUES (?1, 'consumed', ?2) ON CONFLICT DO NOTHING",
-                params![jti, expires_at],
+                "INSERT INTO grant_ids (jti, state, exp) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![jti, state, expires_at],
             )
             .map_err(unavailable)?;
         if inserted == 1 {
             return Ok(());
         }
-        let state: String = conn
+        let existing: String = conn
             .query_row("SELECT state FROM grant_ids WHERE jti = ?1", [jti], |r| {
                 r.get(0)
             })
             .map_err(unavailable)?;
-        Err(if state == "revoked" {
+        Err(if existing == "revoked" {
             ConsumeError::Revoked
         } else {
             ConsumeError::AlreadyConsumed
         })
     }
+}
+
+impl ReplayStore for SqliteStore {
+    fn consume(&self, jti: &str, expires_at: i64, _now: i64) -> Result<(), ConsumeError> {
+        self.mark_grant(jti, expires_at, "consumed")
+    }
 
     fn revoke(&self, jti: &str, expires_at: i64, _now: i64) -> Result<(), ConsumeError> {
-        let conn = self.lock().map_err(unavailable)?;
-        let inserted = conn
-            .execute(
-                "INSERT INTO grant_ids (jti, state, exp) VALUES (?1, 'revoked', ?2) ON CONFLICT DO NOTHING",
-                params![jti, expires_at],
-            )
-            .map_err(unavailable)?;
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(ConsumeError::AlreadyConsumed)
-        }
+        self.mark_grant(jti, expires_at, "revoked")
     }
 
     fn is_revoked(&self, jti: &str) -> Result<bool, ConsumeError> {

@@ -50,16 +50,16 @@
 //!    the issuing approver;
 //! 9. `cnf.jkt`, when present, equals the presenter's key thumbprint;
 //! 10. not revoked; on [`GrantVerifier::redeem`], the `jti` consumed atomically (a revoked or
-//!     consumed `jti` is refused), then the sign counter advanced atomically (a regressed
-//!     counter burns the grant).
+//!     consumed `jti` is refused).
 //!
-//! The counter check is done last, next to the atomic consumption, so that concurrent replays
-//! of one grant are all reported as replays and two grants of one authenticator cannot both
-//! pass a stale read. A consequence, by design: grants made with one counting authenticator
-//! must be redeemed in the order they were approved (within their two-minute lives); an older
-//! grant presented after a newer one is refused as a possible clone. Authenticators that report
-//! a zero counter (most synced passkeys) are exempt, as WebAuthn specifies.
-//!
+//! The sign counter (WebAuthn §7.2 step 22) is judged where the WebAuthn authentication
+//! happens: when the broker accepts the owner's decision ([`GrantVerifier::accept_issued`]), it
+//! atomically advances the credential's stored counter and refuses a counter that does not
+//! exceed it (when either is non-zero). Ceremonies reach the broker in the order the
+//! authenticator made them, so this is exact there; at redemption it would not be, because
+//! independent agents redeem their grants in any order, and a strict check would refuse
+//! legitimate grants. An agent only obtains a grant through the broker, after that check.
+
 //! Revocation is folded into the atomic consumption (a revoked `jti` is a `jti` that can never
 //! be consumed), so no redemption can slip between a revocation check and the consumption.
 //!

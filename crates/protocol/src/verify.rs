@@ -94,53 +94,47 @@ impl GrantVerifier {
 
     /// Every check except consumption: for a dry run by a gateway.
     pub fn check(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
-        self.check_with(presentation, true)
-    }
-
-    /// Every check except consumption and the sender constraint: for a broker accepting a grant
-    /// from its approver, before any presenter exists.
-    pub fn check_issued(
-        &self,
-        grant: &str,
-        action: &ActionRequest,
-    ) -> Result<VerifiedGrant, VerifyError> {
-        self.check_with(
-            &Presentation {
-                grant,
-                action,
-                presenter_jkt: None,
-            },
-            false,
-        )
-    }
-
-    fn check_with(
-        &self,
-        presentation: &Presentation<'_>,
-        sender_constraint: bool,
-    ) -> Result<VerifiedGrant, VerifyError> {
-        let now = self.clock.now();
-        let verified = self.verify_at(presentation, now, sender_constraint)?;
-        let stored = self.counters.last(&verified.credential_id)?;
-        counter_advances(stored, verified.sign_count)?;
+        let verified = self.verify_at(presentation, self.clock.now(), true)?;
         if self.replay.is_revoked(&verified.claims.approval.jti)? {
             return Err(VerifyError::Revoked);
         }
         Ok(verified)
     }
 
+    /// For the broker accepting a grant from its approver — the moment of the WebAuthn
+    /// authentication, before any presenter exists: every check except consumption and the
+    /// sender constraint, then the authenticator's sign counter is advanced atomically and must
+    /// exceed the stored one (WebAuthn §7.2 step 22), or the grant is refused as coming from a
+    /// possibly cloned authenticator.
+    pub fn accept_issued(
+        &self,
+        grant: &str,
+        action: &ActionRequest,
+    ) -> Result<VerifiedGrant, VerifyError> {
+        let presentation = Presentation {
+            grant,
+            action,
+            presenter_jkt: None,
+        };
+        let verified = self.verify_at(&presentation, self.clock.now(), false)?;
+        if self.replay.is_revoked(&verified.claims.approval.jti)? {
+            return Err(VerifyError::Revoked);
+        }
+        let stored = self
+            .counters
+            .advance(&verified.credential_id, verified.sign_count)?;
+        counter_advances(stored, verified.sign_count)?;
+        Ok(verified)
+    }
+
     /// Every check, then consumes the `jti` atomically: of concurrent redemptions of one grant,
-    /// exactly one succeeds; the others get [`VerifyError::Replayed`]. The sign counter is
-    /// advanced atomically after consumption, so a regressed counter burns the grant.
+    /// exactly one succeeds; the others get [`VerifyError::Replayed`]. Grants may be redeemed in
+    /// any order: the sign counter was judged when the grant was accepted.
     pub fn redeem(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
         let now = self.clock.now();
         let verified = self.verify_at(presentation, now, true)?;
         let claims = &verified.claims.approval;
         self.replay.consume(&claims.jti, claims.exp, now)?;
-        let stored = self
-            .counters
-            .advance(&verified.credential_id, verified.sign_count)?;
-        counter_advances(stored, verified.sign_count)?;
         Ok(verified)
     }
 

@@ -8,7 +8,7 @@ use countersign_protocol::action::Status;
 use countersign_protocol::api::{EventKind, Outcome, RedeemRequest};
 use reqwest::StatusCode;
 
-use crate::support::{BILLING, OWNER, PAYMENTS, TestBroker, big_refund, post_raw};
+use crate::support::{BILLING, OWNER, PAYMENTS, TestBroker, big_refund, hold, post_raw};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_redeem_once_and_the_owner_sees_it_all() {
@@ -94,14 +94,7 @@ async fn deny_reaches_the_agent_with_its_reason() {
     let approver = broker.approver(OWNER).await;
     let agent = broker.agent(BILLING);
     let request = agent.request(&big_refund()).unwrap();
-    let ticket = agent
-        .evaluate(&request)
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&agent, &request).await;
     let (status, body) = approver
         .deny(&ticket.id, "not this customer", false, "deny-1")
         .await;
@@ -121,14 +114,7 @@ async fn exactly_one_of_64_concurrent_redemptions_wins() {
     let mut approver = broker.approver(OWNER).await;
     let agent = broker.agent(BILLING);
     let request = agent.request(&big_refund()).unwrap();
-    let ticket = agent
-        .evaluate(&request)
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&agent, &request).await;
     let view = approver.list(Some("pending")).await.requests.remove(0);
     assert_eq!(view.pending.id, ticket.id);
     assert_eq!(approver.approve(&view, "k").await.0, StatusCode::OK);

@@ -8,7 +8,7 @@ use countersign_protocol::api::EventKind;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{BILLING, DEVOPS, OWNER, TestBroker, big_refund, post_raw, scenario};
+use crate::support::{BILLING, DEVOPS, OWNER, TestBroker, big_refund, hold, post_raw, scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecided_requests_expire_and_everyone_is_told() {
@@ -16,14 +16,7 @@ async fn undecided_requests_expire_and_everyone_is_told() {
     let approver = broker.approver(OWNER).await;
     let mut events = approver.stream(None).await;
     let agent = broker.agent(BILLING);
-    let ticket = agent
-        .evaluate(&agent.request(&big_refund()).unwrap())
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&agent, &agent.request(&big_refund()).unwrap()).await;
     events.until(EventKind::Pending).await;
     let status = agent
         .wait(&ticket.id, Duration::from_secs(10))
@@ -47,14 +40,7 @@ async fn identical_pending_requests_merge_with_a_count() {
     let request = agent.request(&big_refund()).unwrap();
     let mut ids = Vec::new();
     for expected in 1..=3 {
-        let ticket = agent
-            .evaluate(&request)
-            .await
-            .unwrap()
-            .context
-            .unwrap()
-            .approval
-            .unwrap();
+        let ticket = hold(&agent, &request).await;
         assert_eq!(ticket.merged, expected);
         ids.push(ticket.id);
     }
@@ -64,14 +50,7 @@ async fn identical_pending_requests_merge_with_a_count() {
     assert_eq!(listed[0].merged, 3);
     // Another agent's identical call is its own item.
     let other = broker.agent(DEVOPS);
-    let ticket = other
-        .evaluate(&other.request(&big_refund()).unwrap())
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&other, &other.request(&big_refund()).unwrap()).await;
     assert_ne!(ticket.id, ids[0]);
 }
 
@@ -121,14 +100,7 @@ async fn repeated_denials_quarantine_the_agent_until_its_owner_releases_it() {
         .into_iter()
         .enumerate()
     {
-        let ticket = agent
-            .evaluate(&agent.request(&scenario(tool)).unwrap())
-            .await
-            .unwrap()
-            .context
-            .unwrap()
-            .approval
-            .unwrap();
+        let ticket = hold(&agent, &agent.request(&scenario(tool)).unwrap()).await;
         let (status, _) = approver
             .deny(&ticket.id, "not allowed", false, &format!("q{i}"))
             .await;
@@ -165,14 +137,11 @@ async fn repeated_denials_quarantine_the_agent_until_its_owner_releases_it() {
     );
 
     // Deny and suspend.
-    let ticket = agent
-        .evaluate(&agent.request(&scenario("github/repos.delete")).unwrap())
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(
+        &agent,
+        &agent.request(&scenario("github/repos.delete")).unwrap(),
+    )
+    .await;
     approver.deny(&ticket.id, "stop", true, "suspend").await;
     events.until(EventKind::AgentSuspended).await;
     let refused = agent
@@ -188,14 +157,7 @@ async fn an_approved_grant_can_be_revoked_before_redemption() {
     let mut approver = broker.approver(OWNER).await;
     let agent = broker.agent(BILLING);
     let request = agent.request(&big_refund()).unwrap();
-    let ticket = agent
-        .evaluate(&request)
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&agent, &request).await;
     let view = approver.list(Some("pending")).await.requests.remove(0);
     assert_eq!(approver.approve(&view, "a").await.0, StatusCode::OK);
     let grant = agent

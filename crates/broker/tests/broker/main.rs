@@ -15,3 +15,4 @@ mod policy;
 mod restart;
 mod stream;
 mod support;
+mod tls;

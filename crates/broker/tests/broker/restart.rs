@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::support::{BILLING, OWNER, PAYMENTS, TestApprover, TestBroker, big_refund, scenario};
+use crate::support::{
+    BILLING, OWNER, PAYMENTS, TestApprover, TestBroker, big_refund, hold, scenario,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_pending_loses_nothing() {
@@ -13,14 +15,7 @@ async fn restart_while_pending_loses_nothing() {
     let approver = broker.approver(OWNER).await;
     let agent = broker.agent(BILLING);
     let refund = agent.request(&big_refund()).unwrap();
-    let ticket = agent
-        .evaluate(&refund)
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let ticket = hold(&agent, &refund).await;
     agent
         .evaluate(&agent.request(&scenario("github/repos.delete")).unwrap())
         .await

@@ -176,3 +176,41 @@ async fn a_grant_for_another_request_or_a_forged_grant_is_refused() {
     // Still pending: refusals decide nothing.
     assert_eq!(approver.list(Some("pending")).await.requests.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_sign_counter_went_backwards_is_refused_at_acceptance() {
+    let broker = TestBroker::start().await;
+    let mut approver = broker.approver(OWNER).await;
+    let agent = broker.agent(BILLING);
+    agent
+        .evaluate(&agent.request(&big_refund()).unwrap())
+        .await
+        .unwrap();
+    agent
+        .evaluate(&agent.request(&scenario("github/repos.delete")).unwrap())
+        .await
+        .unwrap();
+    let views = approver.list(Some("pending")).await.requests;
+    // Made in this order by one authenticator, delivered in the other: as from a clone.
+    let older = approver.grant(&views[0]);
+    let newer = approver.grant(&views[1]);
+    let (status, _) = approver
+        .decide(
+            &views[1].pending.id,
+            &serde_json::json!({"decision": "approve", "grant": newer}),
+            "n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = approver
+        .decide(
+            &views[0].pending.id,
+            &serde_json::json!({"decision": "approve", "grant": older}),
+            "o",
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("assertion_counter_regressed"))
+    );
+}

@@ -409,3 +409,15 @@ pub async fn post_raw(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// Submits `request`, which policy must hold for approval, and returns its ticket.
+pub async fn hold(
+    agent: &SimulatedAgent,
+    request: &countersign_protocol::ActionRequest,
+) -> countersign_protocol::api::ApprovalTicket {
+    let answer = agent.evaluate(request).await.unwrap();
+    answer
+        .context
+        .and_then(|c| c.approval)
+        .expect("held for approval")
+}

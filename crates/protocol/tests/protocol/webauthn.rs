@@ -208,17 +208,15 @@ fn wrong_ceremony_type_missing_flags_rp_hash_and_cross_origin_are_refused() {
 }
 
 #[test]
-fn the_sign_counter_must_advance() {
+fn the_sign_counter_must_advance_when_grants_are_accepted() {
     let mut fx = Fixture::new();
     let older = fx.mint(&pending());
     let newer = fx.mint(&pending());
     let action = request();
-    fx.verifier()
-        .redeem(&present(newer.token(), &action))
-        .unwrap();
+    fx.verifier().accept_issued(newer.token(), &action).unwrap();
     let err = fx
         .verifier()
-        .redeem(&present(older.token(), &action))
+        .accept_issued(older.token(), &action)
         .unwrap_err();
     assert!(
         matches!(
@@ -229,7 +227,12 @@ fn the_sign_counter_must_advance() {
     );
     // A fresh grant from the same authenticator still passes.
     let next = fx.mint(&pending());
+    fx.verifier().accept_issued(next.token(), &action).unwrap();
+    // Redemption order is free: the newest first, then an older one.
     fx.verifier()
         .redeem(&present(next.token(), &action))
+        .unwrap();
+    fx.verifier()
+        .redeem(&present(newer.token(), &action))
         .unwrap();
 }
