@@ -1,0 +1,37 @@
+//! Errors of the approver engine.
+
+/// An engine error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("history database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("CSV export: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("no item {0:?} in the history")]
+    UnknownItem(String),
+    #[error("the history's hash chain is broken at entry {seq}: {reason}")]
+    ChainBroken { seq: i64, reason: String },
+    #[error(transparent)]
+    Protocol(#[from] countersign_protocol::ParseError),
+}
+
+impl Error {
+    /// Stable code for the CLI's `--json` output and the app's IPC.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "history_database",
+            Self::Json(_) => "history_json",
+            Self::Io(_) | Self::Csv(_) => "io",
+            Self::UnknownItem(_) => "unknown_item",
+            Self::ChainBroken { .. } => "chain_broken",
+            Self::Protocol(e) => e.code(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

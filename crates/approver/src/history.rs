@@ -1,0 +1,516 @@
+//! The local history: every pending item the app received and every state change it went
+//! through, in SQLite (WAL), with each entry committing to the previous one in a hash chain,
+//! full-text search, filters, and export to JSON Lines and CSV.
+//!
+//! Entry `n` stores `hash_n = b64url(SHA-256(JCS({seq, at, item, kind, detail, prev})))` with
+//! `prev = hash_{n-1}` (the empty string for the first). Editing, deleting or reordering any
+//! entry breaks every later link; [`History::verify`] names the first broken one.
+
+use std::io::Write;
+use std::path::Path;
+
+use countersign_protocol::PendingAction;
+use countersign_protocol::hash::{b64url, canonical_sha256};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// What happened to an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EntryKind {
+    Received,
+    Notified,
+    Viewed,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+    Redeemed,
+    Revoked,
+    /// The item was refused on arrival (its hash disagreed with its contents).
+    Refused,
+}
+
+impl EntryKind {
+    /// The item status this entry moves to, if it changes it.
+    fn status(self) -> Option<&'static str> {
+        match self {
+            Self::Received => Some("pending"),
+            Self::Approved => Some("approved"),
+            Self::Denied => Some("denied"),
+            Self::Expired => Some("expired"),
+            Self::Cancelled => Some("cancelled"),
+            Self::Redeemed => Some("redeemed"),
+            Self::Revoked => Some("revoked"),
+            Self::Refused => Some("refused"),
+            Self::Notified | Self::Viewed => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Notified => "notified",
+            Self::Viewed => "viewed",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Redeemed => "redeemed",
+            Self::Revoked => "revoked",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// One link of the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub at: i64,
+    pub item: String,
+    pub kind: String,
+    pub detail: Value,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// An item as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemSummary {
+    pub id: String,
+    pub status: String,
+    pub agent: String,
+    pub tool: String,
+    pub intent: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filters for [`History::list`]; all optional.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    pub tool: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+    /// Full-text query over intent, tool, agent and arguments (words, all must match).
+    pub search: Option<String>,
+    pub limit: usize,
+}
+
+/// The result of a successful integrity check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    pub entries: u64,
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE items (
+        id TEXT PRIMARY KEY,
+        broker TEXT NOT NULL,
+        status TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        pending TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX items_status ON items(status, created_at);
+    CREATE INDEX items_agent ON items(agent, created_at);
+    CREATE INDEX items_tool ON items(tool, created_at);
+    CREATE INDEX items_created ON items(created_at);
+    CREATE VIRTUAL TABLE items_fts USING fts5(id UNINDEXED, agent, tool, intent, arguments, tokenize = 'unicode61');
+    CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        item TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX entries_item ON entries(item, seq);"];
+
+/// The history database.
+#[derive(Debug)]
+pub struct History {
+    conn: Connection,
+}
+
+impl History {
+    /// Opens (creating and migrating) the history at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut history = Self { conn };
+        history.migrate()?;
+        Ok(history)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = self.conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores a newly received item and its `received` entry (or `refused`, when its hash
+    /// disagrees with what it shows). Receiving an item twice records nothing new.
+    pub fn receive(
+        &mut self,
+        broker: &str,
+        pending: &PendingAction,
+        at: i64,
+    ) -> Result<Option<Entry>> {
+        let tx = self.conn.transaction()?;
+        let known: bool = tx
+            .query_row("SELECT 1 FROM items WHERE id = ?1", [&pending.id], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .unwrap_or(false);
+        if known {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(pending)?;
+        let (kind, detail) = if pending.verify_hash() {
+            (
+                EntryKind::Received,
+                serde_json::json!({"action_hash": pending.action_hash}),
+            )
+        } else {
+            (
+                EntryKind::Refused,
+                serde_json::json!({"reason": "action_hash does not match the item's contents"}),
+            )
+        };
+        tx.execute(
+            "INSERT INTO items (id, broker, status, agent, tool, intent, pending, created_at, expires_at, updated_at)
+             VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                pending.id,
+                broker,
+                pending.actor.id.as_str(),
+                pending.resource.id,
+                pending.context.intent,
+                json,
+                pending.created_at.unix(),
+                pending.expires_at.unix(),
+                at,
+                kind.status().unwrap_or("pending")
+            ],
+        )?;
+        let rowid = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO items_fts (rowid, id, agent, tool, intent, arguments) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                rowid,
+                pending.id,
+                pending.actor.id.as_str(),
+                pending.resource.id,
+                pending.context.intent,
+                serde_json::to_string(&pending.context.arguments)?
+            ],
+        )?;
+        let entry = append(&tx, &pending.id, kind, detail, at)?;
+        tx.commit()?;
+        Ok(Some(entry))
+    }
+
+    /// Appends a state change for a known item.
+    pub fn record(&mut self, item: &str, kind: EntryKind, detail: Value, at: i64) -> Result<Entry> {
+        let tx = self.conn.transaction()?;
+        let entry = record_in(&tx, item, kind, detail, at)?;
+        tx.commit()?;
+        Ok(entry)
+    }
+
+    /// Runs `f` in one transaction with a recorder, so a change and what depends on it (an
+    /// outbox row, say) are written together or not at all.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The stored pending action.
+    pub fn item(&self, id: &str) -> Result<Option<(PendingAction, String)>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT pending, status FROM items WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(pending, status)| Ok((serde_json::from_str(&pending)?, status)))
+            .transpose()
+    }
+
+    /// Every entry of one item, oldest first.
+    pub fn entries(&self, item: &str) -> Result<Vec<Entry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at, item, kind, detail, prev, hash FROM entries WHERE item = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([item], read_entry)?;
+        rows.map(|r| r.map_err(Error::from)?.try_into()).collect()
+    }
+
+    /// Items matching `filter`, newest first.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<ItemSummary>> {
+        let limit = i64::try_from(filter.limit.clamp(1, 10_000)).unwrap_or(100);
+        let search = filter
+            .search
+            .as_deref()
+            .map(fts_query)
+            .filter(|q| !q.is_empty());
+        let sql = format!(
+            "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at FROM items i
+             WHERE (?1 IS NULL OR i.status = ?1) AND (?2 IS NULL OR i.agent = ?2) AND (?3 IS NULL OR i.tool = ?3)
+               AND (?4 IS NULL OR i.created_at >= ?4) AND (?5 IS NULL OR i.created_at < ?5)
+               {}
+             ORDER BY i.created_at DESC, i.id DESC LIMIT ?7",
+            if search.is_some() {
+                "AND i.rowid IN (SELECT rowid FROM items_fts WHERE items_fts MATCH ?6)"
+            } else {
+                "AND ?6 IS NULL"
+            }
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                filter.status,
+                filter.agent,
+                filter.tool,
+                filter.since,
+                filter.until,
+                search,
+                limit
+            ],
+            |r| {
+                Ok(ItemSummary {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    agent: r.get(2)?,
+                    tool: r.get(3)?,
+                    intent: r.get(4)?,
+                    created_at: r.get(5)?,
+                    updated_at: r.get(6)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Checks every link of the chain, in order. The error names the first broken entry.
+    pub fn verify(&self) -> Result<ChainReport> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, item, kind, detail, prev, hash FROM entries ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        let mut prev = String::new();
+        let mut expected_seq = 1;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let raw = read_entry(row)?;
+            let seq = raw.0;
+            let entry: Entry = raw.try_into().map_err(|_| Error::ChainBroken {
+                seq,
+                reason: "detail is not JSON".into(),
+            })?;
+            if entry.seq != expected_seq {
+                return Err(Error::ChainBroken {
+                    seq: expected_seq,
+                    reason: format!("entry {expected_seq} is missing"),
+                });
+            }
+            if entry.prev != prev {
+                return Err(Error::ChainBroken {
+                    seq,
+                    reason: "does not link to the entry before it".into(),
+                });
+            }
+            if entry_hash(&entry)? != entry.hash {
+                return Err(Error::ChainBroken {
+                    seq,
+                    reason: "its contents were changed".into(),
+                });
+            }
+            prev = entry.hash;
+            expected_seq += 1;
+            count += 1;
+        }
+        Ok(ChainReport { entries: count })
+    }
+
+    /// Writes every entry as JSON Lines, oldest first.
+    pub fn export_jsonl(&self, out: &mut dyn Write) -> Result<u64> {
+        let mut count = 0;
+        self.each_entry(|entry| {
+            serde_json::to_writer(&mut *out, entry)?;
+            out.write_all(b"\n")?;
+            count += 1;
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
+    /// Writes every entry as CSV (seq, at, item, kind, detail, prev, hash), oldest first.
+    pub fn export_csv(&self, out: &mut dyn Write) -> Result<u64> {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(["seq", "at", "item", "kind", "detail", "prev", "hash"])?;
+        let mut count = 0;
+        self.each_entry(|e| {
+            writer.write_record([
+                e.seq.to_string(),
+                e.at.to_string(),
+                e.item.clone(),
+                e.kind.clone(),
+                e.detail.to_string(),
+                e.prev.clone(),
+                e.hash.clone(),
+            ])?;
+            count += 1;
+            Ok(())
+        })?;
+        writer.flush()?;
+        Ok(count)
+    }
+
+    fn each_entry(&self, mut f: impl FnMut(&Entry) -> Result<()>) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, item, kind, detail, prev, hash FROM entries ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let entry: Entry = read_entry(row)?.try_into()?;
+            f(&entry)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a state change for a known item inside `tx`.
+pub fn record_in(
+    tx: &Transaction<'_>,
+    item: &str,
+    kind: EntryKind,
+    detail: Value,
+    at: i64,
+) -> Result<Entry> {
+    let changed = match kind.status() {
+        Some(status) => tx.execute(
+            "UPDATE items SET status = ?1, updated_at = ?2 WHERE id = ?3",
+            params![status, at, item],
+        )?,
+        None => tx.execute(
+            "UPDATE items SET updated_at = ?1 WHERE id = ?2",
+            params![at, item],
+        )?,
+    };
+    if changed == 0 {
+        return Err(Error::UnknownItem(item.to_owned()));
+    }
+    append(tx, item, kind, detail, at)
+}
+
+type RawEntry = (i64, i64, String, String, String, String, String);
+
+fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+impl TryFrom<RawEntry> for Entry {
+    type Error = Error;
+
+    fn try_from((seq, at, item, kind, detail, prev, hash): RawEntry) -> Result<Self> {
+        Ok(Self {
+            seq,
+            at,
+            item,
+            kind,
+            detail: serde_json::from_str(&detail)?,
+            prev,
+            hash,
+        })
+    }
+}
+
+fn append(
+    tx: &Transaction<'_>,
+    item: &str,
+    kind: EntryKind,
+    detail: Value,
+    at: i64,
+) -> Result<Entry> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, String::new()));
+    let mut entry = Entry {
+        seq,
+        at,
+        item: item.to_owned(),
+        kind: kind.as_str().to_owned(),
+        detail,
+        prev,
+        hash: String::new(),
+    };
+    entry.hash = entry_hash(&entry)?;
+    tx.execute(
+        "INSERT INTO entries (seq, at, item, kind, detail, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![entry.seq, entry.at, entry.item, entry.kind, serde_json::to_string(&entry.detail)?, entry.prev, entry.hash],
+    )?;
+    Ok(entry)
+}
+
+fn entry_hash(entry: &Entry) -> Result<String> {
+    let linked = serde_json::json!({
+        "seq": entry.seq,
+        "at": entry.at,
+        "item": entry.item,
+        "kind": entry.kind,
+        "detail": entry.detail,
+        "prev": entry.prev,
+    });
+    Ok(b64url(&canonical_sha256(&linked)?))
+}
+
+/// Turns free text into an FTS5 query of quoted terms (all must match), so that user input is
+/// never FTS5 syntax.
+fn fts_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
