@@ -18,8 +18,9 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
 unit:
-	$(CARGO) test --workspace --locked
+	scripts/session.sh $(CARGO) test --workspace --locked
 
 ## Benchmarks: figures, never pass/fail.
 bench:

@@ -3,7 +3,9 @@
 # that is already there. Safe to run again.
 set -euo pipefail
 
-packages=(build-essential pkg-config libssl-dev)
+# Build: a C toolchain and OpenSSL headers (josekit, the independent JOSE check in tests).
+# Tests: a D-Bus session and gnome-keyring, the real Secret Service the approver keeps keys in.
+packages=(build-essential pkg-config libssl-dev dbus-daemon dbus-session-bus-common libglib2.0-bin gnome-keyring)
 
 missing=()
 for p in "${packages[@]}"; do

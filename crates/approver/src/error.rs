@@ -18,6 +18,10 @@ pub enum Error {
     ChainBroken { seq: i64, reason: String },
     #[error(transparent)]
     Protocol(#[from] countersign_protocol::ParseError),
+    #[error("no usable keyring: {0}")]
+    KeyringUnavailable(String),
+    #[error("a keyring entry is damaged: {0}")]
+    KeyringCorrupt(String),
 }
 
 impl Error {
@@ -30,6 +34,8 @@ impl Error {
             Self::UnknownItem(_) => "unknown_item",
             Self::ChainBroken { .. } => "chain_broken",
             Self::Protocol(e) => e.code(),
+            Self::KeyringUnavailable(_) => "keyring_unavailable",
+            Self::KeyringCorrupt(_) => "keyring_corrupt",
         }
     }
 }

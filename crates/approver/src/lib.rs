@@ -6,9 +6,10 @@
 //!
 //! Present today: [`history`], the local tamper-evident record of every item and state change
 //! (SQLite in WAL mode, a hash chain over every entry, full-text search, filters, JSON Lines and
-//! CSV export, an integrity check that names the first broken link). The broker client, key
-//! custody in the OS keyring, WebAuthn ceremonies, the decision outbox and notifications build
-//! on it.
+//! CSV export, an integrity check that names the first broken link); and [`vault`], key custody
+//! in the OS keyring (the device signing key is generated on first use and never touches a
+//! file). The broker client, WebAuthn ceremonies, the decision outbox and notifications build on
+//! them.
 //!
 //! Known limit of the chain alone: cutting off the newest entries leaves a valid, shorter
 //! chain. The remedy is to anchor the head (last hash and count) outside the file — in the OS
@@ -16,6 +17,8 @@
 
 pub mod error;
 pub mod history;
+pub mod vault;
 
 pub use error::{Error, Result};
 pub use history::{EntryKind, Filter, History};
+pub use vault::Vault;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs a command inside a private D-Bus session with an unlocked gnome-keyring (the Secret
+# Service), which the approver's key-custody tests use for real. HOME and the XDG directories
+# point into a temporary directory, so nothing touches the user's own keyring.
+set -euo pipefail
+
+if [[ "${COUNTERSIGN_IN_SESSION:-}" == 1 ]]; then
+  exec "$@"
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# cargo and rustup find their homes through HOME unless told: keep them.
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+export HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/run"
+export XDG_DATA_HOME="$HOME/.local/share" XDG_CONFIG_HOME="$HOME/.config" XDG_CACHE_HOME="$HOME/.cache"
+mkdir -p "$HOME" "$XDG_DATA_HOME" "$XDG_CONFIG_HOME" "$XDG_CACHE_HOME" "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+export COUNTERSIGN_IN_SESSION=1
+
+# shellcheck disable=SC2016
+dbus-run-session -- bash -c '
+  printf %s countersign-test | gnome-keyring-daemon --unlock --components=secrets --daemonize >/dev/null
+  timeout 10 gdbus wait --session org.freedesktop.secrets 2>/dev/null || true
+  exec "$@"
+' session "$@"
