@@ -18,6 +18,15 @@ pub enum Error {
     ChainBroken { seq: i64, reason: String },
     #[error(transparent)]
     Protocol(#[from] countersign_protocol::ParseError),
+    #[error("broker unreachable: {0}")]
+    Http(String),
+    #[error("the broker refused ({status} {code}): {message}")]
+    Broker {
+        status: u16,
+        code: String,
+        message: String,
+        body: String,
+    },
     #[error("no usable keyring: {0}")]
     KeyringUnavailable(String),
     #[error("a keyring entry is damaged: {0}")]
@@ -34,6 +43,8 @@ impl Error {
             Self::UnknownItem(_) => "unknown_item",
             Self::ChainBroken { .. } => "chain_broken",
             Self::Protocol(e) => e.code(),
+            Self::Http(_) => "broker_unreachable",
+            Self::Broker { .. } => "broker_refused",
             Self::KeyringUnavailable(_) => "keyring_unavailable",
             Self::KeyringCorrupt(_) => "keyring_corrupt",
         }

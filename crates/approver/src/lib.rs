@@ -15,6 +15,7 @@
 //! chain. The remedy is to anchor the head (last hash and count) outside the file — in the OS
 //! keyring next to the device key, or signed by it — which comes with key custody.
 
+pub mod client;
 pub mod error;
 pub mod history;
 pub mod vault;

@@ -172,31 +172,17 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// 10 characters from an alphabet without look-alikes: about 50 bits, valid for minutes, once.
-fn pairing_code() -> String {
-    use rand_core::RngCore as _;
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut bytes = [0u8; 10];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    let chars: String = bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect();
-    format!("{}-{}", &chars[..5], &chars[5..])
-}
-
 fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
     if owner.trim().is_empty() {
         bail!("--owner must name the human who owns the approver");
     }
     let store = SqliteStore::open(&config.database)?;
-    let code = pairing_code();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let normalized = countersign_broker::approver::normalize_code(&code);
-    store.add_pairing_code(
-        &secret_hash(&normalized),
+    let code = countersign_broker::approver::issue_pairing_code(
+        &store,
         owner,
-        now + config.pairing_ttl_secs,
+        now,
+        config.pairing_ttl_secs,
     )?;
     println!("{code}");
     eprintln!(

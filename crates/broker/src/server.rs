@@ -38,8 +38,9 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Stops serving.
+    /// Stops serving, and ends open event streams as a stopped process would.
     pub fn stop(self) {
+        self.state.closing.send_replace(true);
         self.task.abort();
     }
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     limiter: Mutex<HashMap<String, Bucket>>,
     pub metrics: Metrics,
     pub public_url: String,
+    /// Set when the broker stops: open event streams end, so clients see the disconnect.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             changes,
             limiter: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 

@@ -60,6 +60,7 @@ async fn follow(
 ) {
     state.metrics.streams.fetch_add(1, Ordering::Relaxed);
     let _guard = StreamGuard(state.clone());
+    let mut closing = state.closing.subscribe();
     if tx
         .send(Ok(Event::default()
             .retry(Duration::from_secs(2))
@@ -90,9 +91,13 @@ async fn follow(
                 break;
             }
         }
-        // Live events.
+        // Live events, until the broker stops.
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                _ = closing.wait_for(|closed| *closed) => return,
+            };
+            match received {
                 Ok((to, event)) => {
                     // SQLite serialises writers, so ids commit in order: reading storage after
                     // this notification yields it and anything before it, once.

@@ -1,6 +1,7 @@
 //! Approver engine tests: real SQLite files in temporary directories.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod client;
 mod history;
 mod vault;

@@ -1,0 +1,299 @@
+//! The broker client: pairing, the owner's request listing, decisions, and the event stream with
+//! reconnection and reconciliation. Every request carries a proof signed by the device key.
+
+use std::time::Duration;
+
+use countersign_protocol::DeviceSigningKey;
+use countersign_protocol::api::{
+    ApproverEvent, Decision, ErrorBody, PairRequest, PairResponse, RequestList, RequestView,
+};
+use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
+use countersign_protocol::registry::RegisteredCredential;
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+/// A paired broker.
+#[derive(Debug)]
+pub struct BrokerClient {
+    http: reqwest::Client,
+    base: String,
+    approver_id: String,
+    key: DeviceSigningKey,
+}
+
+/// What a decision came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecisionOutcome {
+    /// Recorded (or recorded earlier under the same idempotency key).
+    Recorded(RequestView),
+    /// Another decision came first; the item as it stands.
+    AlreadyDecided(RequestView),
+}
+
+/// What the follower delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The listing after a (re)connection: every request as the broker sees it now.
+    Reconciled(Vec<RequestView>),
+    Event(Box<ApproverEvent>),
+    /// The connection dropped; the follower retries after this long.
+    Disconnected {
+        retry_in: Duration,
+        reason: String,
+    },
+}
+
+impl BrokerClient {
+    /// A client for an approver already paired as `approver_id`.
+    pub fn new(base: &str, approver_id: &str, key: DeviceSigningKey) -> Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(http)?,
+            base: base.trim_end_matches('/').to_owned(),
+            approver_id: approver_id.to_owned(),
+            key,
+        })
+    }
+
+    /// Pairs `key` and `credential` with the broker at `base` using a one-time `code`.
+    pub async fn pair(
+        base: &str,
+        code: &str,
+        key: DeviceSigningKey,
+        credential: RegisteredCredential,
+        name: Option<String>,
+    ) -> Result<(Self, PairResponse)> {
+        let mut client = Self::new(base, "", key)?;
+        let body = PairRequest {
+            code: code.to_owned(),
+            device_key: client.key.public_jwk(),
+            credential,
+            name,
+        };
+        let response: PairResponse = client
+            .send(Method::POST, "/v1/pair", Some(&body), None)
+            .await?
+            .json()
+            .await
+            .map_err(http)?;
+        client.approver_id.clone_from(&response.approver_id);
+        Ok((client, response))
+    }
+
+    pub fn approver_id(&self) -> &str {
+        &self.approver_id
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The owner's requests (all, or of one status).
+    pub async fn list(&self, status: Option<&str>) -> Result<RequestList> {
+        let path = match status {
+            Some(s) => format!("/v1/approver/requests?status={s}"),
+            None => "/v1/approver/requests".to_owned(),
+        };
+        self.send::<()>(Method::GET, &path, None, None)
+            .await?
+            .json()
+            .await
+            .map_err(http)
+    }
+
+    /// Sends a decision with its idempotency key; safe to repeat until acknowledged.
+    pub async fn decide(
+        &self,
+        id: &str,
+        decision: &Decision,
+        idempotency_key: &str,
+    ) -> Result<DecisionOutcome> {
+        let path = format!("/v1/approver/requests/{id}/decision");
+        let response = self
+            .send(Method::POST, &path, Some(decision), Some(idempotency_key))
+            .await;
+        match response {
+            Ok(r) => Ok(DecisionOutcome::Recorded(r.json().await.map_err(http)?)),
+            Err(Error::Broker {
+                status: 409, body, ..
+            }) => {
+                let value: serde_json::Value = serde_json::from_str(&body)?;
+                Ok(DecisionOutcome::AlreadyDecided(serde_json::from_value(
+                    value["request"].clone(),
+                )?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send<T: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&T>,
+        idempotency_key: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let bytes = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
+        let url = format!("{}{path}", self.base);
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
+        let proof = sign_proof(
+            &self.key,
+            &self.approver_id,
+            &ProofRequest {
+                method: method.as_str(),
+                url: &url,
+                body: &bytes,
+                now,
+            },
+        );
+        let mut request = self.http.request(method, &url).header(PROOF_HEADER, proof);
+        if body.is_some() {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.map_err(http)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let parsed: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        Err(Error::Broker {
+            status: status.as_u16(),
+            code: parsed
+                .as_ref()
+                .map(|b| b.code.clone())
+                .unwrap_or_else(|| status_code(status)),
+            message: parsed.map(|b| b.message).unwrap_or(text.clone()),
+            body: text,
+        })
+    }
+
+    /// Opens the event stream after `last_event_id`; events arrive on the channel until the
+    /// connection ends (then the channel closes with the error, if any).
+    pub async fn stream(
+        &self,
+        last_event_id: i64,
+    ) -> Result<mpsc::Receiver<Result<ApproverEvent>>> {
+        let path = "/v1/approver/stream";
+        let url = format!("{}{path}", self.base);
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
+        let proof = sign_proof(
+            &self.key,
+            &self.approver_id,
+            &ProofRequest {
+                method: "GET",
+                url: &url,
+                body: b"",
+                now,
+            },
+        );
+        let response = self
+            .http
+            .get(&url)
+            .header(PROOF_HEADER, proof)
+            .header("last-event-id", last_event_id.to_string())
+            .send()
+            .await
+            .map_err(http)?;
+        if !response.status().is_success() {
+            return Err(Error::Broker {
+                status: response.status().as_u16(),
+                code: status_code(response.status()),
+                message: "the stream was refused".into(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+            while let Some(item) = events.next().await {
+                let message = match item {
+                    Ok(event) if event.data.is_empty() => continue,
+                    Ok(event) => {
+                        serde_json::from_str::<ApproverEvent>(&event.data).map_err(Error::from)
+                    }
+                    Err(e) => Err(Error::Http(e.to_string())),
+                };
+                let stop = message.is_err();
+                if tx.send(message).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Follows the broker for good: reconcile with the listing, then stream from the listing's
+    /// event id; on any failure wait (capped exponential backoff with full jitter) and start
+    /// over. Ends when the receiver of `out` is dropped.
+    pub async fn follow(&self, out: mpsc::Sender<Delivery>) {
+        let mut attempt: u32 = 0;
+        loop {
+            let reason = match self.follow_once(&out, &mut attempt).await {
+                Ok(()) => return,
+                Err(e) => e.to_string(),
+            };
+            let retry_in = backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            if out
+                .send(Delivery::Disconnected { retry_in, reason })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    /// One connection. `Ok` only when the receiver is gone.
+    async fn follow_once(&self, out: &mpsc::Sender<Delivery>, attempt: &mut u32) -> Result<()> {
+        let listing = self.list(None).await?;
+        let mut events = self.stream(listing.last_event_id).await?;
+        *attempt = 0;
+        if out
+            .send(Delivery::Reconciled(listing.requests))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        while let Some(event) = events.recv().await {
+            if out.send(Delivery::Event(Box::new(event?))).await.is_err() {
+                return Ok(());
+            }
+        }
+        Err(Error::Http("the event stream ended".into()))
+    }
+}
+
+/// Capped exponential backoff with full jitter: uniform in [0, min(30 s, 250 ms × 2^attempt)].
+pub fn backoff(attempt: u32) -> Duration {
+    use rand_core::RngCore as _;
+    let cap = Duration::from_secs(30).as_millis() as u64;
+    let ceiling = 250u64.saturating_mul(1u64 << attempt.min(16)).min(cap);
+    Duration::from_millis(rand_core::OsRng.next_u64() % (ceiling + 1))
+}
+
+fn status_code(status: StatusCode) -> String {
+    format!("http_{}", status.as_u16())
+}
+
+fn http(e: reqwest::Error) -> Error {
+    Error::Http(e.to_string())
+}
