@@ -38,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/requests/{id}", get(request_status))
         .route("/v1/grants/redeem", post(redeem))
         .route("/v1/registry", get(registry))
+        .route("/v1/registry/jwks.json", get(jwks))
         .route("/v1/pair", post(approver::pair))
         .route("/v1/approver/credentials", post(approver::enroll))
         .route("/v1/approver/stream", get(crate::stream::stream))
@@ -315,6 +316,18 @@ async fn redeem(
 
 async fn registry(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.registry().document().clone()).into_response()
+}
+
+/// Every paired device key as a standard JWK Set (RFC 7517), for JOSE libraries.
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let keys: Vec<_> = state
+        .registry()
+        .document()
+        .approvers
+        .iter()
+        .flat_map(|a| a.device_keys.iter().cloned())
+        .collect();
+    axum::Json(serde_json::json!({ "keys": keys })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

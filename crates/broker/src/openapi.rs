@@ -72,6 +72,8 @@ pub fn document() -> Value {
                 json!({"200": ok("consumed", Some("RedeemResponse"))}), &["400", "401", "403", "409", "410", "413", "415", "503"])},
             "/v1/registry": {"get": op("Approver device keys (JWK) and credential keys, for offline verification", "", None,
                 json!({"200": ok("registry", Some("Registry"))}), &[])},
+            "/v1/registry/jwks.json": {"get": op("Every paired device key as a JWK Set (RFC 7517)", "", None,
+                json!({"200": ok("JWK Set", None)}), &[])},
             "/v1/pair": {"post": op("Pair a device with a one-time code; the request proof is signed by the key being registered", "proof", Some("PairRequest"),
                 json!({"200": ok("paired", Some("PairResponse"))}), &["400", "401", "403", "409", "415"])},
             "/v1/approver/credentials": {"post": op("Enrol a further authenticator, vouched for by an enrolled one", "proof", Some("EnrollRequest"),
