@@ -42,6 +42,17 @@ async fn a_pairing_code_works_once_and_pins_the_device_in_the_registry() {
         registry.approvers[0].device_keys[0],
         laptop.dev.device.public_jwk()
     );
+    let jwks: serde_json::Value = reqwest::get(format!("{}/v1/registry/jwks.json", broker.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"][0]["kid"],
+        laptop.dev.device.public_jwk().kid.as_str()
+    );
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
