@@ -18,6 +18,18 @@ pub enum Error {
     ChainBroken { seq: i64, reason: String },
     #[error(transparent)]
     Protocol(#[from] countersign_protocol::ParseError),
+    #[error("item {item} is {status}, not pending")]
+    NotPending { item: String, status: String },
+    #[error("item {0} shows something other than what its action_hash binds: refused")]
+    HashMismatch(String),
+    #[error("a denial needs a reason")]
+    ReasonRequired,
+    #[error("the authenticator failed: {0}")]
+    Authenticator(String),
+    #[error("minting the grant failed: {0}")]
+    Mint(#[from] countersign_protocol::MintError),
+    #[error("the grant just made does not verify: {0}")]
+    SelfCheck(String),
     #[error("broker unreachable: {0}")]
     Http(String),
     #[error("the broker refused ({status} {code}): {message}")]
@@ -43,6 +55,12 @@ impl Error {
             Self::UnknownItem(_) => "unknown_item",
             Self::ChainBroken { .. } => "chain_broken",
             Self::Protocol(e) => e.code(),
+            Self::NotPending { .. } => "not_pending",
+            Self::HashMismatch(_) => "hash_mismatch",
+            Self::ReasonRequired => "reason_required",
+            Self::Authenticator(_) => "authenticator",
+            Self::Mint(_) => "mint",
+            Self::SelfCheck(_) => "self_check",
             Self::Http(_) => "broker_unreachable",
             Self::Broker { .. } => "broker_refused",
             Self::KeyringUnavailable(_) => "keyring_unavailable",

@@ -138,7 +138,18 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE items (
         prev TEXT NOT NULL,
         hash TEXT NOT NULL
     );
-    CREATE INDEX entries_item ON entries(item, seq);"];
+    CREATE INDEX entries_item ON entries(item, seq);",
+    // One decision per item, ever: the primary key is what makes a second, different grant for
+    // an item impossible, even across crashes.
+    "CREATE TABLE outbox (
+        item TEXT PRIMARY KEY,
+        broker TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        acked_at INTEGER,
+        outcome TEXT
+    );"];
 
 /// The history database.
 #[derive(Debug)]

@@ -18,6 +18,7 @@
 pub mod client;
 pub mod error;
 pub mod history;
+pub mod outbox;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -4,4 +4,5 @@
 
 mod client;
 mod history;
+mod outbox;
 mod vault;

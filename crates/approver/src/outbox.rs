@@ -1,0 +1,246 @@
+//! Deciding: the approve and deny flows, and the outbox that carries decisions to the broker.
+//!
+//! A decision is written to the outbox and the history in one transaction before anything is
+//! sent, then sent with its idempotency key until the broker acknowledges it. The outbox holds
+//! at most one decision per item (its primary key), so a crash at any point loses nothing and
+//! can never produce two different grants for one item: after a restart the same stored grant is
+//! sent again, and the broker answers a repeated key with its first answer.
+
+use std::sync::Arc;
+
+use countersign_protocol::api::Decision;
+use countersign_protocol::clock::ManualClock;
+use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::registry::{ApproverEntry, RegisteredCredential, RegistryDocument};
+use countersign_protocol::replay::{MemoryCounterStore, MemoryReplayStore};
+use countersign_protocol::webauthn::WebAuthnAssertion;
+use countersign_protocol::{ApproverRegistry, DeviceSigningKey, GrantVerifier, VerifierConfig};
+use rusqlite::{OptionalExtension as _, params};
+use serde_json::json;
+
+use crate::client::{BrokerClient, DecisionOutcome};
+use crate::error::{Error, Result};
+use crate::history::{EntryKind, History, record_in};
+
+/// An authenticator the owner verifies with (a security key, a platform authenticator, or the
+/// development software authenticator). PIN, touch and user-verification prompts happen inside.
+pub trait Authenticator {
+    /// The credential it asserts with, as registered.
+    fn credential(&self) -> &RegisteredCredential;
+    /// A user-verified assertion over `challenge`.
+    fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion>;
+}
+
+/// A decision waiting in (or sent from) the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queued {
+    pub item: String,
+    pub broker: String,
+    pub idempotency_key: String,
+    pub decision: Decision,
+    pub acked: bool,
+}
+
+/// Approves `item`: recomputes its action hash (a mismatch is refused), builds the grant claims,
+/// runs the ceremony over their hash, verifies the result locally, signs the grant, and queues
+/// it with its history entry in one transaction. Returns what was queued — the earlier decision
+/// if the item was already decided here.
+pub fn approve(
+    history: &mut History,
+    item: &str,
+    issuer: &Issuer,
+    device: &DeviceSigningKey,
+    authenticator: &mut dyn Authenticator,
+    now: i64,
+) -> Result<Queued> {
+    if let Some(queued) = queued(history, item)? {
+        return Ok(queued);
+    }
+    let (pending, status) = history
+        .item(item)?
+        .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
+    if status != "pending" {
+        return Err(Error::NotPending {
+            item: item.to_owned(),
+            status,
+        });
+    }
+    if !pending.verify_hash() {
+        return Err(Error::HashMismatch(item.to_owned()));
+    }
+    let draft = GrantDraft::new(&pending, issuer, GrantOptions::at(now))?;
+    let assertion = authenticator.assert(draft.challenge())?;
+    let grant = draft.sign(assertion, device)?;
+
+    // Verify what we are about to send, exactly as a gateway would.
+    let entry = ApproverEntry {
+        id: issuer.approver_id.clone(),
+        owner: issuer.owner.clone(),
+        device_keys: vec![device.public_jwk()],
+        credentials: vec![authenticator.credential().clone()],
+    };
+    let registry = ApproverRegistry::new(RegistryDocument {
+        approvers: vec![entry],
+    })?;
+    GrantVerifier::new(
+        VerifierConfig::new(pending.audience.clone()),
+        Arc::new(registry),
+        Arc::new(MemoryReplayStore::new()),
+        Arc::new(MemoryCounterStore::new()),
+        Arc::new(ManualClock::new(now)),
+    )
+    .check(&countersign_protocol::Presentation {
+        grant: grant.token(),
+        action: &pending.request(),
+        presenter_jkt: None,
+    })
+    .map_err(|e| Error::SelfCheck(e.to_string()))?;
+
+    let jti = grant.claims().approval.jti.clone();
+    let decision = Decision::Approve {
+        grant: grant.token().to_owned(),
+    };
+    enqueue(
+        history,
+        item,
+        &decision,
+        EntryKind::Approved,
+        json!({"jti": jti, "exp": grant.claims().approval.exp}),
+        now,
+    )
+}
+
+/// Denies `item` with a reason (and optionally suspends its agent), queued like an approval.
+pub fn deny(
+    history: &mut History,
+    item: &str,
+    reason: &str,
+    suspend_agent: bool,
+    now: i64,
+) -> Result<Queued> {
+    if let Some(queued) = queued(history, item)? {
+        return Ok(queued);
+    }
+    let (_, status) = history
+        .item(item)?
+        .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
+    if status != "pending" && status != "refused" {
+        return Err(Error::NotPending {
+            item: item.to_owned(),
+            status,
+        });
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::ReasonRequired);
+    }
+    let decision = Decision::Deny {
+        reason: reason.to_owned(),
+        suspend_agent,
+    };
+    enqueue(
+        history,
+        item,
+        &decision,
+        EntryKind::Denied,
+        json!({"reason": reason, "suspend_agent": suspend_agent}),
+        now,
+    )
+}
+
+fn enqueue(
+    history: &mut History,
+    item: &str,
+    decision: &Decision,
+    kind: EntryKind,
+    detail: serde_json::Value,
+    now: i64,
+) -> Result<Queued> {
+    let key = idempotency_key();
+    history.transaction(|tx| {
+        let broker: String = tx.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO outbox (item, broker, idempotency_key, decision, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![item, broker, key, serde_json::to_string(decision)?, now],
+        )?;
+        record_in(tx, item, kind, detail, now)?;
+        Ok(Queued { item: item.to_owned(), broker, idempotency_key: key.clone(), decision: decision.clone(), acked: false })
+    })
+}
+
+/// The queued decision for `item`, if any.
+pub fn queued(history: &mut History, item: &str) -> Result<Option<Queued>> {
+    history.transaction(|tx| {
+        let row: Option<(String, String, String, Option<i64>)> = tx
+            .query_row(
+                "SELECT broker, idempotency_key, decision, acked_at FROM outbox WHERE item = ?1",
+                [item],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(|(broker, key, decision, acked)| {
+            Ok(Queued {
+                item: item.to_owned(),
+                broker,
+                idempotency_key: key,
+                decision: serde_json::from_str(&decision)?,
+                acked: acked.is_some(),
+            })
+        })
+        .transpose()
+    })
+}
+
+/// Every decision not yet acknowledged, oldest first (the order the ceremonies happened).
+pub fn unsent(history: &mut History) -> Result<Vec<Queued>> {
+    history.transaction(|tx| {
+        let mut stmt = tx.prepare(
+            "SELECT item, broker, idempotency_key, decision FROM outbox WHERE acked_at IS NULL ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+        rows.map(|row| {
+            let (item, broker, key, decision) = row?;
+            Ok(Queued { item, broker, idempotency_key: key, decision: serde_json::from_str(&decision)?, acked: false })
+        })
+        .collect()
+    })
+}
+
+/// Sends every unacknowledged decision for `client`'s broker and marks each acknowledged once
+/// the broker answers (recorded, or already decided). Stops at the first transport failure and
+/// leaves the rest queued.
+pub async fn flush(
+    history: &mut History,
+    client: &BrokerClient,
+    now: i64,
+) -> Result<Vec<(String, DecisionOutcome)>> {
+    let mut done = Vec::new();
+    for queued in unsent(history)?
+        .into_iter()
+        .filter(|q| q.broker == client.base())
+    {
+        let outcome = client
+            .decide(&queued.item, &queued.decision, &queued.idempotency_key)
+            .await?;
+        let text = match &outcome {
+            DecisionOutcome::Recorded(_) => "recorded",
+            DecisionOutcome::AlreadyDecided(_) => "already_decided",
+        };
+        history.transaction(|tx| {
+            tx.execute(
+                "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
+                params![now, text, queued.item],
+            )?;
+            Ok(())
+        })?;
+        done.push((queued.item, outcome));
+    }
+    Ok(done)
+}
+
+fn idempotency_key() -> String {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    countersign_protocol::hash::b64url(&bytes)
+}
