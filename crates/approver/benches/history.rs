@@ -141,6 +141,8 @@ fn main() {
         rows as f64 / secs
     );
 
+    // Time windows scale with the size, so every query has matches.
+    let step = i64::try_from(rows / 250).expect("small").max(1);
     let mut listing = Vec::new();
     for q in 0..200 {
         let filter = match q % 4 {
@@ -156,14 +158,14 @@ fn main() {
             },
             2 => Filter {
                 status: Some("pending".into()),
-                since: Some(base + (q as i64) * 4000),
+                since: Some(base + (q as i64) * step),
                 limit: 50,
                 ..Filter::default()
             },
             _ => Filter {
                 agent: Some(format!("spiffe://example.com/agent/{}", AGENTS[q % 8])),
-                since: Some(base + (q as i64) * 3000),
-                until: Some(base + (q as i64) * 3000 + 50_000),
+                since: Some(base + (q as i64) * step * 3 / 4),
+                until: Some(base + (q as i64) * step * 3 / 4 + step * 12),
                 limit: 50,
                 ..Filter::default()
             },

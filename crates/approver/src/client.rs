@@ -143,18 +143,7 @@ impl BrokerClient {
             .transpose()?
             .unwrap_or_default();
         let url = format!("{}{path}", self.base);
-        let now =
-            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
-        let proof = sign_proof(
-            &self.key,
-            &self.approver_id,
-            &ProofRequest {
-                method: method.as_str(),
-                url: &url,
-                body: &bytes,
-                now,
-            },
-        );
+        let proof = self.proof(method.as_str(), &url, &bytes);
         let mut request = self.http.request(method, &url).header(PROOF_HEADER, proof);
         if body.is_some() {
             request = request
@@ -182,6 +171,22 @@ impl BrokerClient {
         })
     }
 
+    /// A fresh request proof, signed by the device key.
+    fn proof(&self, method: &str, url: &str, body: &[u8]) -> String {
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
+        sign_proof(
+            &self.key,
+            &self.approver_id,
+            &ProofRequest {
+                method,
+                url,
+                body,
+                now,
+            },
+        )
+    }
+
     /// Opens the event stream after `last_event_id`; events arrive on the channel until the
     /// connection ends (then the channel closes with the error, if any).
     pub async fn stream(
@@ -190,18 +195,7 @@ impl BrokerClient {
     ) -> Result<mpsc::Receiver<Result<ApproverEvent>>> {
         let path = "/v1/approver/stream";
         let url = format!("{}{path}", self.base);
-        let now =
-            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
-        let proof = sign_proof(
-            &self.key,
-            &self.approver_id,
-            &ProofRequest {
-                method: "GET",
-                url: &url,
-                body: b"",
-                now,
-            },
-        );
+        let proof = self.proof("GET", &url, b"");
         let response = self
             .http
             .get(&url)

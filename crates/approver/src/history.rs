@@ -285,7 +285,7 @@ impl History {
         rows.map(|r| r.map_err(Error::from)?.try_into()).collect()
     }
 
-    /// Items matching `filter`, newest first.
+    /// Items matching `filter`, newest first (by creation; with a search, by arrival).
     pub fn list(&self, filter: &Filter) -> Result<Vec<ItemSummary>> {
         let limit = i64::try_from(filter.limit.clamp(1, 10_000)).unwrap_or(100);
         let search = filter
@@ -293,18 +293,25 @@ impl History {
             .as_deref()
             .map(fts_query)
             .filter(|q| !q.is_empty());
-        let sql = format!(
-            "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at FROM items i
-             WHERE (?1 IS NULL OR i.status = ?1) AND (?2 IS NULL OR i.agent = ?2) AND (?3 IS NULL OR i.tool = ?3)
-               AND (?4 IS NULL OR i.created_at >= ?4) AND (?5 IS NULL OR i.created_at < ?5)
-               {}
-             ORDER BY i.created_at DESC, i.id DESC LIMIT ?7",
-            if search.is_some() {
-                "AND i.rowid IN (SELECT rowid FROM items_fts WHERE items_fts MATCH ?6)"
-            } else {
-                "AND ?6 IS NULL"
-            }
-        );
+        const FILTERS: &str = "(?1 IS NULL OR i.status = ?1) AND (?2 IS NULL OR i.agent = ?2)
+             AND (?3 IS NULL OR i.tool = ?3) AND (?4 IS NULL OR i.created_at >= ?4)
+             AND (?5 IS NULL OR i.created_at < ?5)";
+        // With a search, walk the full-text index newest first (rowids follow arrival) and
+        // stop at the limit; without one, the time-ordered indexes serve.
+        let sql = if search.is_some() {
+            format!(
+                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at
+                 FROM items_fts f JOIN items i ON i.rowid = f.rowid
+                 WHERE items_fts MATCH ?6 AND {FILTERS}
+                 ORDER BY f.rowid DESC LIMIT ?7"
+            )
+        } else {
+            format!(
+                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at
+                 FROM items i WHERE ?6 IS NULL AND {FILTERS}
+                 ORDER BY i.created_at DESC, i.id DESC LIMIT ?7"
+            )
+        };
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![

@@ -6,46 +6,12 @@ use std::time::Duration;
 
 use countersign_approver::client::{BrokerClient, DecisionOutcome, Delivery};
 use countersign_approver::history::{EntryKind, History};
-use countersign_broker::config::{AgentConfig, Config, GatewayConfig, secret_hash};
-use countersign_broker::simulate::{AgentSecret, FleetSecrets, SimulatedAgent, scenarios};
+use countersign_broker::simulate::scenarios;
 use countersign_protocol::api::{Decision, EventKind};
 use countersign_protocol::dev_authenticator::DevApprover;
 use tokio::sync::mpsc;
 
-const OWNER: &str = "alice@example.com";
-const AGENT: &str = "spiffe://example.com/agent/billing";
-const SECRET: &str = "client-test-agent-secret-0123456789abcdef";
-
-fn config(dir: &std::path::Path, listen: &str) -> Config {
-    Config {
-        listen: listen.parse().unwrap(),
-        database: dir.join("broker.db"),
-        agents: vec![AgentConfig {
-            id: AGENT.into(),
-            owner: OWNER.into(),
-            secret_sha256: secret_hash(SECRET),
-        }],
-        gateways: vec![GatewayConfig {
-            audience: "https://tools.example.com".into(),
-            tools: vec!["*".into()],
-            secret_sha256: secret_hash("gw"),
-        }],
-        ..Config::default()
-    }
-}
-
-fn agent(url: &str) -> SimulatedAgent {
-    let secrets = FleetSecrets {
-        owner: OWNER.into(),
-        agents: vec![AgentSecret {
-            id: AGENT.into(),
-            secret: SECRET.into(),
-            delegated_by: None,
-        }],
-        gateways: vec![],
-    };
-    SimulatedAgent::new(url, &secrets, &secrets.agents[0]).unwrap()
-}
+use crate::support::{OWNER, broker_config as config, code, sim as agent};
 
 async fn next(rx: &mut mpsc::Receiver<Delivery>) -> Delivery {
     tokio::time::timeout(Duration::from_secs(15), rx.recv())
@@ -61,13 +27,7 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
         .await
         .unwrap();
     let url = format!("http://{}", broker.addr);
-    let code = countersign_broker::approver::issue_pairing_code(
-        broker.state.store.as_ref(),
-        OWNER,
-        0,
-        i64::MAX / 2,
-    )
-    .unwrap();
+    let code = code(&broker);
 
     let dev = DevApprover::new("unpaired", OWNER).unwrap();
     let key = countersign_protocol::DeviceSigningKey::from_secret(&dev.device.secret());

@@ -1,8 +1,13 @@
 //! Approver engine tests: real SQLite files in temporary directories.
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![expect(
+    unreachable_pub,
+    reason = "support items are shared between test modules"
+)]
 
 mod client;
 mod history;
 mod outbox;
+mod support;
 mod vault;

@@ -1,0 +1,136 @@
+//! Shared setup: a real broker on loopback with one agent and one gateway, a simulated agent,
+//! and a paired approver with a software authenticator.
+
+use countersign_approver::client::BrokerClient;
+use countersign_approver::outbox::Authenticator;
+use countersign_approver::{Error, Result};
+use countersign_broker::RunningBroker;
+use countersign_broker::config::{AgentConfig, Config, GatewayConfig, secret_hash};
+use countersign_broker::simulate::{AgentSecret, FleetSecrets, GatewaySecret, SimulatedAgent};
+use countersign_protocol::DeviceSigningKey;
+use countersign_protocol::dev_authenticator::SoftAuthenticator;
+use countersign_protocol::grant::Issuer;
+use countersign_protocol::registry::RegisteredCredential;
+use countersign_protocol::webauthn::{RelyingParty, WebAuthnAssertion};
+
+pub const OWNER: &str = "alice@example.com";
+pub const AGENT: &str = "spiffe://example.com/agent/billing";
+pub const GATEWAY: &str = "https://tools.example.com";
+const SECRET: &str = "approver-test-agent-secret-0123456789abc";
+const GATEWAY_SECRET: &str = "approver-test-gateway-secret-0123456789";
+
+pub fn broker_config(dir: &std::path::Path, listen: &str) -> Config {
+    Config {
+        listen: listen.parse().unwrap(),
+        database: dir.join("broker.db"),
+        agents: vec![AgentConfig {
+            id: AGENT.into(),
+            owner: OWNER.into(),
+            secret_sha256: secret_hash(SECRET),
+        }],
+        gateways: vec![GatewayConfig {
+            audience: GATEWAY.into(),
+            tools: vec!["*".into()],
+            secret_sha256: secret_hash(GATEWAY_SECRET),
+        }],
+        ..Config::default()
+    }
+}
+
+pub fn sim(url: &str) -> SimulatedAgent {
+    let secrets = FleetSecrets {
+        owner: OWNER.into(),
+        agents: vec![AgentSecret {
+            id: AGENT.into(),
+            secret: SECRET.into(),
+            delegated_by: None,
+        }],
+        gateways: vec![GatewaySecret {
+            audience: GATEWAY.into(),
+            secret: GATEWAY_SECRET.into(),
+        }],
+    };
+    SimulatedAgent::new(url, &secrets, &secrets.agents[0]).unwrap()
+}
+
+/// The development authenticator behind the engine's [`Authenticator`] trait.
+pub struct Soft {
+    inner: SoftAuthenticator,
+    credential: RegisteredCredential,
+}
+
+impl Soft {
+    pub fn new() -> Self {
+        let mut inner = SoftAuthenticator::new(RelyingParty::countersign());
+        let credential = inner.register(OWNER).unwrap();
+        Self { inner, credential }
+    }
+}
+
+impl Authenticator for Soft {
+    fn credential(&self) -> &RegisteredCredential {
+        &self.credential
+    }
+
+    fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion> {
+        self.inner
+            .assert(&self.credential.id, challenge, true)
+            .map_err(|e| Error::Authenticator(e.to_string()))
+    }
+}
+
+/// A one-time pairing code, as `countersign-broker pair` issues it.
+pub fn code(broker: &RunningBroker) -> String {
+    countersign_broker::approver::issue_pairing_code(
+        broker.state.store.as_ref(),
+        OWNER,
+        0,
+        i64::MAX / 2,
+    )
+    .unwrap()
+}
+
+/// A broker, and an approver paired with it.
+pub struct Paired {
+    pub broker: RunningBroker,
+    pub url: String,
+    pub client: BrokerClient,
+    pub issuer: Issuer,
+    pub device: DeviceSigningKey,
+    pub authenticator: Soft,
+}
+
+pub async fn paired(dir: &std::path::Path) -> Paired {
+    let broker = countersign_broker::spawn(broker_config(dir, "127.0.0.1:0"))
+        .await
+        .unwrap();
+    let url = format!("http://{}", broker.addr);
+    let authenticator = Soft::new();
+    let device = DeviceSigningKey::generate();
+    let copy = DeviceSigningKey::from_secret(&device.secret());
+    let (client, paired) = BrokerClient::pair(
+        &url,
+        &code(&broker),
+        copy,
+        authenticator.credential.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let issuer = Issuer {
+        approver_id: paired.approver_id,
+        owner: paired.owner,
+    };
+    Paired {
+        broker,
+        url,
+        client,
+        issuer,
+        device,
+        authenticator,
+    }
+}
+
+pub fn now() -> i64 {
+    countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock)
+}
