@@ -30,6 +30,9 @@ pub struct Config {
     /// How long a pairing code stays valid.
     #[serde(default = "default_pairing_ttl")]
     pub pairing_ttl_secs: i64,
+    /// Seconds between SSE heartbeats (comment lines) on idle approver streams.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
     #[serde(default)]
     pub rate_limit: RateLimit,
     #[serde(default)]
@@ -131,6 +134,10 @@ fn default_pairing_ttl() -> i64 {
     600
 }
 
+fn default_heartbeat() -> u64 {
+    15
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -140,6 +147,7 @@ impl Default for Config {
             policies: None,
             pending_ttl_secs: default_pending_ttl(),
             pairing_ttl_secs: default_pairing_ttl(),
+            heartbeat_secs: default_heartbeat(),
             rate_limit: RateLimit::default(),
             quarantine: Quarantine::default(),
             tls: None,

@@ -25,8 +25,6 @@ use crate::state::AppState;
 
 /// Events sent per backlog page.
 const PAGE: usize = 500;
-/// Heartbeat interval (an SSE comment line).
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub(crate) async fn stream(
     State(state): State<Arc<AppState>>,
@@ -46,9 +44,10 @@ pub(crate) async fn stream(
     let owner = proof.owner;
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
     let live = state.events.subscribe();
+    let heartbeat = Duration::from_secs(state.config.heartbeat_secs.max(1));
     tokio::spawn(follow(state, owner, after, live, tx));
     Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }
 
 async fn follow(

@@ -214,3 +214,30 @@ async fn a_grant_whose_sign_counter_went_backwards_is_refused_at_acceptance() {
         (StatusCode::FORBIDDEN, Some("assertion_counter_regressed"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_carries_heartbeats() {
+    use futures_util::StreamExt as _;
+    let broker = TestBroker::start_with(|c| c.heartbeat_secs = 1).await;
+    let approver = broker.approver(OWNER).await;
+    let proof = approver.proof("GET", "/v1/approver/stream", b"");
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/approver/stream", broker.url))
+        .header(countersign_protocol::proof::PROOF_HEADER, proof)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !seen.contains(": heartbeat\n") {
+        let Ok(chunk) = tokio::time::timeout_at(deadline, body.next()).await else {
+            panic!("no heartbeat within 5 s; received so far: {seen:?}");
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+    }
+    assert!(
+        seen.contains("retry: 2000"),
+        "the stream tells clients how soon to retry: {seen}"
+    );
+}
