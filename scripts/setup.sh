@@ -9,7 +9,8 @@ packages=(build-essential pkg-config libssl-dev dbus-daemon dbus-session-bus-com
 
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # Removed packages keep a dpkg record ("deinstall ok config-files"): ask for "installed".
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
 if ((${#missing[@]})); then
