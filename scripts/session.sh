@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command inside a private D-Bus session with an unlocked gnome-keyring (the Secret
-# Service), which the approver's key-custody tests use for real. HOME and the XDG directories
+# Service), which the approver's key-custody tests use for real, and — when Xvfb and dunst are
+# installed — a virtual X display with dunst as the session's notification server. HOME and the XDG directories
 # point into a temporary directory, so nothing touches the user's own keyring.
 set -euo pipefail
 
@@ -22,5 +23,16 @@ export COUNTERSIGN_IN_SESSION=1
 dbus-run-session -- bash -c '
   printf %s countersign-test | gnome-keyring-daemon --unlock --components=secrets --daemonize >/dev/null
   timeout 10 gdbus wait --session org.freedesktop.secrets 2>/dev/null || true
-  exec "$@"
+  if command -v Xvfb >/dev/null && command -v dunst >/dev/null; then
+    display=":$((90 + RANDOM % 800))"
+    Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
+    export DISPLAY="$display"
+    for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X${display#:}" ] && break; sleep 0.1; done
+    dunst >/dev/null 2>&1 &
+    timeout 10 gdbus wait --session org.freedesktop.Notifications 2>/dev/null || true
+  fi
+  status=0
+  "$@" || status=$?
+  jobs -p | xargs -r kill 2>/dev/null || true
+  exit "$status"
 ' session "$@"

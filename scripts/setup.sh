@@ -4,8 +4,12 @@
 set -euo pipefail
 
 # Build: a C toolchain and OpenSSL headers (josekit, the independent JOSE check in tests).
-# Tests: a D-Bus session and gnome-keyring, the real Secret Service the approver keeps keys in.
-packages=(build-essential pkg-config libssl-dev dbus-daemon dbus-session-bus-common libglib2.0-bin gnome-keyring)
+# USB security keys (CTAP2 over HID): libudev, and libclang for the bindings.
+# Tests: a D-Bus session and gnome-keyring, the real Secret Service the approver keeps keys in;
+# an X server without a display (Xvfb) and dunst, the real notification server.
+packages=(build-essential pkg-config libssl-dev libudev-dev libclang-dev
+  dbus-daemon dbus-session-bus-common libglib2.0-bin gnome-keyring
+  xvfb xauth dunst)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -85,6 +85,24 @@ impl BrokerClient {
         Ok((client, response))
     }
 
+    /// Enrols another credential for this approver, vouched for by an assertion of an enrolled
+    /// one over [`countersign_protocol::api::enrollment_challenge`].
+    pub async fn enroll(
+        &self,
+        credential: RegisteredCredential,
+        assertion: countersign_protocol::webauthn::WebAuthnAssertion,
+    ) -> Result<countersign_protocol::registry::ApproverEntry> {
+        let body = countersign_protocol::api::EnrollRequest {
+            credential,
+            assertion,
+        };
+        self.send(Method::POST, "/v1/approver/credentials", Some(&body), None)
+            .await?
+            .json()
+            .await
+            .map_err(http)
+    }
+
     pub fn approver_id(&self) -> &str {
         &self.approver_id
     }

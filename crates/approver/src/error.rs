@@ -26,6 +26,26 @@ pub enum Error {
     ReasonRequired,
     #[error("the authenticator failed: {0}")]
     Authenticator(String),
+    #[error("cancelled at the authenticator")]
+    Cancelled,
+    #[error("no authenticator is enrolled: run `countersign authenticators add` first")]
+    NoAuthenticator,
+    #[error("no enrolled authenticator is called {0:?}")]
+    UnknownAuthenticator(String),
+    #[error("an authenticator called {0:?} is already enrolled")]
+    DuplicateName(String),
+    #[error("the last authenticator cannot be removed while brokers are paired")]
+    LastAuthenticator,
+    #[error("not a usable name: {0:?} (1 to 64 characters, no control characters)")]
+    BadName(String),
+    #[error("no broker {0} is paired")]
+    UnknownBroker(String),
+    #[error("broker {0} is already paired")]
+    AlreadyPaired(String),
+    #[error("not a usable broker address: {0}")]
+    BadUrl(String),
+    #[error("notification: {0}")]
+    Notification(String),
     #[error("minting the grant failed: {0}")]
     Mint(#[from] countersign_protocol::MintError),
     #[error("the grant just made does not verify: {0}")]
@@ -59,6 +79,16 @@ impl Error {
             Self::HashMismatch(_) => "hash_mismatch",
             Self::ReasonRequired => "reason_required",
             Self::Authenticator(_) => "authenticator",
+            Self::Cancelled => "cancelled",
+            Self::NoAuthenticator => "no_authenticator",
+            Self::UnknownAuthenticator(_) => "unknown_authenticator",
+            Self::DuplicateName(_) => "duplicate_name",
+            Self::LastAuthenticator => "last_authenticator",
+            Self::BadName(_) => "bad_name",
+            Self::UnknownBroker(_) => "unknown_broker",
+            Self::AlreadyPaired(_) => "already_paired",
+            Self::BadUrl(_) => "bad_url",
+            Self::Notification(_) => "notification",
             Self::Mint(_) => "mint",
             Self::SelfCheck(_) => "self_check",
             Self::Http(_) => "broker_unreachable",

@@ -149,7 +149,22 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE items (
         created_at INTEGER NOT NULL,
         acked_at INTEGER,
         outcome TEXT
-    );"];
+    );",
+    // Non-secret settings of the profile: enrolled authenticators (public keys only) and
+    // paired brokers. Secrets stay in the OS keyring.
+    "CREATE TABLE authenticators (
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE brokers (
+        url TEXT PRIMARY KEY,
+        approver_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        added_at INTEGER NOT NULL
+    );
+    CREATE INDEX entries_kind ON entries(item, kind);"];
 
 /// The history database.
 #[derive(Debug)]
@@ -251,6 +266,11 @@ impl History {
         let entry = record_in(&tx, item, kind, detail, at)?;
         tx.commit()?;
         Ok(entry)
+    }
+
+    /// Runs a read-only query against the database.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn)
     }
 
     /// Runs `f` in one transaction with a recorder, so a change and what depends on it (an

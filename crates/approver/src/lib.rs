@@ -15,9 +15,13 @@
 //! chain. The remedy is to anchor the head (last hash and count) outside the file — in the OS
 //! keyring next to the device key, or signed by it — which comes with key custody.
 
+pub mod authn;
 pub mod client;
+pub mod display;
+pub mod engine;
 pub mod error;
 pub mod history;
+pub mod notify;
 pub mod outbox;
 pub mod vault;
 

@@ -222,20 +222,30 @@ pub async fn flush(
         let outcome = client
             .decide(&queued.item, &queued.decision, &queued.idempotency_key)
             .await?;
-        let text = match &outcome {
-            DecisionOutcome::Recorded(_) => "recorded",
-            DecisionOutcome::AlreadyDecided(_) => "already_decided",
-        };
-        history.transaction(|tx| {
-            tx.execute(
-                "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
-                params![now, text, queued.item],
-            )?;
-            Ok(())
-        })?;
+        acknowledge(history, &queued.item, &outcome, now)?;
         done.push((queued.item, outcome));
     }
     Ok(done)
+}
+
+/// Marks the decision for `item` acknowledged by the broker.
+pub fn acknowledge(
+    history: &mut History,
+    item: &str,
+    outcome: &DecisionOutcome,
+    now: i64,
+) -> Result<()> {
+    let text = match outcome {
+        DecisionOutcome::Recorded(_) => "recorded",
+        DecisionOutcome::AlreadyDecided(_) => "already_decided",
+    };
+    history.transaction(|tx| {
+        tx.execute(
+            "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
+            params![now, text, item],
+        )?;
+        Ok(())
+    })
 }
 
 fn idempotency_key() -> String {

@@ -181,6 +181,19 @@ pub enum Status {
 }
 
 impl Status {
+    /// The wire name (`"pending"`, `"approved"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Redeemed => "redeemed",
+            Self::Revoked => "revoked",
+        }
+    }
+
     /// Whether no further decision can be taken.
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Pending | Self::Approved)

@@ -1,0 +1,413 @@
+//! Authenticators: enrolment by a WebAuthn registration that webauthn-rs verifies, and
+//! user-verified assertions over a caller-chosen challenge (the hash of the grant claims, of an
+//! enrolment, or of a pairing), each checked locally before it leaves the machine.
+//!
+//! Backends are CTAP2 security keys over USB (feature `usb`), Windows Hello (on Windows, feature
+//! `win10`), and — only with the `dev-authenticator` feature — a software CTAP2 token whose keys
+//! live in the OS keyring and nowhere else. Every ceremony runs on the calling thread and may
+//! block for as long as the user takes; PIN, touch and "working" prompts go through [`Prompt`],
+//! which the command line and the desktop app each implement.
+//!
+//! The relying party is fixed: rp_id [`RP_ID`](countersign_protocol::webauthn::RP_ID), origin
+//! [`ORIGIN`](countersign_protocol::webauthn::ORIGIN). Hardware keys scope their credentials to
+//! the rp_id, so changing it would orphan every enrolment.
+
+use std::fmt;
+use std::time::Duration;
+
+use countersign_protocol::hash::{b64url, b64url_decode};
+use countersign_protocol::registry::RegisteredCredential;
+use countersign_protocol::webauthn::{
+    CredentialJwk, FLAG_UV, ORIGIN, RP_ID, RelyingParty, WebAuthnAssertion, verify_assertion,
+};
+use serde::{Deserialize, Serialize};
+use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+use webauthn_authenticator_rs::prelude::{RequestChallengeResponse, Url, WebauthnCError};
+use webauthn_rs_core::WebauthnCore;
+use webauthn_rs_core::proto::{
+    AllowCredentials, COSEAlgorithm, COSEKeyType, ECDSACurve, PublicKeyCredentialRequestOptions,
+    UserVerificationPolicy,
+};
+
+use crate::error::{Error, Result};
+#[cfg(feature = "dev-authenticator")]
+use crate::vault::Vault;
+
+/// How long an authenticator is given for one ceremony.
+pub const CEREMONY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The keyring name of the development authenticator's token.
+pub const DEV_TOKEN_SECRET: &str = "dev-authenticator";
+
+/// The kinds of authenticator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A FIDO2 security key over USB (CTAP2).
+    SecurityKey,
+    /// Windows Hello.
+    WindowsHello,
+    /// The development software authenticator (feature `dev-authenticator` only).
+    Dev,
+}
+
+impl Kind {
+    pub const ALL: [Self; 3] = [Self::SecurityKey, Self::WindowsHello, Self::Dev];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SecurityKey => "security-key",
+            Self::WindowsHello => "windows-hello",
+            Self::Dev => "dev",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| Error::Authenticator(format!("unknown authenticator kind {text:?}")))
+    }
+
+    /// Whether this build can run ceremonies with this kind.
+    pub fn available(self) -> bool {
+        match self {
+            Self::SecurityKey => cfg!(feature = "usb"),
+            Self::WindowsHello => cfg!(all(windows, feature = "win10")),
+            Self::Dev => cfg!(feature = "dev-authenticator"),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an authenticator asks of the person in front of it. Implemented by each front end.
+pub trait Prompt: Send + Sync + fmt::Debug {
+    /// The authenticator needs its PIN; `None` cancels the ceremony.
+    fn pin(&self) -> Option<String>;
+    /// The user should touch the key now (must not block).
+    fn touch(&self);
+    /// The authenticator is working (must not block).
+    fn processing(&self) {}
+}
+
+/// A prompt that never gets an answer: for runs without a person (a PIN request cancels).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unattended;
+
+impl Prompt for Unattended {
+    fn pin(&self) -> Option<String> {
+        None
+    }
+    fn touch(&self) {}
+}
+
+/// Carries [`Prompt`] into webauthn-authenticator-rs.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "usb"),
+    expect(dead_code, reason = "used by the USB backend")
+)]
+struct Ui<'a>(&'a dyn Prompt);
+
+impl webauthn_authenticator_rs::ui::UiCallback for Ui<'_> {
+    fn request_pin(&self) -> Option<String> {
+        self.0.pin()
+    }
+    fn request_touch(&self) {
+        self.0.touch();
+    }
+    fn processing(&self) {
+        self.0.processing();
+    }
+    fn fingerprint_enrollment_feedback(
+        &self,
+        _remaining_samples: u32,
+        _feedback: Option<webauthn_authenticator_rs::types::EnrollSampleStatus>,
+    ) {
+    }
+    fn cable_qr_code(
+        &self,
+        _request_type: webauthn_authenticator_rs::types::CableRequestType,
+        _url: String,
+    ) {
+    }
+    fn dismiss_qr_code(&self) {}
+    fn cable_status_update(&self, _state: webauthn_authenticator_rs::types::CableState) {}
+}
+
+/// Where ceremonies of one kind run, and what they need (the keyring, for the dev token).
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticators<'a> {
+    #[cfg(feature = "dev-authenticator")]
+    vault: &'a Vault,
+    #[cfg_attr(
+        not(any(feature = "dev-authenticator", feature = "usb")),
+        expect(dead_code, reason = "read by the dev and USB backends")
+    )]
+    prompt: &'a dyn Prompt,
+}
+
+impl<'a> Authenticators<'a> {
+    pub fn new(
+        #[cfg(feature = "dev-authenticator")] vault: &'a Vault,
+        prompt: &'a dyn Prompt,
+    ) -> Self {
+        Self {
+            #[cfg(feature = "dev-authenticator")]
+            vault,
+            prompt,
+        }
+    }
+
+    /// Registers a new credential on an authenticator of `kind` for `user` (the local user
+    /// handle), verifies the registration with webauthn-rs (rp_id, origin, challenge, user
+    /// verification, an ES256 key) and returns the credential.
+    pub fn register(&self, kind: Kind, user: &str) -> Result<RegisteredCredential> {
+        let core = relying_party_core()?;
+        let builder = core
+            .new_challenge_register_builder(user.as_bytes(), user, user)
+            .map_err(webauthn)?
+            .user_verification_policy(UserVerificationPolicy::Required)
+            .credential_algorithms(vec![COSEAlgorithm::ES256]);
+        let (options, state) = core
+            .generate_challenge_register(builder)
+            .map_err(webauthn)?;
+        let origin = origin()?;
+        let response = self.run(kind, |backend| backend.do_registration(origin, options))?;
+        let credential = core
+            .register_credential(&response, &state, None)
+            .map_err(webauthn)?;
+        if !credential.user_verified {
+            return Err(Error::Authenticator(
+                "the authenticator did not verify the user (a PIN or biometric is required)".into(),
+            ));
+        }
+        let COSEKeyType::EC_EC2(key) = &credential.cred.key else {
+            return Err(Error::Authenticator(
+                "only P-256 (ES256) keys are supported".into(),
+            ));
+        };
+        if key.curve != ECDSACurve::SECP256R1 {
+            return Err(Error::Authenticator(
+                "only P-256 (ES256) keys are supported".into(),
+            ));
+        }
+        let public_key = CredentialJwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: b64url(&key.x),
+            y: b64url(&key.y),
+            alg: Some("ES256".into()),
+        };
+        public_key.to_key()?;
+        Ok(RegisteredCredential {
+            id: b64url(&credential.cred_id),
+            public_key,
+        })
+    }
+
+    /// A user-verified assertion by `credential` (an authenticator of `kind`) over `challenge`,
+    /// verified here before it is returned.
+    pub fn assert(
+        &self,
+        kind: Kind,
+        credential: &RegisteredCredential,
+        challenge: &[u8; 32],
+    ) -> Result<WebAuthnAssertion> {
+        let id = b64url_decode(&credential.id)
+            .ok_or_else(|| Error::Authenticator("credential id is not base64url".into()))?;
+        let request = RequestChallengeResponse {
+            public_key: PublicKeyCredentialRequestOptions {
+                challenge: challenge.to_vec(),
+                timeout: Some(timeout_ms()),
+                rp_id: RP_ID.into(),
+                allow_credentials: vec![AllowCredentials {
+                    type_: "public-key".into(),
+                    id,
+                    transports: None,
+                }],
+                user_verification: UserVerificationPolicy::Required,
+                hints: None,
+                extensions: None,
+            },
+            mediation: None,
+        };
+        let origin = origin()?;
+        let response = self.run(kind, |backend| backend.do_authentication(origin, request))?;
+        let assertion = WebAuthnAssertion::from_parts(
+            &response.raw_id,
+            &response.response.authenticator_data,
+            &response.response.client_data_json,
+            &response.response.signature,
+        );
+        let key = credential.public_key.to_key()?;
+        let verified =
+            verify_assertion(&assertion, challenge, &RelyingParty::countersign(), |id| {
+                (id == credential.id).then_some(&key)
+            })
+            .map_err(|e| Error::Authenticator(format!("the assertion does not verify: {e}")))?;
+        if verified.flags & FLAG_UV == 0 {
+            return Err(Error::Authenticator(
+                "the authenticator did not verify the user".into(),
+            ));
+        }
+        Ok(assertion)
+    }
+
+    /// Runs one ceremony on a backend of `kind`.
+    fn run<T>(
+        &self,
+        kind: Kind,
+        ceremony: impl FnOnce(
+            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
+        ) -> Result<T, WebauthnCError>,
+    ) -> Result<T> {
+        if !kind.available() {
+            drop(ceremony);
+            return Err(Error::Authenticator(format!(
+                "this build has no {kind} backend (see `countersign authenticators add --help`)"
+            )));
+        }
+        match kind {
+            #[cfg(feature = "dev-authenticator")]
+            Kind::Dev => self.run_dev(ceremony),
+            #[cfg(feature = "usb")]
+            Kind::SecurityKey => self.run_usb(ceremony),
+            #[cfg(all(windows, feature = "win10"))]
+            Kind::WindowsHello => {
+                let mut hello = webauthn_authenticator_rs::win10::Win10::default();
+                ceremony(&mut hello).map_err(ceremony_failed)
+            }
+            // `available()` ruled out the kinds this build lacks.
+            #[cfg(not(all(
+                feature = "dev-authenticator",
+                feature = "usb",
+                windows,
+                feature = "win10"
+            )))]
+            _ => Err(Error::Authenticator(format!("no {kind} backend"))),
+        }
+    }
+
+    /// The development token: loaded from the keyring, used, and written back (its signature
+    /// counter moves with every ceremony, and a counter that goes back is refused by brokers).
+    #[cfg(feature = "dev-authenticator")]
+    fn run_dev<T>(
+        &self,
+        ceremony: impl FnOnce(
+            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
+        ) -> Result<T, WebauthnCError>,
+    ) -> Result<T> {
+        use webauthn_authenticator_rs::softtoken::SoftToken;
+        let mut token = match self.vault.get(DEV_TOKEN_SECRET)? {
+            Some(bytes) => SoftToken::from_cbor(&bytes)
+                .map_err(|e| Error::KeyringCorrupt(format!("{DEV_TOKEN_SECRET}: {e:?}")))?,
+            // User verification is reported as done, as a platform authenticator unlocked by
+            // the user would; this is exactly why the dev authenticator is for demos only.
+            None => SoftToken::new(true).map_err(ceremony_failed)?.0,
+        };
+        self.prompt.touch();
+        let result = ceremony(&mut token).map_err(ceremony_failed)?;
+        let bytes = zeroize::Zeroizing::new(token.to_cbor().map_err(ceremony_failed)?);
+        self.vault.put(DEV_TOKEN_SECRET, &bytes)?;
+        Ok(result)
+    }
+
+    /// The first FIDO2 key on USB. The CTAP2 layer blocks on its own futures, so it runs
+    /// inside a private runtime's context on this (blocking) thread.
+    #[cfg(feature = "usb")]
+    fn run_usb<T>(
+        &self,
+        ceremony: impl FnOnce(
+            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
+        ) -> Result<T, WebauthnCError>,
+    ) -> Result<T> {
+        use webauthn_authenticator_rs::ctap2::CtapAuthenticator;
+        use webauthn_authenticator_rs::transport::Transport as _;
+        use webauthn_authenticator_rs::usb::USBTransport;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let _context = runtime.enter();
+        let ui = Ui(self.prompt);
+        let token = futures_executor::block_on(async {
+            let transport = USBTransport::new().await.map_err(no_key)?;
+            let mut tokens = transport.tokens().await.map_err(no_key)?;
+            if tokens.is_empty() {
+                return Err(Error::Authenticator(
+                    "no security key is connected: plug one in and try again".into(),
+                ));
+            }
+            Ok(tokens.swap_remove(0))
+        })?;
+        let mut authenticator = futures_executor::block_on(CtapAuthenticator::new(token, &ui))
+            .ok_or_else(|| Error::Authenticator("the security key does not speak CTAP2".into()))?;
+        ceremony(&mut authenticator).map_err(ceremony_failed)
+    }
+}
+
+#[cfg(feature = "usb")]
+fn no_key(e: WebauthnCError) -> Error {
+    Error::Authenticator(format!("cannot reach USB security keys: {e:?}"))
+}
+
+/// webauthn-rs configured for the fixed Countersign relying party.
+fn relying_party_core() -> Result<WebauthnCore> {
+    Ok(WebauthnCore::new_unsafe_experts_only(
+        "Countersign",
+        RP_ID,
+        vec![origin()?],
+        CEREMONY_TIMEOUT,
+        Some(false),
+        Some(false),
+    ))
+}
+
+fn origin() -> Result<Url> {
+    Url::parse(ORIGIN).map_err(|e| Error::Authenticator(format!("origin: {e}")))
+}
+
+fn timeout_ms() -> u32 {
+    u32::try_from(CEREMONY_TIMEOUT.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn webauthn(e: webauthn_rs_core::error::WebauthnError) -> Error {
+    Error::Authenticator(format!("the registration does not verify: {e:?}"))
+}
+
+#[cfg_attr(
+    not(any(
+        feature = "dev-authenticator",
+        feature = "usb",
+        all(windows, feature = "win10")
+    )),
+    expect(dead_code, reason = "used by every backend")
+)]
+fn ceremony_failed(e: WebauthnCError) -> Error {
+    use webauthn_authenticator_rs::error::CtapError as C;
+    let text = match e {
+        WebauthnCError::Cancelled
+        | WebauthnCError::Ctap(C::Ctap2KeepAliveCancel | C::Ctap2OperationDenied) => {
+            return Error::Cancelled;
+        }
+        WebauthnCError::Ctap(C::Ctap2UserActionTimeout | C::Ctap1Timeout) => {
+            "the authenticator timed out waiting for a touch".into()
+        }
+        WebauthnCError::Ctap(C::Ctap2PinInvalid | C::Ctap2PinAuthInvalid) => "wrong PIN".into(),
+        WebauthnCError::Ctap(C::Ctap2PinBlocked | C::Ctap2PinAuthBlocked) => {
+            "the PIN is blocked: too many wrong attempts".into()
+        }
+        WebauthnCError::Ctap(C::Ctap2NoCredentials) => {
+            "this authenticator does not hold the enrolled credential (wrong key?)".into()
+        }
+        other => format!("{other:?}"),
+    };
+    Error::Authenticator(text)
+}

@@ -1,0 +1,663 @@
+//! The engine: one profile's history, keyring, authenticators and paired brokers, and the
+//! operations both front ends offer (enrol, pair, sync, follow, approve, deny).
+//!
+//! A profile is a directory holding `history.sqlite` (items, the hash chain, the outbox, and
+//! the non-secret settings: enrolled authenticators' public keys and paired brokers) plus the
+//! keyring entries filed under the profile's name. Ceremonies block the calling thread until
+//! the person answers; the network calls are async.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use countersign_protocol::DeviceSigningKey;
+use countersign_protocol::action::Status;
+use countersign_protocol::api::{ApproverEvent, EventKind, RequestView, enrollment_challenge};
+use countersign_protocol::clock::{Clock, SystemClock};
+use countersign_protocol::grant::Issuer;
+use countersign_protocol::hash::canonical_sha256;
+use countersign_protocol::registry::RegisteredCredential;
+use countersign_protocol::webauthn::WebAuthnAssertion;
+use rusqlite::{OptionalExtension as _, params};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::authn::{Authenticators, Kind, Prompt};
+use crate::client::{BrokerClient, DecisionOutcome};
+use crate::error::{Error, Result};
+use crate::history::{EntryKind, History};
+use crate::notify::{Notice, Notifier};
+use crate::outbox::{self, Authenticator, Queued};
+use crate::vault::Vault;
+
+/// The local user handle authenticators are registered for.
+const USER_HANDLE: &str = "countersign-owner";
+
+/// An enrolled authenticator.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Enrolled {
+    pub name: String,
+    pub kind: Kind,
+    pub credential: RegisteredCredential,
+    pub added_at: i64,
+}
+
+/// A paired broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Paired {
+    pub url: String,
+    pub approver_id: String,
+    pub owner: String,
+    pub added_at: i64,
+}
+
+/// What a sync with one broker changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub broker: String,
+    /// Items seen for the first time.
+    pub received: Vec<String>,
+    /// Items whose status moved.
+    pub updated: Vec<String>,
+    /// Decisions from the outbox the broker acknowledged.
+    pub delivered: Vec<String>,
+}
+
+/// One profile.
+#[derive(Debug)]
+pub struct Engine {
+    dir: PathBuf,
+    history: History,
+    vault: Vault,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    /// Opens (creating) the profile in `dir`, with its secrets filed under `profile` in the
+    /// OS keyring. Fails with [`Error::KeyringUnavailable`] when there is no usable keyring.
+    pub fn open(dir: &Path, profile: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let vault = Vault::platform(profile)?;
+        let history = History::open(&dir.join("history.sqlite"))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            history,
+            vault,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    fn device_key(&self) -> Result<DeviceSigningKey> {
+        self.vault.device_key()
+    }
+
+    fn ceremonies<'a>(&'a self, prompt: &'a dyn Prompt) -> Authenticators<'a> {
+        Authenticators::new(
+            #[cfg(feature = "dev-authenticator")]
+            &self.vault,
+            prompt,
+        )
+    }
+
+    // ----- authenticators -----
+
+    /// The enrolled authenticators, oldest first.
+    pub fn authenticators(&self) -> Result<Vec<Enrolled>> {
+        self.history.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT name, kind, credential, added_at FROM authenticators ORDER BY added_at, rowid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            rows.map(|row| {
+                let (name, kind, credential, added_at) = row?;
+                Ok(Enrolled {
+                    name,
+                    kind: Kind::parse(&kind)?,
+                    credential: serde_json::from_str(&credential)?,
+                    added_at,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// The enrolled authenticator called `name` (or, with `None`, the first one enrolled).
+    pub fn authenticator(&self, name: Option<&str>) -> Result<Enrolled> {
+        let all = self.authenticators()?;
+        match name {
+            Some(name) => all
+                .into_iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| Error::UnknownAuthenticator(name.to_owned())),
+            None => all.into_iter().next().ok_or(Error::NoAuthenticator),
+        }
+    }
+
+    /// Enrols a new authenticator of `kind` as `name`. The first needs nothing more; every later
+    /// one must be vouched for by an assertion of an enrolled one (`voucher`, or the first), over
+    /// the enrolment challenge of each paired broker, which each broker verifies too.
+    pub async fn enroll(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        voucher: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Enrolled> {
+        let name = checked_name(name)?;
+        let existing = self.authenticators()?;
+        if existing.iter().any(|a| a.name == name) {
+            return Err(Error::DuplicateName(name));
+        }
+        let voucher = if existing.is_empty() {
+            None
+        } else {
+            Some(self.authenticator(voucher)?)
+        };
+        let credential = self.ceremonies(prompt).register(kind, USER_HANDLE)?;
+        if existing.iter().any(|a| a.credential.id == credential.id) {
+            return Err(Error::Authenticator(
+                "this credential is already enrolled".into(),
+            ));
+        }
+        if let Some(voucher) = &voucher {
+            let brokers = self.brokers()?;
+            // Without brokers the local assertion is the whole check.
+            if brokers.is_empty() {
+                let challenge = enrollment_challenge("local", &credential)?;
+                self.ceremonies(prompt)
+                    .assert(voucher.kind, &voucher.credential, &challenge)?;
+            }
+            for broker in brokers {
+                let challenge = enrollment_challenge(&broker.approver_id, &credential)?;
+                let assertion = self.ceremonies(prompt).assert(
+                    voucher.kind,
+                    &voucher.credential,
+                    &challenge,
+                )?;
+                self.client(&broker)?
+                    .enroll(credential.clone(), assertion)
+                    .await?;
+            }
+        }
+        let enrolled = Enrolled {
+            name,
+            kind,
+            credential,
+            added_at: self.now(),
+        };
+        self.history.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO authenticators (name, kind, credential, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![enrolled.name, enrolled.kind.as_str(), serde_json::to_string(&enrolled.credential)?, enrolled.added_at],
+            )?;
+            Ok(())
+        })?;
+        Ok(enrolled)
+    }
+
+    /// Renames an enrolled authenticator.
+    pub fn rename_authenticator(&mut self, name: &str, new_name: &str) -> Result<()> {
+        let new_name = checked_name(new_name)?;
+        if self.authenticators()?.iter().any(|a| a.name == new_name) {
+            return Err(Error::DuplicateName(new_name));
+        }
+        let changed = self.history.transaction(|tx| {
+            Ok(tx.execute(
+                "UPDATE authenticators SET name = ?1 WHERE name = ?2",
+                params![new_name, name],
+            )?)
+        })?;
+        if changed == 0 {
+            return Err(Error::UnknownAuthenticator(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Removes an authenticator from this device. The last one cannot be removed while brokers
+    /// are paired (nothing could approve any more). Brokers keep the public key in their
+    /// registry until their administrator removes it.
+    pub fn remove_authenticator(&mut self, name: &str) -> Result<()> {
+        let all = self.authenticators()?;
+        if !all.iter().any(|a| a.name == name) {
+            return Err(Error::UnknownAuthenticator(name.to_owned()));
+        }
+        if all.len() == 1 && !self.brokers()?.is_empty() {
+            return Err(Error::LastAuthenticator);
+        }
+        self.history.transaction(|tx| {
+            tx.execute("DELETE FROM authenticators WHERE name = ?1", [name])?;
+            Ok(())
+        })
+    }
+
+    // ----- brokers -----
+
+    /// The paired brokers.
+    pub fn brokers(&self) -> Result<Vec<Paired>> {
+        self.history.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT url, approver_id, owner, added_at FROM brokers ORDER BY added_at, rowid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Paired {
+                    url: r.get(0)?,
+                    approver_id: r.get(1)?,
+                    owner: r.get(2)?,
+                    added_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn broker(&self, url: &str) -> Result<Paired> {
+        self.brokers()?
+            .into_iter()
+            .find(|b| b.url == url)
+            .ok_or_else(|| Error::UnknownBroker(url.to_owned()))
+    }
+
+    fn client(&self, broker: &Paired) -> Result<BrokerClient> {
+        BrokerClient::new(&broker.url, &broker.approver_id, self.device_key()?)
+    }
+
+    /// Pairs with the broker at `url` using its one-time `code`. Needs an enrolled
+    /// authenticator, which asserts (with user verification) over this pairing before anything
+    /// is sent; every other enrolled authenticator is then enrolled at the broker too.
+    pub async fn pair(
+        &mut self,
+        url: &str,
+        code: &str,
+        device_name: Option<String>,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Paired> {
+        let url = checked_url(url)?;
+        if self.brokers()?.iter().any(|b| b.url == url) {
+            return Err(Error::AlreadyPaired(url));
+        }
+        let chosen = self.authenticator(with)?;
+        let challenge = canonical_sha256(&json!({
+            "type": "countersign-pair",
+            "broker": url,
+            "credential": chosen.credential.id,
+        }))?;
+        self.ceremonies(prompt)
+            .assert(chosen.kind, &chosen.credential, &challenge)?;
+        let (client, response) = BrokerClient::pair(
+            &url,
+            code,
+            self.device_key()?,
+            chosen.credential.clone(),
+            device_name,
+        )
+        .await?;
+        for other in self.authenticators()? {
+            if other.credential.id == chosen.credential.id {
+                continue;
+            }
+            let challenge = enrollment_challenge(&response.approver_id, &other.credential)?;
+            let assertion =
+                self.ceremonies(prompt)
+                    .assert(chosen.kind, &chosen.credential, &challenge)?;
+            client.enroll(other.credential.clone(), assertion).await?;
+        }
+        let paired = Paired {
+            url,
+            approver_id: response.approver_id,
+            owner: response.owner,
+            added_at: self.now(),
+        };
+        self.history.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO brokers (url, approver_id, owner, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    paired.url,
+                    paired.approver_id,
+                    paired.owner,
+                    paired.added_at
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(paired)
+    }
+
+    /// Forgets a broker (its items stay in the history).
+    pub fn remove_broker(&mut self, url: &str) -> Result<()> {
+        let url = url.trim_end_matches('/');
+        let changed = self
+            .history
+            .transaction(|tx| Ok(tx.execute("DELETE FROM brokers WHERE url = ?1", [url])?))?;
+        if changed == 0 {
+            return Err(Error::UnknownBroker(url.to_owned()));
+        }
+        Ok(())
+    }
+
+    // ----- receiving -----
+
+    /// Applies a broker's view of one request to the history: receives it if new, records
+    /// any status change, and returns what changed (`None` when nothing did).
+    pub fn apply(&mut self, broker: &str, view: &RequestView) -> Result<Option<Change>> {
+        let now = self.now();
+        let id = view.pending.id.clone();
+        let Some((_, local)) = self.history.item(&id)? else {
+            let entry = self.history.receive(broker, &view.pending, now)?;
+            let refused = entry.is_some_and(|e| e.kind == "refused");
+            if !refused && view.status != Status::Pending {
+                self.record_status(&id, view, now)?;
+            }
+            return Ok(Some(if refused {
+                Change::Refused(id)
+            } else {
+                Change::Received(id)
+            }));
+        };
+        if local == view.status.as_str() || local == "refused" {
+            return Ok(None);
+        }
+        // A decision of ours already moved the item; the broker confirming it adds nothing.
+        if matches!(view.status, Status::Approved | Status::Denied)
+            && matches!(local.as_str(), "approved" | "denied")
+        {
+            return Ok(None);
+        }
+        self.record_status(&id, view, now)?;
+        Ok(Some(Change::Updated(id)))
+    }
+
+    fn record_status(&mut self, id: &str, view: &RequestView, now: i64) -> Result<()> {
+        let kind = match view.status {
+            Status::Pending => return Ok(()),
+            Status::Approved => EntryKind::Approved,
+            Status::Denied => EntryKind::Denied,
+            Status::Expired => EntryKind::Expired,
+            Status::Cancelled => EntryKind::Cancelled,
+            Status::Redeemed => EntryKind::Redeemed,
+            Status::Revoked => EntryKind::Revoked,
+            _ => return Ok(()),
+        };
+        let detail = json!({
+            "source": "broker",
+            "decided_by": view.decided_by,
+            "reason": view.reason,
+        });
+        self.history.record(id, kind, detail, now)?;
+        Ok(())
+    }
+
+    /// Applies one stream event.
+    pub fn apply_event(&mut self, broker: &str, event: &ApproverEvent) -> Result<Option<Change>> {
+        match (&event.request, event.kind) {
+            (Some(view), _) => self.apply(broker, view),
+            (
+                None,
+                EventKind::AgentSuspended | EventKind::AgentQuarantined | EventKind::AgentResumed,
+            ) => Ok(None),
+            (None, _) => Ok(None),
+        }
+    }
+
+    /// Marks pending items past their expiry as expired, locally (the broker does the same).
+    pub fn expire(&mut self) -> Result<Vec<String>> {
+        let now = self.now();
+        let due: Vec<String> = self.history.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id FROM items WHERE status = 'pending' AND expires_at <= ?1")?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        for id in &due {
+            self.history
+                .record(id, EntryKind::Expired, json!({"source": "local"}), now)?;
+        }
+        Ok(due)
+    }
+
+    /// Notifies each pending item once (recorded as `notified`); returns the items notified.
+    pub fn notify_pending(&mut self, notifier: &dyn Notifier) -> Result<Vec<String>> {
+        let due: Vec<String> = self.history.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT i.id FROM items i WHERE i.status = 'pending' AND NOT EXISTS
+                   (SELECT 1 FROM entries e WHERE e.item = i.id AND e.kind = 'notified')
+                 ORDER BY i.created_at, i.rowid",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let mut done = Vec::new();
+        for id in due {
+            let Some((pending, _)) = self.history.item(&id)? else {
+                continue;
+            };
+            notifier.notify(&Notice::of(&pending))?;
+            self.history.record(
+                &id,
+                EntryKind::Notified,
+                json!({"privacy": notifier.private()}),
+                self.now(),
+            )?;
+            done.push(id);
+        }
+        Ok(done)
+    }
+
+    /// Syncs with every paired broker: the listing is applied, local expiry runs, and the
+    /// outbox is flushed. Brokers that cannot be reached are reported, not fatal.
+    pub async fn sync(&mut self) -> Result<Vec<std::result::Result<SyncReport, (String, Error)>>> {
+        let mut reports = Vec::new();
+        for broker in self.brokers()? {
+            let result = self.sync_one(&broker).await;
+            reports.push(result.map_err(|e| (broker.url.clone(), e)));
+        }
+        self.expire()?;
+        Ok(reports)
+    }
+
+    async fn sync_one(&mut self, broker: &Paired) -> Result<SyncReport> {
+        let client = self.client(broker)?;
+        let mut report = SyncReport {
+            broker: broker.url.clone(),
+            ..SyncReport::default()
+        };
+        report.delivered = self.flush(&client).await?;
+        let listing = client.list(None).await?;
+        for view in &listing.requests {
+            match self.apply(&broker.url, view)? {
+                Some(Change::Received(id) | Change::Refused(id)) => report.received.push(id),
+                Some(Change::Updated(id)) => report.updated.push(id),
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends the outbox's decisions for `client`'s broker.
+    pub async fn flush(&mut self, client: &BrokerClient) -> Result<Vec<String>> {
+        let now = self.now();
+        let done = outbox::flush(&mut self.history, client, now).await?;
+        Ok(done.into_iter().map(|(item, _)| item).collect())
+    }
+
+    /// A client for the broker an item came from.
+    pub fn client_for_item(&self, item: &str) -> Result<BrokerClient> {
+        let url: String = self.history.read(|conn| {
+            conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| Error::UnknownItem(item.to_owned()))
+        })?;
+        self.client(&self.broker(&url)?)
+    }
+
+    /// A client per paired broker.
+    pub fn clients(&self) -> Result<Vec<BrokerClient>> {
+        self.brokers()?.iter().map(|b| self.client(b)).collect()
+    }
+
+    // ----- deciding -----
+
+    /// Approves `item` with the authenticator called `with` (or the first): the ceremony runs,
+    /// the grant is written to the outbox with its history entry, then sent until the broker
+    /// acknowledges it. A crash after the write sends the same grant on the next run.
+    pub async fn approve(
+        &mut self,
+        item: &str,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<(Queued, Option<DecisionOutcome>)> {
+        let queued = self.approve_queued(item, with, prompt)?;
+        self.deliver(queued).await
+    }
+
+    /// The local half of [`Self::approve`]: ceremony, grant, outbox. Nothing is sent.
+    pub fn approve_queued(
+        &mut self,
+        item: &str,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Queued> {
+        let url: String = self.history.read(|conn| {
+            conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| Error::UnknownItem(item.to_owned()))
+        })?;
+        let broker = self.broker(&url)?;
+        let chosen = self.authenticator(with)?;
+        let device = self.device_key()?;
+        let issuer = Issuer {
+            approver_id: broker.approver_id.clone(),
+            owner: broker.owner,
+        };
+        let now = self.now();
+        let mut ceremony = Ceremony {
+            authenticators: Authenticators::new(
+                #[cfg(feature = "dev-authenticator")]
+                &self.vault,
+                prompt,
+            ),
+            enrolled: &chosen,
+        };
+        outbox::approve(
+            &mut self.history,
+            item,
+            &issuer,
+            &device,
+            &mut ceremony,
+            now,
+        )
+    }
+
+    /// Denies `item` with `reason` (and optionally suspends its agent), then sends it.
+    pub async fn deny(
+        &mut self,
+        item: &str,
+        reason: &str,
+        suspend_agent: bool,
+    ) -> Result<(Queued, Option<DecisionOutcome>)> {
+        let now = self.now();
+        let queued = outbox::deny(&mut self.history, item, reason, suspend_agent, now)?;
+        self.deliver(queued).await
+    }
+
+    /// Sends a queued decision once; a transport failure leaves it queued (and is not an
+    /// error: the next sync delivers it).
+    pub async fn deliver(&mut self, queued: Queued) -> Result<(Queued, Option<DecisionOutcome>)> {
+        if queued.acked {
+            return Ok((queued, None));
+        }
+        let client = self.client(&self.broker(&queued.broker)?)?;
+        match client
+            .decide(&queued.item, &queued.decision, &queued.idempotency_key)
+            .await
+        {
+            Ok(outcome) => {
+                let now = self.now();
+                outbox::acknowledge(&mut self.history, &queued.item, &outcome, now)?;
+                Ok((queued, Some(outcome)))
+            }
+            Err(Error::Http(_)) => Ok((queued, None)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What applying a broker's view changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Received(String),
+    Refused(String),
+    Updated(String),
+}
+
+/// An enrolled authenticator ready for a ceremony, as the outbox's approve flow wants it.
+struct Ceremony<'a> {
+    authenticators: Authenticators<'a>,
+    enrolled: &'a Enrolled,
+}
+
+impl Authenticator for Ceremony<'_> {
+    fn credential(&self) -> &RegisteredCredential {
+        &self.enrolled.credential
+    }
+
+    fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion> {
+        self.authenticators
+            .assert(self.enrolled.kind, &self.enrolled.credential, challenge)
+    }
+}
+
+fn checked_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(Error::BadName(name.to_owned()));
+    }
+    Ok(name.to_owned())
+}
+
+fn checked_url(url: &str) -> Result<String> {
+    let parsed = url::Url::parse(url).map_err(|e| Error::BadUrl(format!("{url}: {e}")))?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        return Err(Error::BadUrl(format!(
+            "{url}: brokers are reached over https (plain http only on loopback)"
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(Error::BadUrl(format!(
+            "{url}: no query, fragment or credentials"
+        )));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}

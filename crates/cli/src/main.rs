@@ -1,0 +1,512 @@
+//! `countersign`: the headless approver, for servers, SSH sessions and scripts. Every command is
+//! a thin adapter of a `countersign-approver` engine call; readable output by default, `--json`
+//! for scripts, and the exit codes below.
+
+mod output;
+mod prompt;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use countersign_approver::authn::Kind;
+use countersign_approver::client::Delivery;
+use countersign_approver::display::Review;
+use countersign_approver::engine::{Change, Engine};
+use countersign_approver::notify::DesktopNotifier;
+use countersign_approver::{Error, Filter};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::output::Out;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure not listed below
+  2  usage error
+  3  not found (item, broker or authenticator), or nothing enrolled yet
+  4  refused (by the broker, or here: not pending, hash mismatch, bad input)
+  5  the authenticator failed or the ceremony was cancelled
+  6  the broker could not be reached (a decision stays queued; `countersign sync` sends it)
+  7  the history failed its integrity check
+  8  no usable OS keyring";
+
+/// Countersign: review and countersign your agents' high-risk actions.
+#[derive(Debug, Parser)]
+#[command(name = "countersign", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// The profile directory (history database and settings; secrets stay in the OS keyring).
+    #[arg(long, env = "COUNTERSIGN_HOME", global = true)]
+    home: Option<PathBuf>,
+    /// The keyring profile the secrets are filed under.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_PROFILE",
+        default_value = "default",
+        global = true
+    )]
+    profile: String,
+    /// Machine-readable output (one JSON document; errors as {"error": {code, message}}).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pair with a broker using the one-time code its administrator issued (needs an
+    /// enrolled authenticator, which asserts over the pairing first).
+    Pair {
+        /// The broker's address, e.g. https://broker.example:8443 (http only on loopback).
+        url: String,
+        /// The one-time pairing code.
+        code: String,
+        /// A name for this device, shown to the broker's administrator.
+        #[arg(long)]
+        device_name: Option<String>,
+        /// The authenticator that vouches (default: the first enrolled).
+        #[arg(long)]
+        with: Option<String>,
+    },
+    /// Paired brokers.
+    #[command(subcommand)]
+    Brokers(BrokersCommand),
+    /// Enrolled authenticators.
+    #[command(subcommand)]
+    Authenticators(AuthenticatorsCommand),
+    /// Fetch from every broker, send queued decisions, and list what is pending.
+    Pending {
+        /// Keep following the brokers and print each change as it arrives.
+        #[arg(long)]
+        live: bool,
+        /// With --live: a desktop notification per new item.
+        #[arg(long)]
+        notify: bool,
+        /// With --notify: show only "Approval requested", no details.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Everything about one item: what the agent wants, why policy stopped it, and its history.
+    Show { id: String },
+    /// Approve an item with a user-verified WebAuthn assertion; the signed grant is sent to
+    /// the broker.
+    Approve {
+        id: String,
+        /// The authenticator to use (default: the first enrolled).
+        #[arg(long)]
+        with: Option<String>,
+    },
+    /// Deny an item.
+    Deny {
+        id: String,
+        /// Why (the agent's owner and the broker's log see it).
+        #[arg(long)]
+        reason: String,
+        /// Also suspend the agent until its owner resumes it.
+        #[arg(long)]
+        suspend_agent: bool,
+    },
+    /// Send queued decisions and reconcile with every broker.
+    Sync,
+    /// Search, filter and export the local history.
+    History {
+        /// Full-text search over intent, tool, agent and arguments.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Export every entry instead of listing items.
+        #[arg(long, value_enum)]
+        export: Option<ExportFormat>,
+        /// Where to write the export (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Check the history's hash chain; names the first broken link.
+    VerifyHistory,
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokersCommand {
+    List,
+    /// Forget a broker (its items stay in the history).
+    Remove {
+        url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthenticatorsCommand {
+    /// Enrol an authenticator. After the first, an enrolled one must vouch for it.
+    Add {
+        /// A name to tell it by.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = KindArg::SecurityKey)]
+        kind: KindArg,
+        /// The enrolled authenticator that vouches (default: the first enrolled).
+        #[arg(long)]
+        with: Option<String>,
+    },
+    List,
+    Rename {
+        name: String,
+        new_name: String,
+    },
+    /// Remove an authenticator from this device.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    /// A FIDO2 security key over USB.
+    SecurityKey,
+    /// Windows Hello.
+    WindowsHello,
+    /// The development software authenticator (builds with the dev-authenticator feature).
+    Dev,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Out::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return out.fail(&Error::Io(e)),
+    };
+    match runtime.block_on(run(cli, &out)) {
+        Ok(code) => code,
+        Err(e) => out.fail(&e),
+    }
+}
+
+fn home(cli: &Cli) -> Result<PathBuf, Error> {
+    if let Some(home) = &cli.home {
+        return Ok(home.clone());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::other(
+                "no profile directory: set --home, COUNTERSIGN_HOME or HOME",
+            ))
+        })?;
+    Ok(base.join("countersign"))
+}
+
+async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
+    let mut engine = Engine::open(&home(&cli)?, &cli.profile)?;
+    let prompt = prompt::Terminal;
+    match cli.command {
+        Command::Pair {
+            url,
+            code,
+            device_name,
+            with,
+        } => {
+            let paired = engine
+                .pair(&url, &code, device_name, with.as_deref(), &prompt)
+                .await?;
+            out.value(&paired, || {
+                format!(
+                    "Paired with {} as approver {} (owner {}).",
+                    paired.url, paired.approver_id, paired.owner
+                )
+            });
+        }
+        Command::Brokers(BrokersCommand::List) => {
+            let brokers = engine.brokers()?;
+            out.value(&brokers, || output::brokers(&brokers));
+        }
+        Command::Brokers(BrokersCommand::Remove { url }) => {
+            engine.remove_broker(&url)?;
+            out.value(&json!({"removed": url}), || format!("Forgot broker {url}."));
+        }
+        Command::Authenticators(command) => authenticators(&mut engine, command, out).await?,
+        Command::Pending {
+            live,
+            notify,
+            private,
+        } => {
+            return pending(
+                &mut engine,
+                live,
+                notify.then(|| DesktopNotifier::new(private)),
+                out,
+            )
+            .await;
+        }
+        Command::Show { id } => {
+            let (pending, status) = engine
+                .history()
+                .item(&id)?
+                .ok_or_else(|| Error::UnknownItem(id.clone()))?;
+            let review = Review::of(&pending, &status);
+            let entries = engine.history().entries(&id)?;
+            if status == "pending" {
+                let now = engine.now();
+                engine.history_mut().record(
+                    &id,
+                    countersign_approver::EntryKind::Viewed,
+                    json!({"via": "cli"}),
+                    now,
+                )?;
+            }
+            out.value(&json!({"review": review, "history": entries}), || {
+                output::review(&review, &entries)
+            });
+        }
+        Command::Approve { id, with } => {
+            out.note(&format!(
+                "Approving {id}: your authenticator will ask you to confirm."
+            ));
+            let queued = engine.approve_queued(&id, with.as_deref(), &prompt)?;
+            #[cfg(feature = "dev-authenticator")]
+            hold_before_send();
+            let (queued, outcome) = engine.deliver(queued).await?;
+            return Ok(output::decision(out, &queued, outcome.as_ref(), "Approved"));
+        }
+        Command::Deny {
+            id,
+            reason,
+            suspend_agent,
+        } => {
+            let (queued, outcome) = engine.deny(&id, &reason, suspend_agent).await?;
+            return Ok(output::decision(out, &queued, outcome.as_ref(), "Denied"));
+        }
+        Command::Sync => {
+            let reports = engine.sync().await?;
+            return Ok(output::sync(out, &reports));
+        }
+        Command::History {
+            search,
+            status,
+            agent,
+            tool,
+            limit,
+            export,
+            output: path,
+        } => {
+            if let Some(format) = export {
+                let mut sink: Box<dyn std::io::Write> = match &path {
+                    Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let rows = match format {
+                    ExportFormat::Jsonl => engine.history().export_jsonl(&mut sink)?,
+                    ExportFormat::Csv => engine.history().export_csv(&mut sink)?,
+                };
+                sink.flush()?;
+                if path.is_some() {
+                    out.value(&json!({"exported": rows}), || {
+                        format!("Exported {rows} entries.")
+                    });
+                }
+            } else {
+                let items = engine.history().list(&Filter {
+                    status,
+                    agent,
+                    tool,
+                    search,
+                    limit,
+                    ..Filter::default()
+                })?;
+                out.value(&items, || output::items(&items));
+            }
+        }
+        Command::VerifyHistory => {
+            let report = engine.history().verify()?;
+            out.value(
+                &json!({"verified": true, "entries": report.entries}),
+                || {
+                    format!(
+                        "History verified: {} entries, chain intact.",
+                        report.entries
+                    )
+                },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn authenticators(
+    engine: &mut Engine,
+    command: AuthenticatorsCommand,
+    out: &Out,
+) -> Result<(), Error> {
+    match command {
+        AuthenticatorsCommand::Add { name, kind, with } => {
+            let kind = match kind {
+                KindArg::SecurityKey => Kind::SecurityKey,
+                KindArg::WindowsHello => Kind::WindowsHello,
+                KindArg::Dev => Kind::Dev,
+            };
+            if kind == Kind::Dev {
+                out.note("WARNING: the development authenticator is for tests and demos only.");
+            }
+            let enrolled = engine
+                .enroll(kind, &name, with.as_deref(), &prompt::Terminal)
+                .await?;
+            out.value(&enrolled, || {
+                format!("Enrolled {} ({}).", enrolled.name, enrolled.kind)
+            });
+        }
+        AuthenticatorsCommand::List => {
+            let all = engine.authenticators()?;
+            out.value(&all, || output::authenticators(&all));
+        }
+        AuthenticatorsCommand::Rename { name, new_name } => {
+            engine.rename_authenticator(&name, &new_name)?;
+            out.value(&json!({"renamed": name, "to": new_name}), || {
+                format!("Renamed {name} to {new_name}.")
+            });
+        }
+        AuthenticatorsCommand::Remove { name } => {
+            engine.remove_authenticator(&name)?;
+            out.value(&json!({"removed": name}), || format!("Removed {name}."));
+        }
+    }
+    Ok(())
+}
+
+/// Lists what is pending; with `live`, follows every broker until interrupted.
+async fn pending(
+    engine: &mut Engine,
+    live: bool,
+    notifier: Option<DesktopNotifier>,
+    out: &Out,
+) -> Result<ExitCode, Error> {
+    let reports = engine.sync().await?;
+    let unreachable = reports.iter().any(Result::is_err);
+    for failed in reports.iter().filter_map(|r| r.as_ref().err()) {
+        out.note(&format!("{}: {}", failed.0, failed.1));
+    }
+    if let Some(notifier) = &notifier {
+        engine.notify_pending(notifier)?;
+    }
+    let pending = pending_reviews(engine)?;
+    if !live {
+        out.value(&pending, || output::pending(&pending));
+        return Ok(if unreachable {
+            ExitCode::from(output::EXIT_UNREACHABLE)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    out.line(&json!({"event": "listing", "pending": pending}), || {
+        output::pending(&pending)
+    });
+    let (tx, mut rx) = mpsc::channel(256);
+    for client in engine.clients()? {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (inner_tx, mut inner_rx) = mpsc::channel(64);
+            let base = client.base().to_owned();
+            let follower = tokio::spawn(async move { client.follow(inner_tx).await });
+            while let Some(delivery) = inner_rx.recv().await {
+                if tx.send((base.clone(), delivery)).await.is_err() {
+                    break;
+                }
+            }
+            follower.abort();
+        });
+    }
+    drop(tx);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            delivery = rx.recv() => {
+                let Some((broker, delivery)) = delivery else { break };
+                let changes = match delivery {
+                    Delivery::Reconciled(views) => {
+                        let mut changes = Vec::new();
+                        for view in &views {
+                            changes.extend(engine.apply(&broker, view)?);
+                        }
+                        if let Some(client) = engine.clients()?.into_iter().find(|c| c.base() == broker) {
+                            for item in engine.flush(&client).await.unwrap_or_default() {
+                                out.line(&json!({"event": "delivered", "item": item}), || format!("delivered decision for {item}"));
+                            }
+                        }
+                        changes
+                    }
+                    Delivery::Event(event) => engine.apply_event(&broker, &event)?.into_iter().collect(),
+                    Delivery::Disconnected { retry_in, reason } => {
+                        out.line(&json!({"event": "disconnected", "broker": broker, "reason": reason, "retry_in_ms": retry_in.as_millis()}), || {
+                            format!("{broker}: disconnected ({reason}); retrying in {} ms", retry_in.as_millis())
+                        });
+                        Vec::new()
+                    }
+                };
+                for change in changes {
+                    output::change(out, engine, &change)?;
+                }
+                if let Some(notifier) = &notifier {
+                    engine.notify_pending(notifier)?;
+                }
+            }
+            _ = tick.tick() => {
+                for id in engine.expire()? {
+                    output::change(out, engine, &Change::Updated(id))?;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fault injection for the crash tests (development builds only): with
+/// `COUNTERSIGN_HOLD_BEFORE_SEND` set, stop after the decision is safely in the outbox and
+/// before it is sent, and wait there to be killed.
+#[cfg(feature = "dev-authenticator")]
+fn hold_before_send() {
+    if std::env::var_os("COUNTERSIGN_HOLD_BEFORE_SEND").is_some() {
+        #[expect(clippy::print_stderr, reason = "the test waits for this line")]
+        {
+            eprintln!("held before send");
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+fn pending_reviews(engine: &Engine) -> Result<Vec<Review>, Error> {
+    let items = engine.history().list(&Filter {
+        status: Some("pending".into()),
+        limit: 10_000,
+        ..Filter::default()
+    })?;
+    let mut reviews = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some((pending, status)) = engine.history().item(&item.id)? {
+            reviews.push(Review::of(&pending, &status));
+        }
+    }
+    reviews.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+    Ok(reviews)
+}

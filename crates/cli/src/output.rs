@@ -1,0 +1,359 @@
+//! Output: readable text by default, JSON with `--json`. Everything an agent wrote has been made
+//! visible (see `countersign_approver::display`) before it gets here, and is printed as text.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "this module is the CLI's output"
+)]
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use countersign_approver::Error;
+use countersign_approver::client::DecisionOutcome;
+use countersign_approver::display::Review;
+use countersign_approver::engine::{Change, Engine, Enrolled, Paired, SyncReport};
+use countersign_approver::history::{Entry, ItemSummary};
+use countersign_approver::outbox::Queued;
+use countersign_protocol::action::Timestamp;
+use countersign_protocol::api::Decision;
+use serde::Serialize;
+use serde_json::json;
+
+pub(crate) const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_NOT_FOUND: u8 = 3;
+pub(crate) const EXIT_REFUSED: u8 = 4;
+pub(crate) const EXIT_AUTHENTICATOR: u8 = 5;
+pub(crate) const EXIT_UNREACHABLE: u8 = 6;
+pub(crate) const EXIT_CHAIN: u8 = 7;
+pub(crate) const EXIT_KEYRING: u8 = 8;
+
+/// Where results go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Out {
+    json: bool,
+}
+
+impl Out {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// A command's result: JSON, or the text `text` makes.
+    pub(crate) fn value<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            match serde_json::to_string_pretty(value) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+        } else {
+            println!("{}", text());
+        }
+    }
+
+    /// One line of a live feed: a JSON line, or text.
+    pub(crate) fn line(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", text());
+        }
+    }
+
+    /// A remark for the person at the terminal (standard error, never in JSON output).
+    pub(crate) fn note(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    /// Reports `error` and returns its exit code.
+    pub(crate) fn fail(&self, error: &Error) -> ExitCode {
+        if self.json {
+            println!(
+                "{}",
+                json!({"error": {"code": error.code(), "message": error.to_string()}})
+            );
+        } else {
+            eprintln!("error: {error}");
+        }
+        ExitCode::from(exit_code(error))
+    }
+}
+
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::UnknownItem(_)
+        | Error::UnknownBroker(_)
+        | Error::UnknownAuthenticator(_)
+        | Error::NoAuthenticator => EXIT_NOT_FOUND,
+        Error::Broker { .. }
+        | Error::NotPending { .. }
+        | Error::HashMismatch(_)
+        | Error::ReasonRequired
+        | Error::AlreadyPaired(_)
+        | Error::DuplicateName(_)
+        | Error::LastAuthenticator
+        | Error::BadName(_)
+        | Error::BadUrl(_)
+        | Error::Protocol(_) => EXIT_REFUSED,
+        Error::Authenticator(_) | Error::Cancelled | Error::SelfCheck(_) | Error::Mint(_) => {
+            EXIT_AUTHENTICATOR
+        }
+        Error::Http(_) => EXIT_UNREACHABLE,
+        Error::ChainBroken { .. } => EXIT_CHAIN,
+        Error::KeyringUnavailable(_) | Error::KeyringCorrupt(_) => EXIT_KEYRING,
+        _ => EXIT_FAILURE,
+    }
+}
+
+fn when(unix: i64) -> String {
+    Timestamp::from_unix(unix)
+        .map(|t| t.as_str().to_owned())
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+pub(crate) fn brokers(brokers: &[Paired]) -> String {
+    if brokers.is_empty() {
+        return "No brokers paired. Pair with `countersign pair URL CODE`.".into();
+    }
+    let mut text = String::new();
+    for b in brokers {
+        let _ = writeln!(
+            text,
+            "{}  approver {}  owner {}  since {}",
+            b.url,
+            b.approver_id,
+            b.owner,
+            when(b.added_at)
+        );
+    }
+    text.trim_end().to_owned()
+}
+
+pub(crate) fn authenticators(all: &[Enrolled]) -> String {
+    if all.is_empty() {
+        return "No authenticators enrolled. Add one with `countersign authenticators add --name NAME`.".into();
+    }
+    let mut text = String::new();
+    for a in all {
+        let warning = if a.kind == countersign_approver::authn::Kind::Dev {
+            "  [DEVELOPMENT AUTHENTICATOR: tests and demos only]"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            text,
+            "{}  {}  credential {}…  since {}{warning}",
+            a.name,
+            a.kind,
+            a.credential.id.chars().take(12).collect::<String>(),
+            when(a.added_at)
+        );
+    }
+    text.trim_end().to_owned()
+}
+
+pub(crate) fn pending(reviews: &[Review]) -> String {
+    if reviews.is_empty() {
+        return "Nothing pending.".into();
+    }
+    let mut text = String::new();
+    for r in reviews {
+        let _ = writeln!(
+            text,
+            "{}  {}  {} → {}  expires {}",
+            r.id, r.fingerprint, r.agent, r.tool, r.expires_at
+        );
+        let _ = writeln!(text, "    {}", r.intent);
+    }
+    text.trim_end().to_owned()
+}
+
+pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "Item         {}  ({})", r.id, r.status);
+    if !r.hash_matches {
+        let _ = writeln!(
+            t,
+            "!! The action hash does NOT match what is shown: this item cannot be approved."
+        );
+    }
+    if r.hidden_characters {
+        let _ = writeln!(
+            t,
+            "!! Hidden or direction-changing characters were found; they are shown as [U+XXXX]."
+        );
+    }
+    let _ = writeln!(t, "Intent       {}", r.intent);
+    let _ = writeln!(t, "Agent        {}", r.agent);
+    let _ = writeln!(t, "Delegation   {}", r.delegation.join(" → "));
+    let _ = writeln!(t, "Tool         {}  (action {})", r.tool, r.action);
+    let _ = writeln!(t, "Arguments");
+    let arguments = serde_json::to_string_pretty(&r.arguments).unwrap_or_default();
+    for line in arguments.lines() {
+        let _ = writeln!(t, "    {line}");
+    }
+    let _ = writeln!(
+        t,
+        "Data         {}  {}",
+        r.data_domain.as_deref().unwrap_or("(none stated)"),
+        r.classification.join(", ")
+    );
+    let _ = writeln!(t, "Policy       {}: {}", r.policy_id, r.policy_reason);
+    let _ = writeln!(t, "Gateway      {}", r.audience);
+    let _ = writeln!(t, "Requested    {}", r.requested_at);
+    let _ = writeln!(t, "Expires      {}", r.expires_at);
+    let _ = writeln!(t, "Fingerprint  {}", r.fingerprint);
+    let _ = writeln!(t, "History");
+    for e in entries {
+        let _ = writeln!(
+            t,
+            "    #{}  {}  {}  {}",
+            e.seq,
+            when(e.at),
+            e.kind,
+            e.detail
+        );
+    }
+    t.trim_end().to_owned()
+}
+
+pub(crate) fn items(items: &[ItemSummary]) -> String {
+    if items.is_empty() {
+        return "No matching items.".into();
+    }
+    let mut text = String::new();
+    for i in items {
+        let _ = writeln!(
+            text,
+            "{}  {:9}  {} → {}  {}",
+            i.id,
+            i.status,
+            countersign_approver::display::visible(&i.agent),
+            countersign_approver::display::visible(&i.tool),
+            when(i.updated_at)
+        );
+        let _ = writeln!(
+            text,
+            "    {}",
+            countersign_approver::display::visible(&i.intent)
+        );
+    }
+    text.trim_end().to_owned()
+}
+
+/// Reports a decision and returns the exit code: success once the broker has it, 6 while it
+/// waits in the outbox, 4 when another decision came first.
+pub(crate) fn decision(
+    out: &Out,
+    queued: &Queued,
+    outcome: Option<&DecisionOutcome>,
+    verb: &str,
+) -> ExitCode {
+    let decision = match &queued.decision {
+        Decision::Approve { .. } => "approve",
+        Decision::Deny { .. } => "deny",
+    };
+    let (delivered, status, code) = match outcome {
+        Some(DecisionOutcome::Recorded(view)) => {
+            (true, Some(view.status.as_str()), ExitCode::SUCCESS)
+        }
+        Some(DecisionOutcome::AlreadyDecided(view)) => (
+            true,
+            Some(view.status.as_str()),
+            ExitCode::from(EXIT_REFUSED),
+        ),
+        None if queued.acked => (true, None, ExitCode::SUCCESS),
+        None => (false, None, ExitCode::from(EXIT_UNREACHABLE)),
+    };
+    out.value(
+        &json!({
+            "item": queued.item,
+            "decision": decision,
+            "delivered": delivered,
+            "broker_status": status,
+            "already_decided": matches!(outcome, Some(DecisionOutcome::AlreadyDecided(_))),
+        }),
+        || match outcome {
+            Some(DecisionOutcome::Recorded(_)) => {
+                format!("{verb} {}; the broker has it.", queued.item)
+            }
+            Some(DecisionOutcome::AlreadyDecided(view)) => format!(
+                "{} was already {} at the broker; nothing changed.",
+                queued.item,
+                view.status.as_str()
+            ),
+            None if queued.acked => {
+                format!("{} was already decided here and delivered.", queued.item)
+            }
+            None => format!(
+                "{verb} {}, but the broker could not be reached: the decision is queued and \
+                 `countersign sync` sends it.",
+                queued.item
+            ),
+        },
+    );
+    code
+}
+
+pub(crate) fn sync(out: &Out, reports: &[Result<SyncReport, (String, Error)>]) -> ExitCode {
+    let ok: Vec<&SyncReport> = reports.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let failed: Vec<serde_json::Value> = reports
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|(url, e)| json!({"broker": url, "code": e.code(), "message": e.to_string()}))
+        .collect();
+    out.value(&json!({"synced": ok, "failed": failed}), || {
+        let mut t = String::new();
+        for r in &ok {
+            let _ = writeln!(
+                t,
+                "{}: {} new, {} updated, {} decisions delivered",
+                r.broker,
+                r.received.len(),
+                r.updated.len(),
+                r.delivered.len()
+            );
+        }
+        for f in &failed {
+            let _ = writeln!(
+                t,
+                "{}: {}",
+                f["broker"].as_str().unwrap_or_default(),
+                f["message"].as_str().unwrap_or_default()
+            );
+        }
+        if t.is_empty() {
+            t.push_str("No brokers paired.");
+        }
+        t.trim_end().to_owned()
+    });
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNREACHABLE)
+    }
+}
+
+/// One change in the live feed.
+pub(crate) fn change(out: &Out, engine: &Engine, change: &Change) -> Result<(), Error> {
+    let (kind, id) = match change {
+        Change::Received(id) => ("received", id),
+        Change::Refused(id) => ("refused", id),
+        Change::Updated(id) => ("updated", id),
+    };
+    let Some((pending, status)) = engine.history().item(id)? else {
+        return Ok(());
+    };
+    let review = Review::of(&pending, &status);
+    out.line(&json!({"event": kind, "item": review}), || match change {
+        Change::Refused(_) => format!(
+            "REFUSED {}: its action hash does not match its contents",
+            review.id
+        ),
+        _ => format!(
+            "{:8} {}  {}  {} → {}: {}",
+            review.status, review.id, review.fingerprint, review.agent, review.tool, review.intent
+        ),
+    });
+    Ok(())
+}
