@@ -186,3 +186,25 @@ fn visible_json(value: &serde_json::Value, hidden: &mut bool) -> serde_json::Val
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_and_direction_characters_become_visible() {
+        assert_eq!(visible("pay \u{202E}gpj.exe"), "pay [U+202E RLO]gpj.exe");
+        assert_eq!(visible("a\u{200B}b\u{FEFF}"), "a[U+200B ZWSP]b[U+FEFF BOM]");
+        assert_eq!(visible("bell\u{7}"), "bell[U+0007]");
+        assert_eq!(visible("line\nnext\ttab"), "line\nnext\ttab");
+        assert_eq!(visible("<script>é 日本"), "<script>é 日本");
+        assert!(has_hidden("\u{2067}x\u{2069}") && !has_hidden("plain"));
+    }
+
+    #[test]
+    fn markup_is_escaped_and_clipping_marks_the_cut() {
+        assert_eq!(escape_markup("<b>&</b>"), "&lt;b&gt;&amp;&lt;/b&gt;");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+    }
+}

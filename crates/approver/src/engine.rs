@@ -29,6 +29,13 @@ use crate::notify::{Notice, Notifier};
 use crate::outbox::{self, Authenticator, Queued};
 use crate::vault::Vault;
 
+/// What the engine accepts of one pending action: more than a broker lets agents send
+/// (256 KiB, 32 levels), so nothing a broker accepts is lost, but bounded.
+pub const RECEIVE_LIMITS: countersign_protocol::json::Limits = countersign_protocol::json::Limits {
+    max_bytes: 4 * 1024 * 1024,
+    max_depth: 64,
+};
+
 /// The local user handle authenticators are registered for.
 const USER_HANDLE: &str = "countersign-owner";
 
@@ -370,6 +377,11 @@ impl Engine {
         let now = self.now();
         let id = view.pending.id.clone();
         let Some((_, local)) = self.history.item(&id)? else {
+            // Brokers already bound what agents send; a broker that does not is refused here.
+            countersign_protocol::json::parse_value(
+                &serde_json::to_vec(&view.pending)?,
+                RECEIVE_LIMITS,
+            )?;
             let entry = self.history.receive(broker, &view.pending, now)?;
             let refused = entry.is_some_and(|e| e.kind == "refused");
             if !refused && view.status != Status::Pending {

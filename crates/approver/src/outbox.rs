@@ -53,7 +53,7 @@ pub fn approve(
     authenticator: &mut dyn Authenticator,
     now: i64,
 ) -> Result<Queued> {
-    if let Some(queued) = queued(history, item)? {
+    if let Some(queued) = earlier(history, item, true)? {
         return Ok(queued);
     }
     let (pending, status) = history
@@ -118,7 +118,7 @@ pub fn deny(
     suspend_agent: bool,
     now: i64,
 ) -> Result<Queued> {
-    if let Some(queued) = queued(history, item)? {
+    if let Some(queued) = earlier(history, item, false)? {
         return Ok(queued);
     }
     let (_, status) = history
@@ -165,6 +165,21 @@ fn enqueue(
         )?;
         record_in(tx, item, kind, detail, now)?;
         Ok(Queued { item: item.to_owned(), broker, idempotency_key: key.clone(), decision: decision.clone(), acked: false })
+    })
+}
+
+/// The decision already taken here for `item`, when it is the same kind as the one asked for
+/// (an approval repeated after a crash, say); the opposite decision is refused.
+fn earlier(history: &mut History, item: &str, approving: bool) -> Result<Option<Queued>> {
+    let Some(queued) = queued(history, item)? else {
+        return Ok(None);
+    };
+    if matches!(queued.decision, Decision::Approve { .. }) == approving {
+        return Ok(Some(queued));
+    }
+    Err(Error::NotPending {
+        item: item.to_owned(),
+        status: if approving { "denied" } else { "approved" }.to_owned(),
     })
 }
 

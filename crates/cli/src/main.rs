@@ -283,7 +283,6 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
                 "Approving {id}: your authenticator will ask you to confirm."
             ));
             let queued = engine.approve_queued(&id, with.as_deref(), &prompt)?;
-            #[cfg(feature = "dev-authenticator")]
             hold_before_send();
             let (queued, outcome) = engine.deliver(queued).await?;
             return Ok(output::decision(out, &queued, outcome.as_ref(), "Approved"));
@@ -479,12 +478,11 @@ async fn pending(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fault injection for the crash tests (development builds only): with
-/// `COUNTERSIGN_HOLD_BEFORE_SEND` set, stop after the decision is safely in the outbox and
+/// Fault injection for the crash tests (only in builds with the development authenticator):
+/// with `COUNTERSIGN_HOLD_BEFORE_SEND` set, stop after the decision is safely in the outbox and
 /// before it is sent, and wait there to be killed.
-#[cfg(feature = "dev-authenticator")]
 fn hold_before_send() {
-    if std::env::var_os("COUNTERSIGN_HOLD_BEFORE_SEND").is_some() {
+    if Kind::Dev.available() && std::env::var_os("COUNTERSIGN_HOLD_BEFORE_SEND").is_some() {
         #[expect(clippy::print_stderr, reason = "the test waits for this line")]
         {
             eprintln!("held before send");

@@ -7,6 +7,7 @@
 )]
 
 mod client;
+mod engine;
 mod history;
 mod outbox;
 mod support;

@@ -156,19 +156,21 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
         now(),
     )
     .unwrap();
-    let first = outbox::approve(
+    // The first decision stays the decision: approving after a denial is refused.
+    let late = outbox::approve(
         &mut history,
         &ticket.id,
         &p.issuer,
         &p.device,
         &mut p.authenticator,
         now(),
-    )
-    .unwrap();
-    assert!(
-        matches!(first.decision, Decision::Deny { .. }),
-        "the first decision stays the decision"
     );
+    assert!(
+        matches!(late, Err(Error::NotPending { ref status, .. }) if status == "denied"),
+        "{late:?}"
+    );
+    let first = outbox::queued(&mut history, &ticket.id).unwrap().unwrap();
+    assert!(matches!(first.decision, Decision::Deny { .. }));
     outbox::flush(&mut history, &p.client, now()).await.unwrap();
     let status = agent
         .wait(&ticket.id, Duration::from_secs(5))

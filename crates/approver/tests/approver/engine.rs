@@ -1,0 +1,101 @@
+//! The engine against a hostile broker: it accepts and shows in full what a broker could
+//! legitimately pass on (a 1 MB argument), refuses what no broker should (nesting deeper than
+//! its limit) with a clear error, and keeps working.
+
+use countersign_approver::display::Review;
+use countersign_approver::engine::{Change, Engine};
+use countersign_broker::simulate::{Scenario, scenarios};
+use countersign_protocol::PendingAction;
+use countersign_protocol::action::{PendingParts, PolicyRef, Status, Timestamp};
+use countersign_protocol::api::RequestView;
+use serde_json::json;
+
+use crate::support::sim;
+
+fn view(id: &str, arguments: serde_json::Value) -> RequestView {
+    let request = sim("http://127.0.0.1:9")
+        .request(&Scenario {
+            arguments,
+            ..scenarios()[0].clone()
+        })
+        .unwrap();
+    let now = crate::support::now();
+    let pending = PendingAction::new(
+        PendingParts {
+            id: id.into(),
+            created_at: Timestamp::from_unix(now).unwrap(),
+            expires_at: Timestamp::from_unix(now + 300).unwrap(),
+            audience: "https://tools.example.com".into(),
+            policy: PolicyRef {
+                id: "refunds".into(),
+                reason: "<b>big</b> refund".into(),
+            },
+        },
+        request,
+    )
+    .unwrap();
+    RequestView {
+        pending,
+        status: Status::Pending,
+        merged: 0,
+        reason: None,
+        decided_by: None,
+    }
+}
+
+#[test]
+fn a_hostile_broker_is_shown_in_full_or_refused_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = format!("engine-test-{}", std::process::id());
+    let mut engine = Engine::open(dir.path(), &profile).unwrap();
+    let broker = "http://127.0.0.1:9";
+
+    // A 1 MB argument: stored and shown whole, never cut.
+    let blob = "\u{202E}".to_owned() + &"A".repeat(1 << 20);
+    let big = view(
+        "pa_big",
+        json!({"order": "1", "amount": "5000.00", "blob": blob}),
+    );
+    assert_eq!(
+        engine.apply(broker, &big).unwrap(),
+        Some(Change::Received("pa_big".into()))
+    );
+    let (pending, status) = engine.history().item("pa_big").unwrap().unwrap();
+    let review = Review::of(&pending, &status);
+    let shown = review.arguments["blob"].as_str().unwrap();
+    assert_eq!(shown.len(), "[U+202E RLO]".len() + (1 << 20));
+    assert!(review.hidden_characters);
+    assert_eq!(
+        review.policy_reason, "<b>big</b> refund",
+        "markup stays text"
+    );
+
+    // Nesting deeper than any broker allows: refused with a clear error, nothing stored.
+    let mut deep = json!("bottom");
+    for _ in 0..80 {
+        deep = json!({ "n": deep });
+    }
+    let nested = view(
+        "pa_deep",
+        json!({"order": "1", "amount": "5000.00", "deep": deep}),
+    );
+    let error = engine.apply(broker, &nested).unwrap_err();
+    assert!(error.to_string().contains("deep"), "{error}");
+    assert!(engine.history().item("pa_deep").unwrap().is_none());
+
+    // A view whose contents disagree with its hash is recorded as refused, not shown as pending.
+    let mut forged = view("pa_forged", json!({"order": "2", "amount": "5000.00"}));
+    forged.pending.context.intent = "Refund a tiny amount".into();
+    assert_eq!(
+        engine.apply(broker, &forged).unwrap(),
+        Some(Change::Refused("pa_forged".into()))
+    );
+
+    // And the engine goes on.
+    let fine = view("pa_fine", json!({"order": "3", "amount": "5000.00"}));
+    assert_eq!(
+        engine.apply(broker, &fine).unwrap(),
+        Some(Change::Received("pa_fine".into()))
+    );
+    assert_eq!(engine.history().verify().unwrap().entries, 3);
+}
