@@ -1,6 +1,7 @@
 //! The broker client: pairing, the owner's request listing, decisions, and the event stream with
 //! reconnection and reconciliation. Every request carries a proof signed by the device key.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use countersign_protocol::DeviceSigningKey;
@@ -14,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::pin::{Fingerprint, PinningVerifier};
 
 /// A paired broker.
 #[derive(Debug)]
@@ -22,6 +24,7 @@ pub struct BrokerClient {
     base: String,
     approver_id: String,
     key: DeviceSigningKey,
+    seen: Arc<Mutex<Option<Fingerprint>>>,
 }
 
 /// What a decision came to.
@@ -47,17 +50,37 @@ pub enum Delivery {
 }
 
 impl BrokerClient {
-    /// A client for an approver already paired as `approver_id`.
+    /// A client for an approver already paired as `approver_id` (https brokers verified with
+    /// the public web PKI; see [`Self::pinned`]).
     pub fn new(base: &str, approver_id: &str, key: DeviceSigningKey) -> Result<Self> {
+        Self::pinned(base, approver_id, key, None)
+    }
+
+    /// A client that reaches an https broker only when it presents the certificate `pin`
+    /// names (without a pin: the public web PKI, recording the certificate seen).
+    pub fn pinned(
+        base: &str,
+        approver_id: &str,
+        key: DeviceSigningKey,
+        pin: Option<Fingerprint>,
+    ) -> Result<Self> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        let (verifier, seen) = PinningVerifier::new(pin)?;
+        if base.starts_with("https://") {
+            builder = builder.use_preconfigured_tls(verifier.client_config()?);
+        }
         Ok(Self {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .map_err(http)?,
+            http: builder.build().map_err(http)?,
             base: base.trim_end_matches('/').to_owned(),
             approver_id: approver_id.to_owned(),
             key,
+            seen: pin.map_or(seen, |pin| Arc::new(Mutex::new(Some(pin)))),
         })
+    }
+
+    /// The fingerprint of the broker's certificate: the pin, or the one seen (https only).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.seen.lock().ok().and_then(|seen| *seen)
     }
 
     /// Pairs `key` and `credential` with the broker at `base` using a one-time `code`.
@@ -68,7 +91,19 @@ impl BrokerClient {
         credential: RegisteredCredential,
         name: Option<String>,
     ) -> Result<(Self, PairResponse)> {
-        let mut client = Self::new(base, "", key)?;
+        Self::pair_pinned(base, code, key, credential, name, None).await
+    }
+
+    /// [`Self::pair`] with the broker's certificate pinned to `pin` (https only).
+    pub async fn pair_pinned(
+        base: &str,
+        code: &str,
+        key: DeviceSigningKey,
+        credential: RegisteredCredential,
+        name: Option<String>,
+        pin: Option<Fingerprint>,
+    ) -> Result<(Self, PairResponse)> {
+        let mut client = Self::pinned(base, "", key, pin)?;
         let body = PairRequest {
             code: code.to_owned(),
             device_key: client.key.public_jwk(),
@@ -306,6 +341,14 @@ fn status_code(status: StatusCode) -> String {
     format!("http_{}", status.as_u16())
 }
 
+/// A transport error with its causes (a refused certificate says why).
 fn http(e: reqwest::Error) -> Error {
-    Error::Http(e.to_string())
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Http(text)
 }

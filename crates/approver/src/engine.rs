@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::history::{EntryKind, History};
 use crate::notify::{Notice, Notifier};
 use crate::outbox::{self, Authenticator, Queued};
+use crate::pin::Fingerprint;
 use crate::vault::Vault;
 
 /// What the engine accepts of one pending action: more than a broker lets agents send
@@ -55,6 +56,8 @@ pub struct Paired {
     pub approver_id: String,
     pub owner: String,
     pub added_at: i64,
+    /// The pinned certificate fingerprint (https brokers).
+    pub fingerprint: Option<String>,
 }
 
 /// What a sync with one broker changed.
@@ -270,7 +273,7 @@ impl Engine {
     pub fn brokers(&self) -> Result<Vec<Paired>> {
         self.history.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT url, approver_id, owner, added_at FROM brokers ORDER BY added_at, rowid",
+                "SELECT url, approver_id, owner, added_at, pin FROM brokers ORDER BY added_at, rowid",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Paired {
@@ -278,6 +281,7 @@ impl Engine {
                     approver_id: r.get(1)?,
                     owner: r.get(2)?,
                     added_at: r.get(3)?,
+                    fingerprint: r.get(4)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -292,21 +296,36 @@ impl Engine {
     }
 
     fn client(&self, broker: &Paired) -> Result<BrokerClient> {
-        BrokerClient::new(&broker.url, &broker.approver_id, self.device_key()?)
+        let pin = broker
+            .fingerprint
+            .as_deref()
+            .map(Fingerprint::parse)
+            .transpose()?;
+        if pin.is_none() && broker.url.starts_with("https://") {
+            return Err(Error::BadFingerprint(format!(
+                "{} has no pinned certificate",
+                broker.url
+            )));
+        }
+        BrokerClient::pinned(&broker.url, &broker.approver_id, self.device_key()?, pin)
     }
 
     /// Pairs with the broker at `url` using its one-time `code`. Needs an enrolled
     /// authenticator, which asserts (with user verification) over this pairing before anything
-    /// is sent; every other enrolled authenticator is then enrolled at the broker too.
+    /// is sent; every other enrolled authenticator is then enrolled at the broker too. An https
+    /// broker's certificate is pinned: to `fingerprint` when given (any issuer), otherwise to
+    /// the certificate seen, which must then verify with the public web PKI.
     pub async fn pair(
         &mut self,
         url: &str,
         code: &str,
+        fingerprint: Option<&str>,
         device_name: Option<String>,
         with: Option<&str>,
         prompt: &dyn Prompt,
     ) -> Result<Paired> {
         let url = checked_url(url)?;
+        let pin = fingerprint.map(Fingerprint::parse).transpose()?;
         if self.brokers()?.iter().any(|b| b.url == url) {
             return Err(Error::AlreadyPaired(url));
         }
@@ -318,12 +337,13 @@ impl Engine {
         }))?;
         self.ceremonies(prompt)
             .assert(chosen.kind, &chosen.credential, &challenge)?;
-        let (client, response) = BrokerClient::pair(
+        let (client, response) = BrokerClient::pair_pinned(
             &url,
             code,
             self.device_key()?,
             chosen.credential.clone(),
             device_name,
+            pin,
         )
         .await?;
         for other in self.authenticators()? {
@@ -337,6 +357,10 @@ impl Engine {
             client.enroll(other.credential.clone(), assertion).await?;
         }
         let paired = Paired {
+            fingerprint: url
+                .starts_with("https://")
+                .then(|| client.fingerprint().map(|f| f.to_string()))
+                .flatten(),
             url,
             approver_id: response.approver_id,
             owner: response.owner,
@@ -344,12 +368,13 @@ impl Engine {
         };
         self.history.transaction(|tx| {
             tx.execute(
-                "INSERT INTO brokers (url, approver_id, owner, added_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO brokers (url, approver_id, owner, added_at, pin) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     paired.url,
                     paired.approver_id,
                     paired.owner,
-                    paired.added_at
+                    paired.added_at,
+                    paired.fingerprint
                 ],
             )?;
             Ok(())

@@ -44,6 +44,8 @@ pub enum Error {
     AlreadyPaired(String),
     #[error("not a usable broker address: {0}")]
     BadUrl(String),
+    #[error("not a SHA-256 certificate fingerprint: {0:?} (64 hex digits, colons allowed)")]
+    BadFingerprint(String),
     #[error("notification: {0}")]
     Notification(String),
     #[error("minting the grant failed: {0}")]
@@ -88,6 +90,7 @@ impl Error {
             Self::UnknownBroker(_) => "unknown_broker",
             Self::AlreadyPaired(_) => "already_paired",
             Self::BadUrl(_) => "bad_url",
+            Self::BadFingerprint(_) => "bad_fingerprint",
             Self::Notification(_) => "notification",
             Self::Mint(_) => "mint",
             Self::SelfCheck(_) => "self_check",

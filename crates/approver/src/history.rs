@@ -164,7 +164,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE items (
         owner TEXT NOT NULL,
         added_at INTEGER NOT NULL
     );
-    CREATE INDEX entries_kind ON entries(item, kind);"];
+    CREATE INDEX entries_kind ON entries(item, kind);",
+    // The broker's pinned TLS certificate (SHA-256, hex with colons); NULL for loopback http.
+    "ALTER TABLE brokers ADD COLUMN pin TEXT;"];
 
 /// The history database.
 #[derive(Debug)]

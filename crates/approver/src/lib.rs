@@ -23,6 +23,7 @@ pub mod error;
 pub mod history;
 pub mod notify;
 pub mod outbox;
+pub mod pin;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -189,7 +189,32 @@ fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
         "pairing code for {owner}; valid once, for {} s",
         config.pairing_ttl_secs
     );
+    if let Some(tls) = &config.tls {
+        eprintln!(
+            "this broker's certificate, for `countersign pair --fingerprint`: SHA-256 {}",
+            certificate_fingerprint(&tls.cert)?
+        );
+    }
     Ok(())
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM file, as
+/// `openssl x509 -noout -fingerprint -sha256` prints it.
+fn certificate_fingerprint(path: &Path) -> anyhow::Result<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use sha2::Digest as _;
+    let cert = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .next()
+        .with_context(|| format!("no certificate in {}", path.display()))?
+        .with_context(|| format!("reading {}", path.display()))?;
+    let digest = sha2::Sha256::digest(&cert);
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 fn random_secret() -> String {

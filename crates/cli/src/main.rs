@@ -64,6 +64,11 @@ enum Command {
         url: String,
         /// The one-time pairing code.
         code: String,
+        /// The broker certificate's SHA-256 fingerprint, from its administrator
+        /// (`countersign-broker pair` prints it). Without it, an https broker must have a
+        /// certificate from a public CA; either way the certificate is pinned.
+        #[arg(long)]
+        fingerprint: Option<String>,
         /// A name for this device, shown to the broker's administrator.
         #[arg(long)]
         device_name: Option<String>,
@@ -223,15 +228,28 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
         Command::Pair {
             url,
             code,
+            fingerprint,
             device_name,
             with,
         } => {
             let paired = engine
-                .pair(&url, &code, device_name, with.as_deref(), &prompt)
+                .pair(
+                    &url,
+                    &code,
+                    fingerprint.as_deref(),
+                    device_name,
+                    with.as_deref(),
+                    &prompt,
+                )
                 .await?;
             out.value(&paired, || {
+                let pin = paired
+                    .fingerprint
+                    .as_ref()
+                    .map(|f| format!("\nCertificate pinned: SHA-256 {f}"))
+                    .unwrap_or_default();
                 format!(
-                    "Paired with {} as approver {} (owner {}).",
+                    "Paired with {} as approver {} (owner {}).{pin}",
                     paired.url, paired.approver_id, paired.owner
                 )
             });

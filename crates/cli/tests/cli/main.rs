@@ -18,3 +18,4 @@ mod hostile;
 mod notify;
 mod resilience;
 mod support;
+mod tls;
