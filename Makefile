@@ -2,10 +2,14 @@
 
 CARGO ?= cargo
 
-.PHONY: test setup check fmt lint unit bench deny
+.PHONY: test demo setup check fmt lint unit bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
+
+## The command-line demo: a broker, simulated agents, and the countersign CLI.
+demo:
+	@scripts/demo.sh
 
 setup:
 	@scripts/setup.sh
@@ -25,6 +29,8 @@ unit:
 ## Benchmarks: figures, never pass/fail.
 bench:
 	$(CARGO) bench -p countersign-protocol --bench verify
+	$(CARGO) bench -p countersign-broker --bench broker
+	$(CARGO) bench -p countersign-approver --bench history
 
 ## Licence and advisory checks (installs cargo-deny on first use).
 deny:

@@ -260,12 +260,13 @@ impl<'a> Authenticators<'a> {
     }
 
     /// Runs one ceremony on a backend of `kind`.
-    fn run<T>(
+    fn run<T: Send>(
         &self,
         kind: Kind,
         ceremony: impl FnOnce(
             &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
-        ) -> Result<T, WebauthnCError>,
+        ) -> Result<T, WebauthnCError>
+        + Send,
     ) -> Result<T> {
         if !kind.available() {
             drop(ceremony);
@@ -318,38 +319,55 @@ impl<'a> Authenticators<'a> {
         Ok(result)
     }
 
-    /// The first FIDO2 key on USB. The CTAP2 layer blocks on its own futures, so it runs
-    /// inside a private runtime's context on this (blocking) thread.
+    /// The first FIDO2 key on USB. The CTAP2 layer blocks on its own futures and needs a
+    /// runtime's reactor, so the whole ceremony runs on a thread of its own with a private
+    /// runtime (callable from async code and from plain threads alike).
     #[cfg(feature = "usb")]
-    fn run_usb<T>(
+    fn run_usb<T: Send>(
         &self,
         ceremony: impl FnOnce(
             &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
-        ) -> Result<T, WebauthnCError>,
+        ) -> Result<T, WebauthnCError>
+        + Send,
     ) -> Result<T> {
         use webauthn_authenticator_rs::ctap2::CtapAuthenticator;
         use webauthn_authenticator_rs::transport::Transport as _;
         use webauthn_authenticator_rs::usb::USBTransport;
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let _context = runtime.enter();
-        let ui = Ui(self.prompt);
-        let token = futures_executor::block_on(async {
-            let transport = USBTransport::new().await.map_err(no_key)?;
-            let mut tokens = transport.tokens().await.map_err(no_key)?;
-            if tokens.is_empty() {
-                return Err(Error::Authenticator(
-                    "no security key is connected: plug one in and try again".into(),
-                ));
-            }
-            Ok(tokens.swap_remove(0))
-        })?;
-        let mut authenticator = futures_executor::block_on(CtapAuthenticator::new(token, &ui))
-            .ok_or_else(|| Error::Authenticator("the security key does not speak CTAP2".into()))?;
-        ceremony(&mut authenticator).map_err(ceremony_failed)
+        let prompt = self.prompt;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()?;
+                    let ui = Ui(prompt);
+                    let token = runtime.block_on(async {
+                        let transport = USBTransport::new().await.map_err(no_key)?;
+                        let mut tokens = transport.tokens().await.map_err(no_key)?;
+                        if tokens.is_empty() {
+                            return Err(Error::Authenticator(
+                                "no security key is connected: plug one in and try again".into(),
+                            ));
+                        }
+                        Ok(tokens.swap_remove(0))
+                    })?;
+                    let mut authenticator = runtime
+                        .block_on(CtapAuthenticator::new(token, &ui))
+                        .ok_or_else(|| {
+                            Error::Authenticator("the security key does not speak CTAP2".into())
+                        })?;
+                    let _context = runtime.enter();
+                    ceremony(&mut authenticator).map_err(ceremony_failed)
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::Authenticator(
+                        "the security key ceremony crashed".into(),
+                    ))
+                })
+        })
     }
 }
 

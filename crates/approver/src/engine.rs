@@ -37,6 +37,9 @@ pub const RECEIVE_LIMITS: countersign_protocol::json::Limits = countersign_proto
     max_depth: 64,
 };
 
+/// The keyring name of the history's anchored head.
+const HEAD_SECRET: &str = "history-head";
+
 /// The local user handle authenticators are registered for.
 const USER_HANDLE: &str = "countersign-owner";
 
@@ -120,6 +123,63 @@ impl Engine {
 
     pub fn vault(&self) -> &Vault {
         &self.vault
+    }
+
+    /// Checks the history's hash chain and that it still reaches the head anchored in the
+    /// keyring, so that cutting off the newest entries (which leaves a valid, shorter chain)
+    /// is detected too.
+    pub fn verify_history(&self) -> Result<crate::history::ChainReport> {
+        let report = self.history.verify()?;
+        let Some(anchor) = self.vault.get(HEAD_SECRET)? else {
+            return Ok(report);
+        };
+        let text = String::from_utf8_lossy(&anchor).into_owned();
+        let (seq, hash) = text
+            .split_once(':')
+            .and_then(|(seq, hash)| Some((seq.parse::<i64>().ok()?, hash.to_owned())))
+            .ok_or_else(|| Error::KeyringCorrupt(format!("{HEAD_SECRET} is not seq:hash")))?;
+        match self.history.entry_hash(seq)? {
+            Some(stored) if stored == hash => Ok(report),
+            Some(_) => Err(Error::ChainBroken {
+                seq,
+                reason: "it differs from the entry anchored in the keyring".into(),
+            }),
+            None => Err(Error::ChainBroken {
+                seq,
+                reason: format!(
+                    "the history ends at entry {} but the keyring anchored entry {seq}: the \
+                     newest entries were removed",
+                    report.entries
+                ),
+            }),
+        }
+    }
+
+    /// Records the newest entry in the keyring (see [`Self::verify_history`]). Done when the
+    /// engine closes; an anchor that lags after a crash is still a valid, older anchor.
+    /// An anchor the file no longer matches is left in place, as evidence.
+    pub fn anchor(&self) -> Result<()> {
+        if let Some(anchor) = self.vault.get(HEAD_SECRET)? {
+            let text = String::from_utf8_lossy(&anchor).into_owned();
+            let matches = match text.split_once(':') {
+                Some((seq, hash)) => seq
+                    .parse::<i64>()
+                    .ok()
+                    .map(|seq| self.history.entry_hash(seq))
+                    .transpose()?
+                    .flatten()
+                    .is_some_and(|stored| stored == hash),
+                None => false,
+            };
+            if !matches {
+                return Ok(());
+            }
+        }
+        if let Some((seq, hash)) = self.history.head()? {
+            self.vault
+                .put(HEAD_SECRET, format!("{seq}:{hash}").as_bytes())?;
+        }
+        Ok(())
     }
 
     fn device_key(&self) -> Result<DeviceSigningKey> {
@@ -647,6 +707,13 @@ impl Engine {
             Err(Error::Http(_)) => Ok((queued, None)),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Best effort: a failure leaves the previous (older, still valid) anchor.
+        let _ = self.anchor();
     }
 }
 

@@ -360,6 +360,28 @@ impl History {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The newest entry's sequence number and hash, if any.
+    pub fn head(&self) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The stored hash of entry `seq`, if it exists.
+    pub fn entry_hash(&self, seq: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// Checks every link of the chain, in order. The error names the first broken entry.
     pub fn verify(&self) -> Result<ChainReport> {
         let mut stmt = self

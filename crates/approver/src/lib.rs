@@ -4,16 +4,19 @@
 //! `countersign` command line share. It depends on `countersign-protocol` for every type it
 //! exchanges with brokers, and must never depend on `tauri` or on the broker crate.
 //!
-//! Present today: [`history`], the local tamper-evident record of every item and state change
-//! (SQLite in WAL mode, a hash chain over every entry, full-text search, filters, JSON Lines and
-//! CSV export, an integrity check that names the first broken link); and [`vault`], key custody
-//! in the OS keyring (the device signing key is generated on first use and never touches a
-//! file). The broker client, WebAuthn ceremonies, the decision outbox and notifications build on
-//! them.
-//!
-//! Known limit of the chain alone: cutting off the newest entries leaves a valid, shorter
-//! chain. The remedy is to anchor the head (last hash and count) outside the file — in the OS
-//! keyring next to the device key, or signed by it — which comes with key custody.
+//! - [`engine`]: one profile — history, keyring, authenticators, paired brokers — and the
+//!   operations both front ends offer: enrol, pair, sync, follow, approve, deny.
+//! - [`authn`]: WebAuthn enrolment verified by webauthn-rs and user-verified assertions over a
+//!   caller-chosen challenge, through CTAP2 backends (USB security keys, Windows Hello, and the
+//!   `dev-authenticator` software token), with prompts behind the [`authn::Prompt`] trait.
+//! - [`vault`]: key custody in the OS keyring (the device key never touches a file).
+//! - [`client`]: the broker client (request proofs, listing, decisions, the SSE stream with
+//!   reconnection and reconciliation); [`pin`]: the broker's pinned TLS certificate.
+//! - [`outbox`]: decisions written with their history entry before they are sent, and sent
+//!   with an idempotency key until acknowledged.
+//! - [`history`]: the local tamper-evident record (SQLite, WAL, hash chain, FTS5, export); its
+//!   head is anchored in the keyring so truncation is detected too.
+//! - [`notify`] and [`display`]: notifications, and untrusted text made visible.
 
 pub mod authn;
 pub mod client;

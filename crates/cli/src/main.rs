@@ -354,7 +354,7 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             }
         }
         Command::VerifyHistory => {
-            let report = engine.history().verify()?;
+            let report = engine.verify_history()?;
             out.value(
                 &json!({"verified": true, "entries": report.entries}),
                 || {

@@ -244,4 +244,57 @@ async fn an_edited_history_is_detected() {
     let text = app.run(&["verify-history"]).await;
     assert_eq!(text.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&text.stderr).contains(&format!("entry {seq}")));
+
+    // Cutting off the newest entry leaves a valid, shorter chain; the keyring's anchor tells.
+    let db = rusqlite::Connection::open(app.home.join("history.sqlite")).unwrap();
+    db.execute("DELETE FROM entries WHERE seq = ?1", [seq])
+        .unwrap();
+    drop(db);
+    let cut = app.json(&["verify-history"], 7).await;
+    let message = cut["error"]["message"].as_str().unwrap();
+    assert!(message.contains("newest entries were removed"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardware_backends_fail_clearly_without_hardware() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::new(dir.path());
+    // The USB backend really enumerates FIDO HID devices; this machine has none.
+    let usb = app
+        .json(
+            &[
+                "authenticators",
+                "add",
+                "--kind",
+                "security-key",
+                "--name",
+                "key",
+            ],
+            5,
+        )
+        .await;
+    assert_eq!(usb["error"]["code"], "authenticator");
+    let message = usb["error"]["message"].as_str().unwrap();
+    assert!(message.contains("security key"), "{message}");
+    // Windows Hello exists only on Windows.
+    let hello = app
+        .json(
+            &[
+                "authenticators",
+                "add",
+                "--kind",
+                "windows-hello",
+                "--name",
+                "hello",
+            ],
+            5,
+        )
+        .await;
+    let message = hello["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no windows-hello backend"), "{message}");
+    // Nothing was enrolled by the failures.
+    assert_eq!(
+        app.ok(&["authenticators", "list"]).await,
+        serde_json::json!([])
+    );
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The command-line demo: a local broker with simulated agents, and the `countersign` CLI with
+# the development authenticator, in a private session (temporary keyring, nothing of yours
+# touched). It walks through pairing, reviewing, approving and denying, then — on a terminal —
+# leaves you in a shell to try the commands yourself; leaving the shell ends everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${COUNTERSIGN_IN_SESSION:-}" != 1 ]]; then
+  scripts/setup.sh
+  cargo build --locked -p countersign-broker -p countersign-cli --features countersign-cli/dev-authenticator
+  exec scripts/session.sh "$0" "$@"
+fi
+
+bin="$PWD/target/debug"
+work=$(mktemp -d)
+broker_pid="" sim_pid=""
+cleanup() {
+  [[ -n "$sim_pid" ]] && kill "$sim_pid" 2>/dev/null || true
+  [[ -n "$broker_pid" ]] && kill "$broker_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export PATH="$bin:$PATH" COUNTERSIGN_HOME="$work/app" COUNTERSIGN_PROFILE=demo
+cd "$work"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+
+port=8470
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+say "A broker with three simulated agents' credentials, on 127.0.0.1:$port"
+countersign-broker demo-init demo >/dev/null
+export COUNTERSIGN_BROKER_LISTEN="127.0.0.1:$port"
+countersign-broker --config demo/broker.toml serve >broker.log 2>&1 &
+broker_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+say "Enrol an authenticator (the development one: tests and demos only)"
+run countersign authenticators add --kind dev --name demo-key
+
+say "Pair with the broker using a one-time code from its administrator"
+code=$(countersign-broker --config demo/broker.toml pair --owner alice@example.com 2>/dev/null)
+run countersign pair "http://127.0.0.1:$port" "$code" --device-name demo-laptop
+
+say "The agents go to work; policy holds the risky calls for you"
+countersign-broker simulate --broker "http://127.0.0.1:$port" --secrets demo/simulate.toml --rounds 1 --pause-ms 200 >simulate.log 2>&1 &
+sim_pid=$!
+for _ in $(seq 50); do
+  [[ $(countersign --json pending | grep -c '"id"') -ge 4 ]] && break
+  sleep 0.2
+done
+run countersign pending
+
+first=$(countersign --json pending | sed -n 's/^    "id": "\(.*\)",$/\1/p' | head -1)
+second=$(countersign --json pending | sed -n 's/^    "id": "\(.*\)",$/\1/p' | sed -n 2p)
+say "Review one: everything the agent wants, and why policy stopped it"
+run countersign show "$first"
+
+say "Approve it: a user-verified WebAuthn assertion, a grant bound to exactly this call"
+run countersign approve "$first"
+say "Deny another, with a reason"
+run countersign deny "$second" --reason "not without a ticket"
+
+sleep 2
+say "The agents' side: the approved call's grant was redeemed once, its replay refused"
+grep -E "call finished" simulate.log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*call finished/call finished/' || true
+
+say "History: every state change, hash-chained"
+run countersign sync
+run countersign history
+run countersign verify-history
+
+if [[ -t 0 ]]; then
+  say "Your turn: try 'countersign pending', 'countersign show ID', 'countersign approve ID',"
+  echo "   'countersign history --search refund', 'countersign --help'. The broker keeps running;"
+  echo "   'countersign-broker simulate --broker http://127.0.0.1:$port --secrets demo/simulate.toml' sends more. Type exit to end."
+  PS1='countersign-demo$ ' bash --norc -i || true
+fi
