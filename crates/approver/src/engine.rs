@@ -604,8 +604,8 @@ impl Engine {
         Ok(done.into_iter().map(|(item, _)| item).collect())
     }
 
-    /// A client for the broker an item came from.
-    pub fn client_for_item(&self, item: &str) -> Result<BrokerClient> {
+    /// The paired broker an item came from.
+    fn item_broker(&self, item: &str) -> Result<Paired> {
         let url: String = self.history.read(|conn| {
             conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
                 r.get(0)
@@ -613,7 +613,7 @@ impl Engine {
             .optional()?
             .ok_or_else(|| Error::UnknownItem(item.to_owned()))
         })?;
-        self.client(&self.broker(&url)?)
+        self.broker(&url)
     }
 
     /// A client per paired broker.
@@ -643,14 +643,7 @@ impl Engine {
         with: Option<&str>,
         prompt: &dyn Prompt,
     ) -> Result<Queued> {
-        let url: String = self.history.read(|conn| {
-            conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .ok_or_else(|| Error::UnknownItem(item.to_owned()))
-        })?;
-        let broker = self.broker(&url)?;
+        let broker = self.item_broker(item)?;
         let chosen = self.authenticator(with)?;
         let device = self.device_key()?;
         let issuer = Issuer {

@@ -5,8 +5,10 @@ use countersign_approver::client::BrokerClient;
 use countersign_approver::outbox::Authenticator;
 use countersign_approver::{Error, Result};
 use countersign_broker::RunningBroker;
-use countersign_broker::config::{AgentConfig, Config, GatewayConfig, secret_hash};
-use countersign_broker::simulate::{AgentSecret, FleetSecrets, GatewaySecret, SimulatedAgent};
+use std::path::Path;
+
+use countersign_broker::config::Config;
+use countersign_broker::simulate::{SimulatedAgent, SmallFleet};
 use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::dev_authenticator::SoftAuthenticator;
 use countersign_protocol::grant::Issuer;
@@ -16,41 +18,17 @@ use countersign_protocol::webauthn::{RelyingParty, WebAuthnAssertion};
 pub const OWNER: &str = "alice@example.com";
 pub const AGENT: &str = "spiffe://example.com/agent/billing";
 pub const GATEWAY: &str = "https://tools.example.com";
-const SECRET: &str = "approver-test-agent-secret-0123456789abc";
-const GATEWAY_SECRET: &str = "approver-test-gateway-secret-0123456789";
 
-pub fn broker_config(dir: &std::path::Path, listen: &str) -> Config {
-    Config {
-        listen: listen.parse().unwrap(),
-        database: dir.join("broker.db"),
-        agents: vec![AgentConfig {
-            id: AGENT.into(),
-            owner: OWNER.into(),
-            secret_sha256: secret_hash(SECRET),
-        }],
-        gateways: vec![GatewayConfig {
-            audience: GATEWAY.into(),
-            tools: vec!["*".into()],
-            secret_sha256: secret_hash(GATEWAY_SECRET),
-        }],
-        ..Config::default()
-    }
+fn fleet() -> SmallFleet {
+    SmallFleet::new(OWNER, AGENT, GATEWAY, "approver-test")
+}
+
+pub fn broker_config(dir: &Path, listen: &str) -> Config {
+    fleet().config(dir.join("broker.db"), listen.parse().unwrap())
 }
 
 pub fn sim(url: &str) -> SimulatedAgent {
-    let secrets = FleetSecrets {
-        owner: OWNER.into(),
-        agents: vec![AgentSecret {
-            id: AGENT.into(),
-            secret: SECRET.into(),
-            delegated_by: None,
-        }],
-        gateways: vec![GatewaySecret {
-            audience: GATEWAY.into(),
-            secret: GATEWAY_SECRET.into(),
-        }],
-    };
-    SimulatedAgent::new(url, &secrets, &secrets.agents[0]).unwrap()
+    fleet().agent(url).unwrap()
 }
 
 /// The development authenticator behind the engine's [`Authenticator`] trait.
@@ -100,7 +78,7 @@ pub struct Paired {
     pub authenticator: Soft,
 }
 
-pub async fn paired(dir: &std::path::Path) -> Paired {
+pub async fn paired(dir: &Path) -> Paired {
     let broker = countersign_broker::spawn(broker_config(dir, "127.0.0.1:0"))
         .await
         .unwrap();

@@ -6,10 +6,8 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use countersign_broker::RunningBroker;
-use countersign_broker::config::{AgentConfig, Config, GatewayConfig, secret_hash};
-use countersign_broker::simulate::{
-    AgentSecret, FleetSecrets, GatewaySecret, Scenario, SimulatedAgent, scenarios,
-};
+use countersign_broker::config::Config;
+use countersign_broker::simulate::{Scenario, SimulatedAgent, SmallFleet, scenarios};
 use countersign_protocol::action::ActionRequest;
 use countersign_protocol::api::RequestStatus;
 use serde_json::Value;
@@ -17,25 +15,13 @@ use serde_json::Value;
 pub const OWNER: &str = "alice@example.com";
 pub const AGENT: &str = "spiffe://example.com/agent/billing";
 pub const GATEWAY: &str = "https://tools.example.com";
-const SECRET: &str = "cli-test-agent-secret-0123456789abcdefgh";
-const GATEWAY_SECRET: &str = "cli-test-gateway-secret-0123456789abcdef";
+
+fn fleet() -> SmallFleet {
+    SmallFleet::new(OWNER, AGENT, GATEWAY, "cli-test")
+}
 
 pub fn broker_config(dir: &Path, listen: &str) -> Config {
-    Config {
-        listen: listen.parse().unwrap(),
-        database: dir.join("broker.db"),
-        agents: vec![AgentConfig {
-            id: AGENT.into(),
-            owner: OWNER.into(),
-            secret_sha256: secret_hash(SECRET),
-        }],
-        gateways: vec![GatewayConfig {
-            audience: GATEWAY.into(),
-            tools: vec!["*".into()],
-            secret_sha256: secret_hash(GATEWAY_SECRET),
-        }],
-        ..Config::default()
-    }
+    fleet().config(dir.join("broker.db"), listen.parse().unwrap())
 }
 
 pub async fn broker(dir: &Path) -> RunningBroker {
@@ -49,19 +35,7 @@ pub fn url(broker: &RunningBroker) -> String {
 }
 
 pub fn agent(url: &str) -> SimulatedAgent {
-    let secrets = FleetSecrets {
-        owner: OWNER.into(),
-        agents: vec![AgentSecret {
-            id: AGENT.into(),
-            secret: SECRET.into(),
-            delegated_by: None,
-        }],
-        gateways: vec![GatewaySecret {
-            audience: GATEWAY.into(),
-            secret: GATEWAY_SECRET.into(),
-        }],
-    };
-    SimulatedAgent::new(url, &secrets, &secrets.agents[0]).unwrap()
+    fleet().agent(url).unwrap()
 }
 
 /// A held call: the refund of 5000 that the demo policy sends to the owner, with `intent`.
