@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo setup check fmt lint unit bench deny
+.PHONY: test demo demo-app setup check ui fmt lint unit bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -11,10 +11,20 @@ test: setup check
 demo:
 	@scripts/demo.sh
 
+## The desktop app in demo mode: embedded broker, simulated agents, development authenticator.
+demo-app:
+	@scripts/demo-app.sh
+
 setup:
 	@scripts/setup.sh
 
-check: fmt lint unit
+check: ui fmt lint unit
+
+## The UI: type check, unit tests (Vitest), and the bundle the app embeds (ui/dist).
+ui:
+	npm --prefix ui run check
+	npm --prefix ui test
+	npm --prefix ui run build
 
 fmt:
 	$(CARGO) fmt --all --check

@@ -2,12 +2,16 @@
 # Installs what building and testing Countersign needs on Debian 12 (or Ubuntu), and nothing
 # that is already there. Safe to run again.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # Build: a C toolchain and OpenSSL headers (josekit, the independent JOSE check in tests).
 # USB security keys (CTAP2 over HID): libudev, and libclang for the bindings.
 # Tests: a D-Bus session and gnome-keyring, the real Secret Service the approver keeps keys in;
 # an X server without a display (Xvfb) and dunst, the real notification server.
+# The desktop app: WebKitGTK and GTK, the tray (ayatana appindicator), librsvg, libxdo; Node.js
+# and npm build its UI.
 packages=(build-essential pkg-config libssl-dev libudev-dev libclang-dev
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev file
   dbus-daemon dbus-session-bus-common libglib2.0-bin gnome-keyring
   xvfb xauth dunst)
 
@@ -23,6 +27,16 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v npm >/dev/null; then
+  echo "setup: npm not found; install Node.js 20 or newer (https://nodejs.org), then run this again" >&2
+  exit 1
+fi
+# The UI's packages, exactly as locked.
+if [[ ! -d ui/node_modules ]] || [[ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]]; then
+  echo "setup: installing the UI's npm packages"
+  npm --prefix ui ci --no-audit --no-fund
 fi
 
 if ! command -v cargo >/dev/null; then

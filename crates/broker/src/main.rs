@@ -217,58 +217,39 @@ fn certificate_fingerprint(path: &Path) -> anyhow::Result<String> {
         .join(":"))
 }
 
-fn random_secret() -> String {
-    use rand_core::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    countersign_protocol::hash::b64url(&bytes)
-}
-
 fn demo_init(dir: &Path, owner: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let agents = [
-        (
-            "spiffe://example.com/agent/billing",
-            Some("spiffe://example.com/agent/planner"),
-        ),
-        ("spiffe://example.com/agent/devops", None),
-        (
-            "spiffe://example.com/agent/assistant",
-            Some("spiffe://example.com/agent/planner"),
-        ),
-    ];
-    let gateways = [
-        ("https://payments-gateway.example.com", "[\"stripe/*\"]"),
-        ("https://tools-gateway.example.com", "[\"*\"]"),
-    ];
+    let (secrets, agents, gateways) = countersign_broker::simulate::demo_fleet(owner);
     let mut broker = format!(
         "# Countersign demo broker. Secrets are stored hashed; the simulator's plaintext copies are in simulate.toml.\n\
          listen = \"127.0.0.1:8470\"\ndatabase = \"{}\"\npending_ttl_secs = 300\n\n",
         dir.join("broker.db").display()
     );
     let mut sim = format!("owner = \"{owner}\"\n\n");
-    for (id, delegated_by) in agents {
-        let secret = random_secret();
+    for (config, secret) in agents.iter().zip(&secrets.agents) {
         broker.push_str(&format!(
-            "[[agents]]\nid = \"{id}\"\nowner = \"{owner}\"\nsecret_sha256 = \"{}\"\n\n",
-            secret_hash(&secret)
+            "[[agents]]\nid = \"{}\"\nowner = \"{owner}\"\nsecret_sha256 = \"{}\"\n\n",
+            config.id, config.secret_sha256
         ));
         sim.push_str(&format!(
-            "[[agents]]\nid = \"{id}\"\nsecret = \"{secret}\"\n"
+            "[[agents]]\nid = \"{}\"\nsecret = \"{}\"\n",
+            secret.id, secret.secret
         ));
-        if let Some(by) = delegated_by {
+        if let Some(by) = &secret.delegated_by {
             sim.push_str(&format!("delegated_by = \"{by}\"\n"));
         }
         sim.push('\n');
     }
-    for (audience, tools) in gateways {
-        let secret = random_secret();
+    for (config, secret) in gateways.iter().zip(&secrets.gateways) {
         broker.push_str(&format!(
-            "[[gateways]]\naudience = \"{audience}\"\ntools = {tools}\nsecret_sha256 = \"{}\"\n\n",
-            secret_hash(&secret)
+            "[[gateways]]\naudience = \"{}\"\ntools = [\"{}\"]\nsecret_sha256 = \"{}\"\n\n",
+            config.audience,
+            config.tools.join("\", \""),
+            config.secret_sha256
         ));
         sim.push_str(&format!(
-            "[[gateways]]\naudience = \"{audience}\"\nsecret = \"{secret}\"\n\n"
+            "[[gateways]]\naudience = \"{}\"\nsecret = \"{}\"\n\n",
+            secret.audience, secret.secret
         ));
     }
     write_private(&dir.join("broker.toml"), &broker)?;

@@ -105,6 +105,67 @@ impl SmallFleet {
     }
 }
 
+/// The demo fleet with fresh random secrets: three agents of `owner` (two of them acting for a
+/// planner agent) and two gateways — payments for `stripe/*`, tools for everything. Returns the
+/// simulator's secrets and the broker's configuration entries (secrets hashed).
+pub fn demo_fleet(owner: &str) -> (FleetSecrets, Vec<AgentConfig>, Vec<GatewayConfig>) {
+    let agents = [
+        (
+            "spiffe://example.com/agent/billing",
+            Some("spiffe://example.com/agent/planner"),
+        ),
+        ("spiffe://example.com/agent/devops", None),
+        (
+            "spiffe://example.com/agent/assistant",
+            Some("spiffe://example.com/agent/planner"),
+        ),
+    ];
+    let gateways = [
+        ("https://payments-gateway.example.com", "stripe/*"),
+        ("https://tools-gateway.example.com", "*"),
+    ];
+    let mut secrets = FleetSecrets {
+        owner: owner.to_owned(),
+        agents: Vec::new(),
+        gateways: Vec::new(),
+    };
+    let (mut agent_configs, mut gateway_configs) = (Vec::new(), Vec::new());
+    for (id, delegated_by) in agents {
+        let secret = random_secret();
+        agent_configs.push(AgentConfig {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            secret_sha256: secret_hash(&secret),
+        });
+        secrets.agents.push(AgentSecret {
+            id: id.to_owned(),
+            secret,
+            delegated_by: delegated_by.map(str::to_owned),
+        });
+    }
+    for (audience, tools) in gateways {
+        let secret = random_secret();
+        gateway_configs.push(GatewayConfig {
+            audience: audience.to_owned(),
+            tools: vec![tools.to_owned()],
+            secret_sha256: secret_hash(&secret),
+        });
+        secrets.gateways.push(GatewaySecret {
+            audience: audience.to_owned(),
+            secret,
+        });
+    }
+    (secrets, agent_configs, gateway_configs)
+}
+
+/// A 256-bit random secret, base64url.
+pub fn random_secret() -> String {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    countersign_protocol::hash::b64url(&bytes)
+}
+
 /// What happened to one simulated call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallOutcome {

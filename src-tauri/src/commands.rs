@@ -1,0 +1,410 @@
+//! The commands the UI may call: short adapters of engine calls. Errors reach the UI as
+//! [`CommandError`] (a stable code and a sentence).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use countersign_approver::authn::Kind;
+use countersign_approver::client::DecisionOutcome;
+use countersign_approver::display::Review;
+use countersign_approver::engine::Engine;
+use countersign_approver::outbox::Queued;
+use countersign_approver::{EntryKind, Filter};
+use countersign_protocol::api::Decision;
+use tauri::{AppHandle, Runtime, State};
+
+use crate::ipc::{
+    AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, HistoryEntry, HistoryRow,
+    Integrity, ItemDetail, PendingItem, Settings,
+};
+use crate::state::{AppState, GuiPrompt, Shared, changed, pending_count};
+
+type Reply<T> = Result<T, CommandError>;
+
+/// Every command, for `invoke_handler`.
+pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        pending,
+        item,
+        approve,
+        deny,
+        submit_pin,
+        history,
+        verify_history,
+        settings,
+        set_privacy,
+        pause_notifications,
+        pair,
+        remove_broker,
+        add_authenticator,
+        rename_authenticator,
+        remove_authenticator,
+    ]
+}
+
+include!("command_names.rs");
+
+fn pending_items(engine: &Engine) -> Reply<Vec<PendingItem>> {
+    let items = engine.history().list(&Filter {
+        status: Some("pending".into()),
+        limit: 10_000,
+        ..Filter::default()
+    })?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Some((pending, status)) = engine.history().item(&item.id)? else {
+            continue;
+        };
+        let review = Review::of(&pending, &status);
+        out.push(PendingItem {
+            id: review.id,
+            agent: review.agent,
+            tool: review.tool,
+            intent: review.intent,
+            classification: review.classification,
+            policy_id: review.policy_id,
+            merged: 0,
+            created_at: pending.created_at.unix(),
+            expires_at: pending.expires_at.unix(),
+            fingerprint: review.fingerprint,
+            hidden_characters: review.hidden_characters,
+        });
+    }
+    out.sort_by_key(|p| (p.expires_at, p.created_at));
+    Ok(out)
+}
+
+/// What waits for a decision, soonest expiry first.
+#[tauri::command]
+async fn pending(state: State<'_, Shared>) -> Reply<Vec<PendingItem>> {
+    pending_items(&*state.0.engine.lock().await)
+}
+
+/// Everything about one item; viewing a pending item is recorded.
+#[tauri::command]
+async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
+    let mut engine = state.0.engine.lock().await;
+    let (pending, status) = engine
+        .history()
+        .item(&id)?
+        .ok_or_else(|| countersign_approver::Error::UnknownItem(id.clone()))?;
+    // The first look at a pending item is recorded; refreshes of an open review are not.
+    let seen = engine
+        .history()
+        .entries(&id)?
+        .iter()
+        .any(|e| e.kind == "viewed");
+    if status == "pending" && !seen {
+        let now = engine.now();
+        engine.history_mut().record(
+            &id,
+            EntryKind::Viewed,
+            serde_json::json!({"via": "app"}),
+            now,
+        )?;
+    }
+    let review = Review::of(&pending, &status);
+    let history = engine
+        .history()
+        .entries(&id)?
+        .into_iter()
+        .map(|e| HistoryEntry {
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind,
+            detail: e.detail,
+        })
+        .collect();
+    Ok(ItemDetail {
+        id: review.id,
+        status: review.status,
+        agent: review.agent,
+        delegation: review.delegation,
+        tool: review.tool,
+        action: review.action,
+        intent: review.intent,
+        arguments: review.arguments,
+        data_domain: review.data_domain,
+        classification: review.classification,
+        policy_id: review.policy_id,
+        policy_reason: review.policy_reason,
+        audience: review.audience,
+        requested_at: review.requested_at,
+        expires_at: review.expires_at,
+        expires_at_unix: pending.expires_at.unix(),
+        fingerprint: review.fingerprint,
+        hash_matches: review.hash_matches,
+        hidden_characters: review.hidden_characters,
+        history,
+    })
+}
+
+fn result(queued: &Queued, outcome: Option<&DecisionOutcome>) -> DecisionResult {
+    DecisionResult {
+        item: queued.item.clone(),
+        decision: match queued.decision {
+            Decision::Approve { .. } => "approve".into(),
+            Decision::Deny { .. } => "deny".into(),
+        },
+        delivered: outcome.is_some() || queued.acked,
+        broker_status: outcome.map(|o| match o {
+            DecisionOutcome::Recorded(v) | DecisionOutcome::AlreadyDecided(v) => {
+                v.status.as_str().to_owned()
+            }
+        }),
+    }
+}
+
+async fn refreshed<R: Runtime>(app: &AppHandle<R>, state: &Arc<AppState>) {
+    let pending = pending_count(&*state.engine.lock().await);
+    changed(app, pending);
+}
+
+/// Approves with the authenticator `with` (default: the first enrolled). The ceremony runs
+/// off the async threads; its prompts reach the UI as `ceremony` events.
+#[tauri::command]
+async fn approve<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    id: String,
+    with: Option<String>,
+) -> Reply<DecisionResult> {
+    let shared = state.0.clone();
+    let prompt = GuiPrompt {
+        app: app.clone(),
+        state: shared.clone(),
+    };
+    let local = shared.clone();
+    let queued = tauri::async_runtime::spawn_blocking(move || {
+        local
+            .engine
+            .blocking_lock()
+            .approve_queued(&id, with.as_deref(), &prompt)
+    })
+    .await
+    .map_err(|e| CommandError {
+        code: "internal".into(),
+        message: e.to_string(),
+    })??;
+    let (queued, outcome) = shared.engine.lock().await.deliver(queued).await?;
+    refreshed(&app, &shared).await;
+    Ok(result(&queued, outcome.as_ref()))
+}
+
+/// Denies with a reason, optionally suspending the agent.
+#[tauri::command]
+async fn deny<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    id: String,
+    reason: String,
+    suspend_agent: bool,
+) -> Reply<DecisionResult> {
+    let (queued, outcome) = state
+        .0
+        .engine
+        .lock()
+        .await
+        .deny(&id, &reason, suspend_agent)
+        .await?;
+    refreshed(&app, &state.0).await;
+    Ok(result(&queued, outcome.as_ref()))
+}
+
+/// The PIN the authenticator asked for (`None` cancels).
+#[tauri::command]
+fn submit_pin(state: State<'_, Shared>, pin: Option<String>) -> Reply<()> {
+    let sender = state.0.pin.lock().ok().and_then(|mut slot| slot.take());
+    match sender {
+        Some(sender) => {
+            let _ = sender.send(pin);
+            Ok(())
+        }
+        None => Err(CommandError {
+            code: "no_ceremony".into(),
+            message: "no authenticator is waiting for a PIN".into(),
+        }),
+    }
+}
+
+/// The history, filtered.
+#[tauri::command]
+async fn history(
+    state: State<'_, Shared>,
+    search: Option<String>,
+    status: Option<String>,
+    agent: Option<String>,
+    tool: Option<String>,
+    limit: Option<u32>,
+) -> Reply<Vec<HistoryRow>> {
+    let engine = state.0.engine.lock().await;
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let rows = engine.history().list(&Filter {
+        search: nonempty(search),
+        status: nonempty(status),
+        agent: nonempty(agent),
+        tool: nonempty(tool),
+        limit: limit.map_or(200, |l| l.min(10_000) as usize),
+        ..Filter::default()
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| HistoryRow {
+            id: r.id,
+            status: r.status,
+            agent: countersign_approver::display::visible(&r.agent),
+            tool: countersign_approver::display::visible(&r.tool),
+            intent: countersign_approver::display::visible(&r.intent),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+        .collect())
+}
+
+/// The history's integrity (chain and anchored head).
+#[tauri::command]
+async fn verify_history(state: State<'_, Shared>) -> Reply<Integrity> {
+    match state.0.engine.lock().await.verify_history() {
+        Ok(report) => Ok(Integrity::Verified {
+            entries: report.entries,
+        }),
+        Err(countersign_approver::Error::ChainBroken { seq, reason }) => {
+            Ok(Integrity::Broken { entry: seq, reason })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Brokers, authenticators and notification settings.
+#[tauri::command]
+async fn settings(state: State<'_, Shared>) -> Reply<Settings> {
+    let engine = state.0.engine.lock().await;
+    let authenticators = engine.authenticators()?;
+    Ok(Settings {
+        brokers: engine
+            .brokers()?
+            .into_iter()
+            .map(|b| BrokerInfo {
+                connected: state.0.connected(&b.url),
+                url: b.url,
+                approver_id: b.approver_id,
+                owner: b.owner,
+                fingerprint: b.fingerprint,
+            })
+            .collect(),
+        dev_authenticator: authenticators.iter().any(|a| a.kind == Kind::Dev),
+        authenticators: authenticators
+            .into_iter()
+            .map(|a| AuthenticatorInfo {
+                name: a.name,
+                kind: a.kind.as_str().to_owned(),
+                credential: a.credential.id,
+                added_at: a.added_at,
+            })
+            .collect(),
+        privacy: state.0.privacy.load(Ordering::Relaxed),
+        paused_until: state.0.paused_until.load(Ordering::Relaxed),
+        demo: state.0.demo,
+    })
+}
+
+#[tauri::command]
+fn set_privacy(state: State<'_, Shared>, on: bool) {
+    state.0.privacy.store(on, Ordering::Relaxed);
+}
+
+/// Pauses notifications for `minutes` (0 resumes them).
+#[tauri::command]
+async fn pause_notifications(state: State<'_, Shared>, minutes: u32) -> Reply<i64> {
+    let now = state.0.engine.lock().await.now();
+    let until = if minutes == 0 {
+        0
+    } else {
+        now + i64::from(minutes) * 60
+    };
+    state.0.paused_until.store(until, Ordering::Relaxed);
+    Ok(until)
+}
+
+/// Pairs with a broker (the first enrolled authenticator asserts first).
+#[tauri::command]
+async fn pair<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    url: String,
+    code: String,
+    fingerprint: Option<String>,
+) -> Reply<BrokerInfo> {
+    let prompt = GuiPrompt {
+        app: app.clone(),
+        state: state.0.clone(),
+    };
+    let fingerprint = fingerprint.filter(|f| !f.trim().is_empty());
+    let paired = state
+        .0
+        .engine
+        .lock()
+        .await
+        .pair(&url, &code, fingerprint.as_deref(), None, None, &prompt)
+        .await?;
+    crate::state::start_following(app);
+    Ok(BrokerInfo {
+        url: paired.url,
+        approver_id: paired.approver_id,
+        owner: paired.owner,
+        fingerprint: paired.fingerprint,
+        connected: false,
+    })
+}
+
+#[tauri::command]
+async fn remove_broker(state: State<'_, Shared>, url: String) -> Reply<()> {
+    Ok(state.0.engine.lock().await.remove_broker(&url)?)
+}
+
+/// Enrols an authenticator (after the first, the first enrolled one vouches).
+#[tauri::command]
+async fn add_authenticator<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    kind: String,
+    name: String,
+) -> Reply<AuthenticatorInfo> {
+    let prompt = GuiPrompt {
+        app,
+        state: state.0.clone(),
+    };
+    let kind = Kind::parse(&kind)?;
+    let enrolled = state
+        .0
+        .engine
+        .lock()
+        .await
+        .enroll(kind, &name, None, &prompt)
+        .await?;
+    Ok(AuthenticatorInfo {
+        name: enrolled.name,
+        kind: enrolled.kind.as_str().to_owned(),
+        credential: enrolled.credential.id,
+        added_at: enrolled.added_at,
+    })
+}
+
+#[tauri::command]
+async fn rename_authenticator(
+    state: State<'_, Shared>,
+    name: String,
+    new_name: String,
+) -> Reply<()> {
+    Ok(state
+        .0
+        .engine
+        .lock()
+        .await
+        .rename_authenticator(&name, &new_name)?)
+}
+
+#[tauri::command]
+async fn remove_authenticator(state: State<'_, Shared>, name: String) -> Reply<()> {
+    Ok(state.0.engine.lock().await.remove_authenticator(&name)?)
+}

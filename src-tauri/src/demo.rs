@@ -1,0 +1,62 @@
+//! Demo mode (feature `demo`): an embedded broker on loopback with the demo policies and fleet,
+//! simulated agents submitting a realistic mix, and the development authenticator — enrolled
+//! and paired on start, in a profile of its own — so a newcomer sees the whole loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_approver::authn::{Kind, Unattended};
+use countersign_approver::engine::Engine;
+use countersign_broker::simulate::{demo_fleet, run_fleet};
+
+use crate::state::AppState;
+
+const OWNER: &str = "alice@example.com";
+
+/// Starts the broker and the agents, and opens the demo profile paired with them.
+pub async fn start() -> anyhow::Result<Arc<AppState>> {
+    let dir = std::env::var_os("COUNTERSIGN_DEMO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("countersign-demo-{}", std::process::id()))
+        });
+    std::fs::create_dir_all(&dir)?;
+    let (secrets, agents, gateways) = demo_fleet(OWNER);
+    let config = countersign_broker::Config {
+        listen: "127.0.0.1:0".parse()?,
+        database: dir.join("broker.db"),
+        agents,
+        gateways,
+        ..countersign_broker::Config::default()
+    };
+    let broker = countersign_broker::spawn(config).await?;
+    let url = format!("http://{}", broker.addr);
+    let code = countersign_broker::approver::issue_pairing_code(
+        broker.state.store.as_ref(),
+        OWNER,
+        0,
+        i64::MAX / 2,
+    )?;
+    let profile = format!("demo-{}", std::process::id());
+    let mut engine = Engine::open(&dir.join("app"), &profile)?;
+    if engine.authenticators()?.is_empty() {
+        engine
+            .enroll(Kind::Dev, "Demo key (development)", None, &Unattended)
+            .await?;
+    }
+    engine
+        .pair(&url, &code, None, Some("demo".into()), None, &Unattended)
+        .await?;
+    let pause = std::env::var("COUNTERSIGN_DEMO_PAUSE_MS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6000);
+    tauri::async_runtime::spawn(async move {
+        // The broker lives as long as the app.
+        let _broker = broker;
+        if let Err(e) = run_fleet(&url, &secrets, 0, Duration::from_millis(pause)).await {
+            tracing::error!(error = %e, "the simulated agents stopped");
+        }
+    });
+    Ok(Arc::new(AppState::new(engine, true)))
+}

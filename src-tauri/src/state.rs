@@ -1,0 +1,216 @@
+//! The app's state: the engine behind one lock, notification settings, the live connections,
+//! and the follower that keeps the history current and tells the UI.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use countersign_approver::authn::Prompt;
+use countersign_approver::client::Delivery;
+use countersign_approver::engine::Engine;
+use countersign_approver::notify::{DesktopNotifier, Notifier};
+use tauri::{Emitter as _, Manager as _, Runtime};
+
+use crate::ipc::Changed;
+
+/// Shared state, as managed by Tauri.
+#[derive(Debug, Clone)]
+pub struct Shared(pub Arc<AppState>);
+
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: tokio::sync::Mutex<Engine>,
+    /// Notifications show only "Approval requested".
+    pub privacy: AtomicBool,
+    /// Unix seconds until which notifications are paused.
+    pub paused_until: AtomicI64,
+    pub demo: bool,
+    /// Brokers with a live stream.
+    pub connected: Mutex<HashSet<String>>,
+    /// Where a PIN typed in the UI goes while a ceremony waits for it.
+    pub pin: Mutex<Option<std::sync::mpsc::Sender<Option<String>>>>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, demo: bool) -> Self {
+        Self {
+            engine: tokio::sync::Mutex::new(engine),
+            privacy: AtomicBool::new(false),
+            paused_until: AtomicI64::new(0),
+            demo,
+            connected: Mutex::new(HashSet::new()),
+            pin: Mutex::new(None),
+        }
+    }
+
+    pub fn connected(&self, broker: &str) -> bool {
+        self.connected
+            .lock()
+            .map(|c| c.contains(broker))
+            .unwrap_or(false)
+    }
+
+    fn set_connected(&self, broker: &str, up: bool) {
+        if let Ok(mut c) = self.connected.lock() {
+            if up {
+                c.insert(broker.to_owned());
+            } else {
+                c.remove(broker);
+            }
+        }
+    }
+
+    /// Notifies each new pending item once, unless notifications are paused.
+    fn notify(&self, engine: &mut Engine) {
+        if self.paused_until.load(Ordering::Relaxed) > engine.now() {
+            return;
+        }
+        let notifier = DesktopNotifier::new(self.privacy.load(Ordering::Relaxed));
+        if let Err(e) = engine.notify_pending(&notifier as &dyn Notifier) {
+            tracing::warn!(error = %e, "notification failed");
+        }
+    }
+}
+
+/// The number of pending items.
+pub fn pending_count(engine: &Engine) -> u32 {
+    engine
+        .history()
+        .list(&countersign_approver::Filter {
+            status: Some("pending".into()),
+            limit: 100_000,
+            ..countersign_approver::Filter::default()
+        })
+        .map(|items| u32::try_from(items.len()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+/// Tells the UI and the tray that something changed.
+pub fn changed<R: Runtime>(app: &tauri::AppHandle<R>, pending: u32) {
+    let _ = app.emit("changed", Changed { pending });
+    crate::tray::set_pending(app, pending);
+}
+
+/// Follows every paired broker in the background: applies what arrives, notifies, expires,
+/// sends queued decisions after each reconnection, and tells the UI.
+pub fn start_following<R: Runtime>(app: tauri::AppHandle<R>) {
+    let Some(shared) = app.try_state::<Shared>().map(|s| s.0.clone()) else {
+        return;
+    };
+    tauri::async_runtime::spawn(async move {
+        let clients = match shared.engine.lock().await.clients() {
+            Ok(clients) => clients,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach the brokers");
+                return;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        for client in clients {
+            let tx = tx.clone();
+            tauri::async_runtime::spawn(async move {
+                let base = client.base().to_owned();
+                let (inner_tx, mut inner_rx) = tokio::sync::mpsc::channel(64);
+                let follower = tokio::spawn(async move { client.follow(inner_tx).await });
+                while let Some(delivery) = inner_rx.recv().await {
+                    if tx.send((base.clone(), delivery)).await.is_err() {
+                        break;
+                    }
+                }
+                follower.abort();
+            });
+        }
+        drop(tx);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                delivery = rx.recv() => {
+                    let Some((broker, delivery)) = delivery else { break };
+                    apply(&app, &shared, &broker, delivery).await;
+                }
+                _ = tick.tick() => {
+                    let mut engine = shared.engine.lock().await;
+                    if matches!(engine.expire(), Ok(expired) if !expired.is_empty()) {
+                        let pending = pending_count(&engine);
+                        drop(engine);
+                        changed(&app, pending);
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn apply<R: Runtime>(
+    app: &tauri::AppHandle<R>,
+    shared: &Arc<AppState>,
+    broker: &str,
+    delivery: Delivery,
+) {
+    let mut engine = shared.engine.lock().await;
+    let result = match delivery {
+        Delivery::Reconciled(views) => {
+            shared.set_connected(broker, true);
+            let mut result = Ok(());
+            for view in &views {
+                if let Err(e) = engine.apply(broker, view) {
+                    result = Err(e);
+                }
+            }
+            if let Ok(clients) = engine.clients() {
+                for client in clients.iter().filter(|c| c.base() == broker) {
+                    if let Err(e) = engine.flush(client).await {
+                        tracing::warn!(error = %e, "queued decisions not sent yet");
+                    }
+                }
+            }
+            result
+        }
+        Delivery::Event(event) => engine.apply_event(broker, &event).map(drop),
+        Delivery::Disconnected { reason, retry_in } => {
+            shared.set_connected(broker, false);
+            tracing::info!(%broker, %reason, ?retry_in, "disconnected");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        // A refused item (too large, too deep) is logged; the app goes on.
+        tracing::warn!(%broker, error = %e, "an item from the broker was refused");
+    }
+    shared.notify(&mut engine);
+    let pending = pending_count(&engine);
+    drop(engine);
+    changed(app, pending);
+}
+
+/// The authenticator's prompts, shown by the UI: it hears `ceremony` events and answers a PIN
+/// request with the `submit_pin` command.
+#[derive(Debug)]
+pub struct GuiPrompt<R: Runtime> {
+    pub app: tauri::AppHandle<R>,
+    pub state: Arc<AppState>,
+}
+
+impl<R: Runtime> Prompt for GuiPrompt<R> {
+    fn pin(&self) -> Option<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut slot) = self.state.pin.lock() {
+            *slot = Some(tx);
+        }
+        let _ = self.app.emit("ceremony", "pin");
+        let pin = rx.recv_timeout(Duration::from_secs(120)).ok().flatten();
+        if let Ok(mut slot) = self.state.pin.lock() {
+            *slot = None;
+        }
+        pin
+    }
+
+    fn touch(&self) {
+        let _ = self.app.emit("ceremony", "touch");
+    }
+
+    fn processing(&self) {
+        let _ = self.app.emit("ceremony", "processing");
+    }
+}

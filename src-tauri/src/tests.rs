@@ -1,0 +1,224 @@
+//! The commands through the real IPC path of the `tauri::test` mock runtime, against a real
+//! broker on loopback, the real keyring (run inside `scripts/session.sh`) and the development
+//! authenticator; and the generated TypeScript bindings checked for drift.
+
+use std::sync::Arc;
+
+use countersign_approver::authn::{Kind, Unattended};
+use countersign_approver::engine::Engine;
+use countersign_broker::simulate::{SmallFleet, scenarios};
+use serde_json::{Value, json};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{INVOKE_KEY, MockRuntime, mock_builder};
+use tauri::webview::InvokeRequest;
+use tauri::{WebviewWindow, WebviewWindowBuilder};
+use ts_rs::TS;
+
+use crate::ipc;
+use crate::state::AppState;
+
+fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    tauri::test::get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|body| body.deserialize::<Value>().unwrap())
+}
+
+#[test]
+fn commands_review_approve_deny_and_report_through_ipc() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SmallFleet::new(
+        "alice@example.com",
+        "spiffe://example.com/agent/billing",
+        "https://tools.example.com",
+        "desktop-test",
+    );
+    let (broker, engine) = runtime.block_on(async {
+        let broker = countersign_broker::spawn(
+            fleet.config(dir.path().join("broker.db"), "127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let code = countersign_broker::approver::issue_pairing_code(
+            broker.state.store.as_ref(),
+            "alice@example.com",
+            0,
+            i64::MAX / 2,
+        )
+        .unwrap();
+        let mut engine = Engine::open(
+            &dir.path().join("app"),
+            &format!("desktop-test-{}", std::process::id()),
+        )
+        .unwrap();
+        engine
+            .enroll(Kind::Dev, "dev key", None, &Unattended)
+            .await
+            .unwrap();
+        engine
+            .pair(
+                &format!("http://{}", broker.addr),
+                &code,
+                None,
+                None,
+                None,
+                &Unattended,
+            )
+            .await
+            .unwrap();
+        (broker, engine)
+    });
+    let url = format!("http://{}", broker.addr);
+    let agent = fleet.agent(&url).unwrap();
+    let (request, first, second) = runtime.block_on(async {
+        let request = agent.request(&scenarios()[0]).unwrap();
+        let first = agent
+            .evaluate(&request)
+            .await
+            .unwrap()
+            .context
+            .unwrap()
+            .approval
+            .unwrap()
+            .id;
+        let other = agent.request(&scenarios()[2]).unwrap();
+        let second = agent
+            .evaluate(&other)
+            .await
+            .unwrap()
+            .context
+            .unwrap()
+            .approval
+            .unwrap()
+            .id;
+        (request, first, second)
+    });
+
+    let state = Arc::new(AppState::new(engine, false));
+    let app = crate::app(mock_builder(), state.clone())
+        .build(tauri::generate_context!())
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+
+    // Nothing yet: the history fills from the broker.
+    runtime.block_on(async { state.engine.lock().await.sync().await.unwrap() });
+    let pending = invoke(&window, "pending", json!({})).unwrap();
+    assert_eq!(pending.as_array().unwrap().len(), 2, "{pending}");
+
+    let detail = invoke(&window, "item", json!({"id": first})).unwrap();
+    assert_eq!(detail["tool"], "stripe/refunds.create");
+    assert_eq!(detail["hash_matches"], true);
+    assert_eq!(detail["delegation"][0], "alice@example.com");
+    assert_eq!(detail["history"][1]["kind"], "viewed");
+    // Looking again (the UI refreshes an open review) records nothing new.
+    let again = invoke(&window, "item", json!({"id": first})).unwrap();
+    assert_eq!(again["history"].as_array().unwrap().len(), 2);
+
+    // Approve through the command: the ceremony, the grant, the broker has it.
+    let approved = invoke(&window, "approve", json!({"id": first, "with": null})).unwrap();
+    assert_eq!(approved["delivered"], true, "{approved}");
+    assert_eq!(approved["broker_status"], "approved");
+    let status = runtime
+        .block_on(agent.wait(&first, std::time::Duration::from_secs(5)))
+        .unwrap();
+    let redeemed = runtime
+        .block_on(agent.redeem(
+            "https://tools.example.com",
+            &status.grant.unwrap(),
+            &request,
+        ))
+        .unwrap();
+    assert_eq!(redeemed, reqwest::StatusCode::OK);
+
+    // A denial needs a reason; then deny and suspend.
+    let refused = invoke(
+        &window,
+        "deny",
+        json!({"id": second, "reason": " ", "suspendAgent": false}),
+    )
+    .unwrap_err();
+    assert_eq!(refused["code"], "reason_required");
+    let denied = invoke(
+        &window,
+        "deny",
+        json!({"id": second, "reason": "not now", "suspendAgent": true}),
+    )
+    .unwrap();
+    assert_eq!(denied["broker_status"], "denied");
+
+    // History, integrity and settings.
+    runtime.block_on(async { state.engine.lock().await.sync().await.unwrap() });
+    let rows = invoke(&window, "history", json!({"search": "refund"})).unwrap();
+    assert_eq!(rows[0]["status"], "redeemed", "{rows}");
+    let integrity = invoke(&window, "verify_history", json!({})).unwrap();
+    assert_eq!(integrity["state"], "verified");
+    let settings = invoke(&window, "settings", json!({})).unwrap();
+    assert_eq!(settings["dev_authenticator"], true);
+    assert_eq!(settings["brokers"][0]["url"], url.as_str());
+    // No PIN is awaited outside a ceremony.
+    let pin = invoke(&window, "submit_pin", json!({"pin": "1234"})).unwrap_err();
+    assert_eq!(pin["code"], "no_ceremony");
+    broker.stop();
+}
+
+/// Every IPC type, with the file it is generated into.
+fn bindings() -> Vec<(&'static str, String)> {
+    let cfg = ts_rs::Config::new().with_large_int("number");
+    let one = |name: &'static str, text: Result<String, ts_rs::ExportError>| {
+        (name, text.unwrap_or_else(|e| panic!("{name}: {e}")))
+    };
+    vec![
+        one("PendingItem", ipc::PendingItem::export_to_string(&cfg)),
+        one("ItemDetail", ipc::ItemDetail::export_to_string(&cfg)),
+        one("HistoryEntry", ipc::HistoryEntry::export_to_string(&cfg)),
+        one("HistoryRow", ipc::HistoryRow::export_to_string(&cfg)),
+        one("Integrity", ipc::Integrity::export_to_string(&cfg)),
+        one(
+            "DecisionResult",
+            ipc::DecisionResult::export_to_string(&cfg),
+        ),
+        one("Settings", ipc::Settings::export_to_string(&cfg)),
+        one("BrokerInfo", ipc::BrokerInfo::export_to_string(&cfg)),
+        one(
+            "AuthenticatorInfo",
+            ipc::AuthenticatorInfo::export_to_string(&cfg),
+        ),
+        one("CommandError", ipc::CommandError::export_to_string(&cfg)),
+        one("Changed", ipc::Changed::export_to_string(&cfg)),
+    ]
+}
+
+/// The committed TypeScript bindings match the Rust types. `UPDATE_BINDINGS=1` rewrites them.
+#[test]
+fn typescript_bindings_do_not_drift() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/lib/bindings");
+    let update = std::env::var_os("UPDATE_BINDINGS").is_some();
+    if update {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut stale = Vec::new();
+    for (name, text) in bindings() {
+        let path = dir.join(format!("{name}.ts"));
+        if update {
+            std::fs::write(&path, &text).unwrap();
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(name);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "ui/src/lib/bindings is stale for {stale:?}: run `UPDATE_BINDINGS=1 cargo test -p countersign-desktop bindings` and commit"
+    );
+}

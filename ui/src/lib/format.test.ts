@@ -1,0 +1,81 @@
+import { describe, expect, test } from "vitest";
+import { argumentRows, byExpiry, countdown, fold, historyArgs, resolveTheme, segments } from "./format";
+
+describe("countdown", () => {
+  test("minutes and seconds, urgent under a minute, expired at zero", () => {
+    expect(countdown(1_000 + 299, 1_000)).toEqual({ text: "4:59", urgent: false, expired: false });
+    expect(countdown(1_000 + 59, 1_000)).toEqual({ text: "0:59", urgent: true, expired: false });
+    expect(countdown(1_000, 1_000)).toEqual({ text: "expired", urgent: true, expired: true });
+    expect(countdown(1_000 + 3_725, 1_000).text).toBe("1:02:05");
+  });
+});
+
+describe("fold", () => {
+  test("short values are left alone", () => {
+    expect(fold("refund 1234")).toEqual({ head: "refund 1234", full: "refund 1234", folded: false, hiddenChars: 0 });
+  });
+  test("long values fold but keep everything", () => {
+    const long = "A".repeat(1_000_000);
+    const f = fold(long, 240);
+    expect(f.folded).toBe(true);
+    expect(f.head.length).toBe(240);
+    expect(f.full).toBe(long);
+    expect(f.hiddenChars).toBe(1_000_000 - 240);
+  });
+  test("folding counts characters, not UTF-16 units", () => {
+    expect(fold("😀".repeat(5), 3).head).toBe("😀😀😀");
+  });
+});
+
+describe("segments", () => {
+  test("markers of hidden characters are separated from text", () => {
+    expect(segments("pay [U+202E RLO]moc.live[U+202C PDF] now")).toEqual([
+      { text: "pay ", marker: false },
+      { text: "[U+202E RLO]", marker: true },
+      { text: "moc.live", marker: false },
+      { text: "[U+202C PDF]", marker: true },
+      { text: " now", marker: false },
+    ]);
+  });
+  test("markup stays plain text", () => {
+    expect(segments("<script>alert(1)</script>")).toEqual([{ text: "<script>alert(1)</script>", marker: false }]);
+  });
+});
+
+describe("argumentRows", () => {
+  test("structure is kept in order", () => {
+    const rows = argumentRows({ to: "a@b.c", attachments: ["x.pdf"], meta: { n: 1, ok: true, none: null } });
+    expect(rows.map((r) => [r.path, r.depth, r.kind, r.value])).toEqual([
+      ["to", 0, "string", "a@b.c"],
+      ["attachments", 0, "array", null],
+      ["attachments[0]", 1, "string", "x.pdf"],
+      ["meta", 0, "object", null],
+      ["meta.n", 1, "number", "1"],
+      ["meta.ok", 1, "boolean", "true"],
+      ["meta.none", 1, "null", "null"],
+    ]);
+  });
+});
+
+describe("filters and order", () => {
+  test("history arguments drop blanks and trim", () => {
+    expect(historyArgs({ search: "  refund ", status: "", agent: " ", tool: "stripe/refunds.create" })).toEqual({
+      limit: 200,
+      search: "refund",
+      tool: "stripe/refunds.create",
+    });
+  });
+  test("pending sorts by expiry, then age", () => {
+    const items = [
+      { id: "b", expires_at: 20, created_at: 2 },
+      { id: "a", expires_at: 10, created_at: 5 },
+      { id: "c", expires_at: 20, created_at: 1 },
+    ];
+    expect(byExpiry(items).map((i) => i.id)).toEqual(["a", "c", "b"]);
+  });
+  test("themes", () => {
+    expect(resolveTheme("system", true)).toBe("dark");
+    expect(resolveTheme("system", false)).toBe("light");
+    expect(resolveTheme("light", true)).toBe("light");
+  });
+});

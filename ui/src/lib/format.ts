@@ -1,0 +1,123 @@
+// Pure UI logic: countdowns, folding long values, marking hidden characters, filters, themes.
+// No DOM and no Tauri here, so all of it is unit-tested (format.test.ts).
+
+/** A countdown to `expiresAt` (unix seconds) as seen at `now` (unix seconds). */
+export function countdown(expiresAt: number, now: number): { text: string; urgent: boolean; expired: boolean } {
+  const left = Math.floor(expiresAt - now);
+  if (left <= 0) return { text: "expired", urgent: true, expired: true };
+  const h = Math.floor(left / 3600);
+  const m = Math.floor((left % 3600) / 60);
+  const s = left % 60;
+  const two = (n: number) => String(n).padStart(2, "0");
+  const text = h > 0 ? `${h}:${two(m)}:${two(s)}` : `${m}:${two(s)}`;
+  return { text, urgent: left < 60, expired: false };
+}
+
+/** A long value folded for display: the head, and how much more there is. Never cut: the
+ * caller shows `full` when the person unfolds it. */
+export interface Folded {
+  head: string;
+  full: string;
+  folded: boolean;
+  hiddenChars: number;
+}
+
+export function fold(text: string, limit = 240): Folded {
+  const chars = Array.from(text);
+  if (chars.length <= limit) return { head: text, full: text, folded: false, hiddenChars: 0 };
+  return {
+    head: chars.slice(0, limit).join(""),
+    full: text,
+    folded: true,
+    hiddenChars: chars.length - limit,
+  };
+}
+
+/** A piece of displayed text: plain, or a marker the engine put where a hidden or
+ * direction-changing character was (`[U+202E RLO]`). Rendered as text, never as HTML. */
+export interface Segment {
+  text: string;
+  marker: boolean;
+}
+
+const MARKER = /\[U\+[0-9A-F]{4,6}(?: [A-Z]+)?\]/g;
+
+export function segments(text: string): Segment[] {
+  const out: Segment[] = [];
+  let last = 0;
+  for (const match of text.matchAll(MARKER)) {
+    const at = match.index ?? 0;
+    if (at > last) out.push({ text: text.slice(last, at), marker: false });
+    out.push({ text: match[0], marker: true });
+    last = at + match[0].length;
+  }
+  if (last < text.length) out.push({ text: text.slice(last), marker: false });
+  return out;
+}
+
+/** One row of the arguments tree: a path, and a scalar value as text. */
+export interface ArgumentRow {
+  path: string;
+  depth: number;
+  key: string;
+  value: string | null;
+  kind: "object" | "array" | "string" | "number" | "boolean" | "null";
+}
+
+/** The arguments as rows, depth first, keys in their order; structure kept, nothing dropped. */
+export function argumentRows(value: unknown, key = "", path = "", depth = 0, out: ArgumentRow[] = []): ArgumentRow[] {
+  if (Array.isArray(value)) {
+    if (path !== "") out.push({ path, depth, key, value: null, kind: "array" });
+    value.forEach((v, i) => argumentRows(v, `[${i}]`, `${path}[${i}]`, path === "" ? 0 : depth + 1, out));
+  } else if (value !== null && typeof value === "object") {
+    if (path !== "") out.push({ path, depth, key, value: null, kind: "object" });
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      argumentRows(v, k, path === "" ? k : `${path}.${k}`, path === "" ? 0 : depth + 1, out);
+    }
+  } else {
+    const kind = value === null ? "null" : (typeof value as "string" | "number" | "boolean");
+    out.push({ path, depth, key, value: value === null ? "null" : String(value), kind });
+  }
+  return out;
+}
+
+/** The history filter form as command arguments: blanks dropped, text trimmed. */
+export interface HistoryForm {
+  search: string;
+  status: string;
+  agent: string;
+  tool: string;
+}
+
+export function historyArgs(form: HistoryForm): Record<string, string | number> {
+  const args: Record<string, string | number> = { limit: 200 };
+  for (const key of ["search", "status", "agent", "tool"] as const) {
+    const value = form[key].trim();
+    if (value !== "") args[key] = value;
+  }
+  return args;
+}
+
+/** Pending items soonest-expiring first (ties: oldest first). */
+export function byExpiry<T extends { expires_at: number; created_at: number }>(items: readonly T[]): T[] {
+  return [...items].sort((a, b) => a.expires_at - b.expires_at || a.created_at - b.created_at);
+}
+
+export type ThemeSetting = "light" | "dark" | "system";
+
+export function resolveTheme(setting: ThemeSetting, prefersDark: boolean): "light" | "dark" {
+  if (setting === "system") return prefersDark ? "dark" : "light";
+  return setting;
+}
+
+/** Unix seconds as a local date and time. */
+export function when(unix: number): string {
+  return new Date(unix * 1000).toLocaleString(undefined, {
+    year: "numeric",
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+}

@@ -1,0 +1,48 @@
+// The only module that touches Tauri: typed wrappers of the app's commands and events.
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { AuthenticatorInfo } from "../lib/bindings/AuthenticatorInfo";
+import type { BrokerInfo } from "../lib/bindings/BrokerInfo";
+import type { Changed } from "../lib/bindings/Changed";
+import type { CommandError } from "../lib/bindings/CommandError";
+import type { DecisionResult } from "../lib/bindings/DecisionResult";
+import type { HistoryRow } from "../lib/bindings/HistoryRow";
+import type { Integrity } from "../lib/bindings/Integrity";
+import type { ItemDetail } from "../lib/bindings/ItemDetail";
+import type { PendingItem } from "../lib/bindings/PendingItem";
+import type { Settings } from "../lib/bindings/Settings";
+
+/** A command error as the UI sees it. */
+export function errorText(e: unknown): string {
+  if (e && typeof e === "object" && "message" in e) return String((e as CommandError).message);
+  return String(e);
+}
+
+export const api = {
+  pending: () => invoke<PendingItem[]>("pending"),
+  item: (id: string) => invoke<ItemDetail>("item", { id }),
+  approve: (id: string) => invoke<DecisionResult>("approve", { id, with: null }),
+  deny: (id: string, reason: string, suspendAgent: boolean) =>
+    invoke<DecisionResult>("deny", { id, reason, suspendAgent }),
+  submitPin: (pin: string | null) => invoke<void>("submit_pin", { pin }),
+  history: (args: Record<string, string | number>) => invoke<HistoryRow[]>("history", args),
+  verifyHistory: () => invoke<Integrity>("verify_history"),
+  settings: () => invoke<Settings>("settings"),
+  setPrivacy: (on: boolean) => invoke<void>("set_privacy", { on }),
+  pauseNotifications: (minutes: number) => invoke<number>("pause_notifications", { minutes }),
+  pair: (url: string, code: string, fingerprint: string | null) =>
+    invoke<BrokerInfo>("pair", { url, code, fingerprint }),
+  removeBroker: (url: string) => invoke<void>("remove_broker", { url }),
+  addAuthenticator: (kind: string, name: string) => invoke<AuthenticatorInfo>("add_authenticator", { kind, name }),
+  renameAuthenticator: (name: string, newName: string) => invoke<void>("rename_authenticator", { name, newName }),
+  removeAuthenticator: (name: string) => invoke<void>("remove_authenticator", { name }),
+};
+
+export function onChanged(f: (c: Changed) => void): Promise<UnlistenFn> {
+  return listen<Changed>("changed", (e) => f(e.payload));
+}
+
+/** The authenticator's state during a ceremony: "touch", "pin" or "processing". */
+export function onCeremony(f: (state: string) => void): Promise<UnlistenFn> {
+  return listen<string>("ceremony", (e) => f(e.payload));
+}
