@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-app setup check ui fmt lint unit bench deny
+.PHONY: test demo demo-app setup check ui fmt lint unit e2e bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -18,7 +18,7 @@ demo-app:
 setup:
 	@scripts/setup.sh
 
-check: ui fmt lint unit
+check: ui fmt lint unit e2e
 
 ## The UI: type check, unit tests (Vitest), and the bundle the app embeds (ui/dist).
 ui:
@@ -35,6 +35,13 @@ lint:
 ## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
 unit:
 	scripts/session.sh $(CARGO) test --workspace --locked
+
+## The real desktop app, driven through WebDriver in demo mode; saves docs/screenshots/.
+## (Built with the UI embedded, and copied aside: `cargo test` rebuilds target/debug's binary.)
+e2e:
+	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
+	cp target/debug/countersign-desktop target/countersign-desktop-e2e
+	scripts/session.sh python3 e2e/run.py target/countersign-desktop-e2e
 
 ## Benchmarks: figures, never pass/fail.
 bench:

@@ -47,6 +47,18 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
     engine
         .pair(&url, &code, None, Some("demo".into()), None, &Unattended)
         .await?;
+    // The embedded broker's address and the agents' demo secrets, so that other tools (the
+    // end-to-end run, `countersign-broker simulate`) can act as these agents too.
+    write_private(
+        &dir.join("demo.json"),
+        &serde_json::to_vec_pretty(&serde_json::json!({
+            "broker": url,
+            "owner": secrets.owner,
+            "agents": secrets.agents.iter().map(|a| serde_json::json!({
+                "id": a.id, "secret": a.secret, "delegated_by": a.delegated_by,
+            })).collect::<Vec<_>>(),
+        }))?,
+    )?;
     let pause = std::env::var("COUNTERSIGN_DEMO_PAUSE_MS")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -59,4 +71,15 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
         }
     });
     Ok(Arc::new(AppState::new(engine, true)))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(bytes)
 }

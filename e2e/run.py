@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""End-to-end run of the real desktop app through WebDriver (WebKitWebDriver), in demo mode:
+an embedded broker, simulated agents and the development authenticator. Run inside
+scripts/session.sh (Xvfb, D-Bus, gnome-keyring, dunst). Standard library only.
+
+Checks: requests arrive and are notified (dunst's history); review; approve with the dev
+authenticator, the agent's gateway redeems, history shows it redeemed and the chain verifies;
+deny, and deny-and-suspend. Saves screenshots of Pending, Review, History and Settings in light
+and dark to docs/screenshots/.
+"""
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ROOT, "docs", "screenshots")
+PORT = int(os.environ.get("E2E_WEBDRIVER_PORT", "4446"))
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+def call(method, path, body=None, timeout=60):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"{}").get("value")
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{method} {path}: {e.code} {e.read()[:500]!r}") from None
+
+
+class Session:
+    def __init__(self, binary):
+        caps = {"capabilities": {"alwaysMatch": {
+            "webkitgtk:browserOptions": {"binary": binary, "args": ["--demo"]}}}}
+        self.id = call("POST", "/session", caps, timeout=120)["sessionId"]
+
+    def p(self, path):
+        return f"/session/{self.id}{path}"
+
+    def find_all(self, css):
+        return [list(e.values())[0] for e in call("POST", self.p("/elements"), {"using": "css selector", "value": css})]
+
+    def text(self, el):
+        return call("GET", self.p(f"/element/{el}/text"))
+
+    def click(self, el):
+        call("POST", self.p(f"/element/{el}/click"), {})
+
+    def type(self, el, text):
+        call("POST", self.p(f"/element/{el}/value"), {"text": text})
+
+    def script(self, js, *args):
+        return call("POST", self.p("/execute/sync"), {"script": js, "args": list(args)})
+
+    def wait(self, what, f, timeout=60):
+        until = time.time() + timeout
+        while time.time() < until:
+            try:
+                got = f()
+                if got:
+                    return got
+            except RuntimeError:
+                pass
+            time.sleep(0.25)
+        self.shot("failure")
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def shot(self, name):
+        # Two animation frames, so what is painted is what the DOM says.
+        self.script("return await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+        png = base64.b64decode(call("GET", self.p("/screenshot")))
+        os.makedirs(SHOTS, exist_ok=True)
+        with open(os.path.join(SHOTS, f"{name}.png"), "wb") as f:
+            f.write(png)
+        print(f"screenshot docs/screenshots/{name}.png")
+
+    def button(self, label):
+        for el in self.find_all("button"):
+            if self.text(el).strip().lower().startswith(label.lower()):
+                return el
+        return None
+
+    def nav(self, label):
+        self.click(self.wait(f"the {label} tab", lambda: self.button(label)))
+
+    def message(self):
+        els = self.find_all("main > p.notice")
+        return self.text(els[0]) if els else ""
+
+    def close(self):
+        try:
+            call("DELETE", self.p(""))
+        except Exception:
+            pass
+
+
+def notified():
+    subprocess.run(["dunstctl", "close-all"], check=True)
+    out = subprocess.run(["dunstctl", "history"], check=True, capture_output=True, text=True).stdout
+    return [(n["appname"]["data"], n["summary"]["data"], n["body"]["data"]) for n in json.loads(out)["data"][0]]
+
+
+def select(s, tool):
+    """Selects the first pending item for `tool`; returns its intent."""
+    def find():
+        for li in s.find_all("li[role=option]"):
+            if s.text(li).startswith(tool):
+                return li
+        return None
+    def opened():
+        s.click(s.wait(f"a pending {tool}", find))
+        codes = s.find_all("article.review dl.facts code")
+        return codes and s.text(codes[0]) == tool
+    return s.wait(f"the review of {tool}", opened)
+
+
+def evaluate(demo, agent, intent, arguments):
+    """Submits a call as one of the demo agents; returns (HTTP status or error text, body)."""
+    body = {
+        "subject": {"type": "user", "id": demo["owner"]},
+        "actor": {"id": agent["id"], **({"act": {"sub": agent["delegated_by"]}} if agent["delegated_by"] else {})},
+        "action": {"name": "tools/call"},
+        "resource": {"type": "tool", "id": "stripe/refunds.create"},
+        "context": {"intent": intent, "arguments": arguments, "data": {"domain": "payments", "classification": ["financial"]}},
+    }
+    req = urllib.request.Request(demo["broker"] + "/access/v1/evaluation", data=json.dumps(body).encode(),
+                                 method="POST", headers={"Content-Type": "application/json",
+                                                         "Authorization": "Bearer " + agent["secret"]})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()[:300]
+    except (urllib.error.URLError, ConnectionError) as e:
+        return str(e), None
+
+
+def hostile(s):
+    """Markup and script, bidi overrides and a 200 KB argument render inert and whole; a 1 MB
+    argument is refused by the broker; the app keeps working."""
+    with open(os.path.join(os.environ["COUNTERSIGN_DEMO_DIR"], "demo.json")) as f:
+        demo = json.load(f)
+    agent = demo["agents"][0]
+    script = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    status, body = evaluate(demo, agent, f"Refund {script} to \u202emoc.liame\u202c", {
+        "order": "6666", "amount": "9000.00", "currency": "EUR",
+        "note": "pay to \u202egnp.exe\u202c now\u200b", "blob": "B" * 200_000})
+    assert status == 200 and not body["decision"], (status, body)
+    item = body["context"]["approval"]["id"]
+    huge, _ = evaluate(demo, agent, "Refund with a 1 MB argument", {"order": "1", "amount": "9000.00", "blob": "A" * (1 << 20)})
+    assert huge != 200, huge
+    print(f"hostile: held as {item}; the 1 MB argument refused ({huge})")
+
+    s.nav("Pending")
+    def hostile_item():
+        for li in s.find_all("li[role=option]"):
+            if "moc.liame" in s.text(li):
+                return li
+        return None
+    def review():
+        s.click(s.wait("the hostile item", hostile_item))
+        heads = s.find_all("article.review h2.intent")
+        return heads and "moc.liame" in s.text(heads[0]) and s.text(heads[0])
+    text = s.wait("its review", review)
+    assert "<script>" in text and "[U+202E RLO]" in text, text
+    marks = s.find_all("article.review mark.hidden-char")
+    assert len(marks) >= 3, len(marks)
+    folded = s.button("… show all")
+    assert folded is not None, "the 200 KB value is folded, with a way to see all of it"
+    s.shot("review-hostile-light")
+    s.click(folded)
+    shown = s.script("return Math.max(...[...document.querySelectorAll('table.arguments td')].map(td => td.textContent.length))")
+    assert shown >= 200_000, shown
+    assert s.script("return window.__pwned === undefined") is True, "agent markup must never run"
+    s.click(s.button("Deny"))
+    s.type(s.wait("the reason field", lambda: s.find_all(".deny-form input"))[0], "prompt injection")
+    s.click(s.button("Deny"))
+    s.wait("the denial", lambda: "Denied; the broker has it." in s.message())
+    print("hostile: shown inert and whole, nothing ran, denied; the app goes on")
+
+
+def main():
+    binary = sys.argv[1]
+    demo_dir = tempfile.mkdtemp(prefix="countersign-e2e-")
+    os.environ["COUNTERSIGN_DEMO_DIR"] = demo_dir
+    env = dict(os.environ, TAURI_WEBVIEW_AUTOMATION="true", COUNTERSIGN_DEMO_PAUSE_MS="400")
+    driver = subprocess.Popen(["WebKitWebDriver", f"--port={PORT}", "--host=127.0.0.1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        for _ in range(100):
+            try:
+                call("GET", "/status")
+                break
+            except Exception:
+                time.sleep(0.1)
+        s = Session(binary)
+        s.nav("Settings")
+        s.click(s.wait("the light theme", lambda: s.button("light")))
+        s.nav("Pending")
+
+        # Requests arrive, and each is notified once.
+        s.wait("pending requests", lambda: len(s.find_all("li[role=option]")) >= 4)
+        summaries = s.wait("notifications in dunst", lambda: [n for n in notified() if n[0] == "Countersign"])
+        assert any("wants stripe/refunds.create" in n[1] for n in summaries), summaries
+        print(f"notified: {len(summaries)} (e.g. {summaries[0][1]!r})")
+        s.shot("pending-light")
+
+        # Review and approve a refund with the development authenticator.
+        select(s, "stripe/refunds.create")
+        s.shot("review-light")
+        s.click(s.wait("the approve button", lambda: s.button("Approve with authenticator")))
+        s.wait("the approval", lambda: "Approved; the broker has it." in s.message())
+        print("approved:", s.message())
+
+        # Deny one, then deny another and suspend its agent.
+        select(s, "github/repos.delete")
+        s.click(s.button("Deny"))
+        s.type(s.wait("the reason field", lambda: s.find_all(".deny-form input"))[0], "not without a ticket")
+        s.click(s.button("Deny"))
+        s.wait("the denial", lambda: "Denied; the broker has it." in s.message())
+        select(s, "gmail/send")
+        s.click(s.button("Deny"))
+        s.type(s.wait("the reason field", lambda: s.find_all(".deny-form input"))[0], "suspicious recipient")
+        s.click(s.button("Deny and suspend agent"))
+        s.wait("the denial with suspension", lambda: "Denied; the broker has it." in s.message())
+        print("denied twice, the second with suspension")
+
+        # History: the approved refund is redeemed by the agent's gateway; the chain verifies.
+        s.nav("History")
+        def redeemed():
+            s.click(s.button("Filter"))
+            return [r for r in s.find_all("ul.rows button.row") if "redeemed" in s.text(r).lower()]
+        rows = s.wait("the grant redeemed", redeemed, timeout=90)
+        integrity = s.wait("the integrity status", lambda: s.find_all(".integrity.ok"))
+        print("history:", s.text(rows[0])[:80], "|", s.text(integrity[0]))
+        s.click(rows[0])
+        s.wait("the redeemed item's review", lambda: "redeemed" in s.text(s.find_all("ol.timeline")[0]).lower())
+        s.script("document.querySelector('section.history').scrollTop = 0; return true")
+        s.shot("history-light")
+
+        hostile(s)
+
+        s.nav("Settings")
+        s.wait("settings", lambda: s.find_all("section.settings"))
+        s.shot("settings-light")
+
+        # Dark theme, through the settings page.
+        s.click(s.button("dark"))
+        s.wait("the dark theme", lambda: s.script("return document.documentElement.dataset.theme") == "dark")
+        s.shot("settings-dark")
+        s.nav("Pending")
+        s.wait("pending requests", lambda: s.find_all("li[role=option]"))
+        s.shot("pending-dark")
+        select(s, "postgres/query")
+        s.shot("review-dark")
+        s.nav("History")
+        s.wait("history rows", lambda: s.find_all("ul.rows button.row"))
+        s.shot("history-dark")
+        print("e2e: all checks passed")
+    finally:
+        if s:
+            s.close()
+        driver.terminate()
+        driver.wait(10)
+
+
+if __name__ == "__main__":
+    main()
