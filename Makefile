@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-app setup check ui fmt lint unit e2e bench deny
+.PHONY: test demo demo-app setup check ui fmt lint unit e2e measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -42,6 +42,13 @@ e2e:
 	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
 	cp target/debug/countersign-desktop target/countersign-desktop-e2e
 	scripts/session.sh python3 e2e/run.py target/countersign-desktop-e2e
+
+## Cold start, idle memory and CPU of the app beside a minimal Tauri 2 app (figures only).
+measure-app:
+	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
+	cp target/debug/countersign-desktop target/countersign-desktop-e2e
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --manifest-path bench/minimal-tauri/Cargo.toml
+	scripts/session.sh python3 e2e/measure.py target/countersign-desktop-e2e target/debug/minimal-tauri
 
 ## Benchmarks: figures, never pass/fail.
 bench:

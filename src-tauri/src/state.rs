@@ -106,22 +106,7 @@ pub fn start_following<R: Runtime>(app: tauri::AppHandle<R>) {
                 return;
             }
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-        for client in clients {
-            let tx = tx.clone();
-            tauri::async_runtime::spawn(async move {
-                let base = client.base().to_owned();
-                let (inner_tx, mut inner_rx) = tokio::sync::mpsc::channel(64);
-                let follower = tokio::spawn(async move { client.follow(inner_tx).await });
-                while let Some(delivery) = inner_rx.recv().await {
-                    if tx.send((base.clone(), delivery)).await.is_err() {
-                        break;
-                    }
-                }
-                follower.abort();
-            });
-        }
-        drop(tx);
+        let mut rx = countersign_approver::client::follow_all(clients);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {

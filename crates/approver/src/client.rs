@@ -329,6 +329,28 @@ impl BrokerClient {
     }
 }
 
+/// Follows every client at once (see [`BrokerClient::follow`]); deliveries arrive tagged with
+/// their broker's base URL. Must be called inside a Tokio runtime; the followers stop when the
+/// receiver is dropped.
+pub fn follow_all(clients: Vec<BrokerClient>) -> mpsc::Receiver<(String, Delivery)> {
+    let (tx, rx) = mpsc::channel(256);
+    for client in clients {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let base = client.base().to_owned();
+            let (inner_tx, mut inner_rx) = mpsc::channel(64);
+            let follower = tokio::spawn(async move { client.follow(inner_tx).await });
+            while let Some(delivery) = inner_rx.recv().await {
+                if tx.send((base.clone(), delivery)).await.is_err() {
+                    break;
+                }
+            }
+            follower.abort();
+        });
+    }
+    rx
+}
+
 /// Capped exponential backoff with full jitter: uniform in [0, min(30 s, 250 ms × 2^attempt)].
 pub fn backoff(attempt: u32) -> Duration {
     use rand_core::RngCore as _;

@@ -17,7 +17,6 @@ use countersign_approver::engine::{Change, Engine};
 use countersign_approver::notify::DesktopNotifier;
 use countersign_approver::{Error, Filter};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::output::Out;
 
@@ -436,22 +435,7 @@ async fn pending(
     out.line(&json!({"event": "listing", "pending": pending}), || {
         output::pending(&pending)
     });
-    let (tx, mut rx) = mpsc::channel(256);
-    for client in engine.clients()? {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let (inner_tx, mut inner_rx) = mpsc::channel(64);
-            let base = client.base().to_owned();
-            let follower = tokio::spawn(async move { client.follow(inner_tx).await });
-            while let Some(delivery) = inner_rx.recv().await {
-                if tx.send((base.clone(), delivery)).await.is_err() {
-                    break;
-                }
-            }
-            follower.abort();
-        });
-    }
-    drop(tx);
+    let mut rx = countersign_approver::client::follow_all(engine.clients()?);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
