@@ -43,6 +43,14 @@ impl RunningBroker {
         self.state.closing.send_replace(true);
         self.task.abort();
     }
+
+    /// [`Self::stop`], then waits until the listener is closed, so that the address can be
+    /// bound again at once (a restart on the same port).
+    pub async fn shut_down(self) {
+        self.state.closing.send_replace(true);
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in the background; plain HTTP.

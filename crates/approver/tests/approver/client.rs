@@ -105,7 +105,7 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
 
     // The broker goes away; items arrive while the follower is disconnected.
     let addr = broker.addr;
-    broker.stop();
+    broker.shut_down().await;
     loop {
         match next(&mut rx).await {
             Delivery::Disconnected { retry_in, .. } => {

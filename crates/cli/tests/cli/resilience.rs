@@ -122,7 +122,7 @@ async fn a_broker_restart_while_pending_loses_and_doubles_nothing() {
     )
     .await;
 
-    broker.stop();
+    broker.shut_down().await;
     next(&|e| e["event"] == "disconnected", &mut received).await;
     let broker = countersign_broker::spawn(broker_config(dir.path(), &addr.to_string()))
         .await
