@@ -1,0 +1,164 @@
+//! Enrolling, listing, renaming and removing authenticators.
+
+use countersign_protocol::api::enrollment_challenge;
+use countersign_protocol::registry::RegisteredCredential;
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::authn::{Kind, Prompt};
+use crate::error::{Error, Result};
+
+use super::Engine;
+
+/// The local user handle authenticators are registered for.
+const USER_HANDLE: &str = "countersign-owner";
+
+/// An enrolled authenticator.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Enrolled {
+    pub name: String,
+    pub kind: Kind,
+    pub credential: RegisteredCredential,
+    pub added_at: i64,
+}
+
+impl Engine {
+    /// The enrolled authenticators, oldest first.
+    pub fn authenticators(&self) -> Result<Vec<Enrolled>> {
+        self.history.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT name, kind, credential, added_at FROM authenticators ORDER BY added_at, rowid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            rows.map(|row| {
+                let (name, kind, credential, added_at) = row?;
+                Ok(Enrolled {
+                    name,
+                    kind: Kind::parse(&kind)?,
+                    credential: serde_json::from_str(&credential)?,
+                    added_at,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// The enrolled authenticator called `name` (or, with `None`, the first one enrolled).
+    pub fn authenticator(&self, name: Option<&str>) -> Result<Enrolled> {
+        let all = self.authenticators()?;
+        match name {
+            Some(name) => all
+                .into_iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| Error::UnknownAuthenticator(name.to_owned())),
+            None => all.into_iter().next().ok_or(Error::NoAuthenticator),
+        }
+    }
+
+    /// Enrols a new authenticator of `kind` as `name`. The first needs nothing more; every later
+    /// one must be vouched for by an assertion of an enrolled one (`voucher`, or the first), over
+    /// the enrolment challenge of each paired broker, which each broker verifies too.
+    pub async fn enroll(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        voucher: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Enrolled> {
+        let name = checked_name(name)?;
+        let existing = self.authenticators()?;
+        if existing.iter().any(|a| a.name == name) {
+            return Err(Error::DuplicateName(name));
+        }
+        let voucher = if existing.is_empty() {
+            None
+        } else {
+            Some(self.authenticator(voucher)?)
+        };
+        let credential = self.ceremonies(prompt).register(kind, USER_HANDLE)?;
+        if existing.iter().any(|a| a.credential.id == credential.id) {
+            return Err(Error::Authenticator(
+                "this credential is already enrolled".into(),
+            ));
+        }
+        if let Some(voucher) = &voucher {
+            let brokers = self.brokers()?;
+            // Without brokers the local assertion is the whole check.
+            if brokers.is_empty() {
+                let challenge = enrollment_challenge("local", &credential)?;
+                self.ceremonies(prompt)
+                    .assert(voucher.kind, &voucher.credential, &challenge)?;
+            }
+            for broker in brokers {
+                let challenge = enrollment_challenge(&broker.approver_id, &credential)?;
+                let assertion = self.ceremonies(prompt).assert(
+                    voucher.kind,
+                    &voucher.credential,
+                    &challenge,
+                )?;
+                self.client(&broker)?
+                    .enroll(credential.clone(), assertion)
+                    .await?;
+            }
+        }
+        let enrolled = Enrolled {
+            name,
+            kind,
+            credential,
+            added_at: self.now(),
+        };
+        self.history.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO authenticators (name, kind, credential, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![enrolled.name, enrolled.kind.as_str(), serde_json::to_string(&enrolled.credential)?, enrolled.added_at],
+            )?;
+            Ok(())
+        })?;
+        Ok(enrolled)
+    }
+
+    /// Renames an enrolled authenticator.
+    pub fn rename_authenticator(&mut self, name: &str, new_name: &str) -> Result<()> {
+        let new_name = checked_name(new_name)?;
+        if self.authenticators()?.iter().any(|a| a.name == new_name) {
+            return Err(Error::DuplicateName(new_name));
+        }
+        let changed = self.history.transaction(|tx| {
+            Ok(tx.execute(
+                "UPDATE authenticators SET name = ?1 WHERE name = ?2",
+                params![new_name, name],
+            )?)
+        })?;
+        if changed == 0 {
+            return Err(Error::UnknownAuthenticator(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Removes an authenticator from this device. The last one cannot be removed while brokers
+    /// are paired (nothing could approve any more). Brokers keep the public key in their
+    /// registry until their administrator removes it.
+    pub fn remove_authenticator(&mut self, name: &str) -> Result<()> {
+        let all = self.authenticators()?;
+        if !all.iter().any(|a| a.name == name) {
+            return Err(Error::UnknownAuthenticator(name.to_owned()));
+        }
+        if all.len() == 1 && !self.brokers()?.is_empty() {
+            return Err(Error::LastAuthenticator);
+        }
+        self.history.transaction(|tx| {
+            tx.execute("DELETE FROM authenticators WHERE name = ?1", [name])?;
+            Ok(())
+        })
+    }
+}
+
+fn checked_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(Error::BadName(name.to_owned()));
+    }
+    Ok(name.to_owned())
+}

@@ -1,0 +1,110 @@
+//! Deciding: approve (the ceremony, the grant, the outbox) and deny, then delivery.
+
+use countersign_protocol::grant::Issuer;
+use countersign_protocol::registry::RegisteredCredential;
+use countersign_protocol::webauthn::WebAuthnAssertion;
+
+use crate::authn::{Authenticators, Prompt};
+use crate::client::DecisionOutcome;
+use crate::error::{Error, Result};
+use crate::outbox::{self, Authenticator, Queued};
+
+use super::{Engine, Enrolled};
+
+impl Engine {
+    /// Approves `item` with the authenticator called `with` (or the first): the ceremony runs,
+    /// the grant is written to the outbox with its history entry, then sent until the broker
+    /// acknowledges it. A crash after the write sends the same grant on the next run.
+    pub async fn approve(
+        &mut self,
+        item: &str,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<(Queued, Option<DecisionOutcome>)> {
+        let queued = self.approve_queued(item, with, prompt)?;
+        self.deliver(queued).await
+    }
+
+    /// The local half of [`Self::approve`]: ceremony, grant, outbox. Nothing is sent.
+    pub fn approve_queued(
+        &mut self,
+        item: &str,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Queued> {
+        let broker = self.item_broker(item)?;
+        let chosen = self.authenticator(with)?;
+        let device = self.device_key()?;
+        let issuer = Issuer {
+            approver_id: broker.approver_id.clone(),
+            owner: broker.owner,
+        };
+        let now = self.now();
+        let mut ceremony = Ceremony {
+            authenticators: Authenticators::new(
+                #[cfg(feature = "dev-authenticator")]
+                &self.vault,
+                prompt,
+            ),
+            enrolled: &chosen,
+        };
+        outbox::approve(
+            &mut self.history,
+            item,
+            &issuer,
+            &device,
+            &mut ceremony,
+            now,
+        )
+    }
+
+    /// Denies `item` with `reason` (and optionally suspends its agent), then sends it.
+    pub async fn deny(
+        &mut self,
+        item: &str,
+        reason: &str,
+        suspend_agent: bool,
+    ) -> Result<(Queued, Option<DecisionOutcome>)> {
+        let now = self.now();
+        let queued = outbox::deny(&mut self.history, item, reason, suspend_agent, now)?;
+        self.deliver(queued).await
+    }
+
+    /// Sends a queued decision once; a transport failure leaves it queued (and is not an
+    /// error: the next sync delivers it).
+    pub async fn deliver(&mut self, queued: Queued) -> Result<(Queued, Option<DecisionOutcome>)> {
+        if queued.acked {
+            return Ok((queued, None));
+        }
+        let client = self.client(&self.broker(&queued.broker)?)?;
+        match client
+            .decide(&queued.item, &queued.decision, &queued.idempotency_key)
+            .await
+        {
+            Ok(outcome) => {
+                let now = self.now();
+                outbox::acknowledge(&mut self.history, &queued.item, &outcome, now)?;
+                Ok((queued, Some(outcome)))
+            }
+            Err(Error::Http(_)) => Ok((queued, None)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An enrolled authenticator ready for a ceremony, as the outbox's approve flow wants it.
+struct Ceremony<'a> {
+    authenticators: Authenticators<'a>,
+    enrolled: &'a Enrolled,
+}
+
+impl Authenticator for Ceremony<'_> {
+    fn credential(&self) -> &RegisteredCredential {
+        &self.enrolled.credential
+    }
+
+    fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion> {
+        self.authenticators
+            .assert(self.enrolled.kind, &self.enrolled.credential, challenge)
+    }
+}

@@ -1,0 +1,206 @@
+//! Receiving: applying brokers' views and events, local expiry, notifications, sync.
+
+use countersign_protocol::action::Status;
+use countersign_protocol::api::{ApproverEvent, RequestView};
+use rusqlite::OptionalExtension as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::client::BrokerClient;
+use crate::error::{Error, Result};
+use crate::history::EntryKind;
+use crate::notify::{Notice, Notifier};
+use crate::outbox::{self};
+
+use super::{Engine, Paired};
+
+/// What the engine accepts of one pending action: more than a broker lets agents send
+/// (256 KiB, 32 levels), so nothing a broker accepts is lost, but bounded.
+pub const RECEIVE_LIMITS: countersign_protocol::json::Limits = countersign_protocol::json::Limits {
+    max_bytes: 4 * 1024 * 1024,
+    max_depth: 64,
+};
+
+/// What a sync with one broker changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub broker: String,
+    /// Items seen for the first time.
+    pub received: Vec<String>,
+    /// Items whose status moved.
+    pub updated: Vec<String>,
+    /// Decisions from the outbox the broker acknowledged.
+    pub delivered: Vec<String>,
+}
+
+/// What applying a broker's view changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Received(String),
+    Refused(String),
+    Updated(String),
+}
+
+impl Engine {
+    /// Applies a broker's view of one request to the history: receives it if new, records
+    /// any status change, and returns what changed (`None` when nothing did).
+    pub fn apply(&mut self, broker: &str, view: &RequestView) -> Result<Option<Change>> {
+        let now = self.now();
+        let id = view.pending.id.clone();
+        let Some((_, local)) = self.history.item(&id)? else {
+            // Brokers already bound what agents send; a broker that does not is refused here.
+            countersign_protocol::json::parse_value(
+                &serde_json::to_vec(&view.pending)?,
+                RECEIVE_LIMITS,
+            )?;
+            let entry = self.history.receive(broker, &view.pending, now)?;
+            let refused = entry.is_some_and(|e| e.kind == "refused");
+            if !refused && view.status != Status::Pending {
+                self.record_status(&id, view, now)?;
+            }
+            return Ok(Some(if refused {
+                Change::Refused(id)
+            } else {
+                Change::Received(id)
+            }));
+        };
+        if local == view.status.as_str() || local == "refused" {
+            return Ok(None);
+        }
+        // A decision of ours already moved the item; the broker confirming it adds nothing.
+        if matches!(view.status, Status::Approved | Status::Denied)
+            && matches!(local.as_str(), "approved" | "denied")
+        {
+            return Ok(None);
+        }
+        self.record_status(&id, view, now)?;
+        Ok(Some(Change::Updated(id)))
+    }
+
+    fn record_status(&mut self, id: &str, view: &RequestView, now: i64) -> Result<()> {
+        let kind = match view.status {
+            Status::Pending => return Ok(()),
+            Status::Approved => EntryKind::Approved,
+            Status::Denied => EntryKind::Denied,
+            Status::Expired => EntryKind::Expired,
+            Status::Cancelled => EntryKind::Cancelled,
+            Status::Redeemed => EntryKind::Redeemed,
+            Status::Revoked => EntryKind::Revoked,
+            _ => return Ok(()),
+        };
+        let detail = json!({
+            "source": "broker",
+            "decided_by": view.decided_by,
+            "reason": view.reason,
+        });
+        self.history.record(id, kind, detail, now)?;
+        Ok(())
+    }
+
+    /// Applies one stream event.
+    pub fn apply_event(&mut self, broker: &str, event: &ApproverEvent) -> Result<Option<Change>> {
+        // Events without a request (agent suspended, resumed, quarantined) change no item.
+        match &event.request {
+            Some(view) => self.apply(broker, view),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks pending items past their expiry as expired, locally (the broker does the same).
+    pub fn expire(&mut self) -> Result<Vec<String>> {
+        let now = self.now();
+        let due: Vec<String> = self.history.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id FROM items WHERE status = 'pending' AND expires_at <= ?1")?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        for id in &due {
+            self.history
+                .record(id, EntryKind::Expired, json!({"source": "local"}), now)?;
+        }
+        Ok(due)
+    }
+
+    /// Notifies each pending item once (recorded as `notified`); returns the items notified.
+    pub fn notify_pending(&mut self, notifier: &dyn Notifier) -> Result<Vec<String>> {
+        let due: Vec<String> = self.history.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT i.id FROM items i WHERE i.status = 'pending' AND NOT EXISTS
+                   (SELECT 1 FROM entries e WHERE e.item = i.id AND e.kind = 'notified')
+                 ORDER BY i.created_at, i.rowid",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let mut done = Vec::new();
+        for id in due {
+            let Some((pending, _)) = self.history.item(&id)? else {
+                continue;
+            };
+            notifier.notify(&Notice::of(&pending))?;
+            self.history.record(
+                &id,
+                EntryKind::Notified,
+                json!({"privacy": notifier.private()}),
+                self.now(),
+            )?;
+            done.push(id);
+        }
+        Ok(done)
+    }
+
+    /// Syncs with every paired broker: the listing is applied, local expiry runs, and the
+    /// outbox is flushed. Brokers that cannot be reached are reported, not fatal.
+    pub async fn sync(&mut self) -> Result<Vec<std::result::Result<SyncReport, (String, Error)>>> {
+        let mut reports = Vec::new();
+        for broker in self.brokers()? {
+            let result = self.sync_one(&broker).await;
+            reports.push(result.map_err(|e| (broker.url.clone(), e)));
+        }
+        self.expire()?;
+        Ok(reports)
+    }
+
+    async fn sync_one(&mut self, broker: &Paired) -> Result<SyncReport> {
+        let client = self.client(broker)?;
+        let mut report = SyncReport {
+            broker: broker.url.clone(),
+            ..SyncReport::default()
+        };
+        report.delivered = self.flush(&client).await?;
+        let listing = client.list(None).await?;
+        for view in &listing.requests {
+            match self.apply(&broker.url, view)? {
+                Some(Change::Received(id) | Change::Refused(id)) => report.received.push(id),
+                Some(Change::Updated(id)) => report.updated.push(id),
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends the outbox's decisions for `client`'s broker.
+    pub async fn flush(&mut self, client: &BrokerClient) -> Result<Vec<String>> {
+        let now = self.now();
+        let done = outbox::flush(&mut self.history, client, now).await?;
+        Ok(done.into_iter().map(|(item, _)| item).collect())
+    }
+
+    /// The paired broker an item came from.
+    pub(super) fn item_broker(&self, item: &str) -> Result<Paired> {
+        let url: String = self.history.read(|conn| {
+            conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| Error::UnknownItem(item.to_owned()))
+        })?;
+        self.broker(&url)
+    }
+
+    /// A client per paired broker.
+    pub fn clients(&self) -> Result<Vec<BrokerClient>> {
+        self.brokers()?.iter().map(|b| self.client(b)).collect()
+    }
+}
