@@ -3,9 +3,10 @@
 an embedded broker, simulated agents and the development authenticator. Run inside
 scripts/session.sh (Xvfb, D-Bus, gnome-keyring, dunst). Standard library only.
 
-Checks: requests arrive and are notified (dunst's history); review; approve with the dev
-authenticator, the agent's gateway redeems, history shows it redeemed and the chain verifies;
-deny, and deny-and-suspend. Saves screenshots of Pending, Review, History and Settings in light
+Checks: requests arrive and are notified (dunst's history); a click on a notification opens its
+request; review; approve with the dev authenticator, the agent's gateway redeems, history shows
+it redeemed and the chain verifies; deny, and deny-and-suspend; export; hostile content; rename,
+autostart; countersign://pair links. Saves screenshots of Pending, Review, History and Settings in light
 and dark to docs/screenshots/.
 """
 import base64
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +53,9 @@ class Session:
 
     def click(self, el):
         call("POST", self.p(f"/element/{el}/click"), {})
+
+    def value(self, el):
+        return call("GET", self.p(f"/element/{el}/property/value"))
 
     def type(self, el, text):
         call("POST", self.p(f"/element/{el}/value"), {"text": text})
@@ -141,11 +146,105 @@ def evaluate(demo, agent, intent, arguments):
         return str(e), None
 
 
+def demo_info():
+    with open(os.path.join(os.environ["COUNTERSIGN_DEMO_DIR"], "demo.json")) as f:
+        return json.load(f)
+
+
+def displayed():
+    out = subprocess.run(["dunstctl", "count", "displayed"], check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+def notification_opens_its_item(s):
+    """A new request is notified; a click on the notification (its default action, as dunst
+    invokes it) brings the window up on that request's review."""
+    demo = demo_info()
+    subprocess.run(["dunstctl", "close-all"], check=True)
+    s.nav("History")
+    status, body = evaluate(demo, demo["agents"][0], "Refund order 4242, opened from its notification",
+                            {"order": "4242", "amount": "9100.00", "currency": "EUR"})
+    assert status == 200 and not body["decision"], (status, body)
+    s.wait("its notification on screen", lambda: displayed() == 1)
+    subprocess.run(["dunstctl", "action", "0"], check=True)
+    def opened():
+        heads = s.find_all("article.review h2.intent")
+        return heads and "order 4242" in s.text(heads[0]) and s.find_all("section.list")
+    s.wait("the review opened by the notification", opened)
+    print("notification clicked: the window shows its request")
+
+
+def pairing_link(s, binary):
+    """countersign://pair links, opened as the desktop opens them (a second instance with the
+    link as its argument), fill in the pairing form and pair nothing by themselves; a bad link
+    is refused with its reason."""
+    demo = demo_info()
+    link = "countersign://pair?broker=" + urllib.parse.quote(demo["broker"], safe="") + "&code=e2e-link-code"
+    second = subprocess.run([binary, link], timeout=60, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    def filled():
+        inputs = s.find_all("section.settings form.pair input")
+        return len(inputs) == 3 and [s.value(i) for i in inputs][:2] == [demo["broker"], "e2e-link-code"]
+    s.wait("the pairing form filled in by the link", filled)
+    notice = s.text(s.find_all("section.settings p.notice")[0])
+    assert "A link asks to pair with" in notice, notice
+    s.shot("settings-pair-link-light")
+    # Pairing is still the owner's step, with its checks: this broker is paired already.
+    s.click(s.button("Pair"))
+    s.wait("the refusal", lambda: "is already paired" in s.text(s.find_all("section.settings p.notice")[0]))
+    print("pairing link: form filled;", s.text(s.find_all("section.settings p.notice")[0]))
+    subprocess.run([binary, "countersign://pair?code=abc"], timeout=60, check=True, capture_output=True)
+    s.wait("the bad link refused", lambda: "Link refused: the pairing link has no broker"
+           in s.text(s.find_all("section.settings p.notice")[0]))
+    print("bad link refused")
+
+
+def settings_round_trip(s):
+    """Rename an authenticator (and back), turn autostart on (the login entry appears) and off."""
+    s.nav("Settings")
+    card = s.wait("an authenticator", lambda: s.find_all("section.settings ul.auths li"))[0]
+    name = s.text(s.find_all("section.settings ul.auths li strong")[0])
+    for new in (name + " (renamed)", name):
+        s.click(s.wait("the rename button", lambda: s.button("Rename")))
+        field = s.wait("the new name field", lambda: s.find_all("section.settings form.rename input"))[0]
+        call("POST", s.p(f"/element/{field}/clear"), {})
+        s.type(field, new)
+        s.click(s.button("Save"))
+        s.wait(f"the name {new!r}", lambda: s.text(s.find_all("section.settings ul.auths li strong")[0]) == new)
+    del card
+    entry = os.path.join(os.environ["HOME"], ".config", "autostart", "Countersign.desktop")
+    box = s.find_all("section.settings input.autostart")[0]
+    s.click(box)
+    s.wait("the login entry", lambda: os.path.exists(entry))
+    with open(entry) as f:
+        text = f.read()
+    assert "--autostart" in text, text
+    s.click(box)
+    s.wait("the login entry removed", lambda: not os.path.exists(entry))
+    print("settings: authenticator renamed and back; autostart on (login entry written) and off")
+
+
+def export_history(s):
+    s.nav("History")
+    s.click(s.wait("the export button", lambda: s.button("JSON Lines")))
+    def exported():
+        for p in s.find_all("section.history p.notice"):
+            t = s.text(p)
+            if t.startswith("Exported "):
+                return t
+        return None
+    text = s.wait("the export", exported)
+    path = text.split(" to ", 1)[1]
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == int(text.split()[1]) and all(json.loads(l)["hash"] for l in lines), text
+    print("history exported:", text)
+
+
 def hostile(s):
     """Markup and script, bidi overrides and a 200 KB argument render inert and whole; a 1 MB
     argument is refused by the broker; the app keeps working."""
-    with open(os.path.join(os.environ["COUNTERSIGN_DEMO_DIR"], "demo.json")) as f:
-        demo = json.load(f)
+    demo = demo_info()
     agent = demo["agents"][0]
     script = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     status, body = evaluate(demo, agent, f"Refund {script} to \u202emoc.liame\u202c", {
@@ -211,6 +310,7 @@ def main():
         assert any("wants stripe/refunds.create" in n[1] for n in summaries), summaries
         print(f"notified: {len(summaries)} (e.g. {summaries[0][1]!r})")
         s.shot("pending-light")
+        notification_opens_its_item(s)
 
         # Review and approve a refund with the development authenticator.
         select(s, "stripe/refunds.create")
@@ -245,7 +345,10 @@ def main():
         s.script("document.querySelector('section.history').scrollTop = 0; return true")
         s.shot("history-light")
 
+        export_history(s)
         hostile(s)
+        settings_round_trip(s)
+        pairing_link(s, binary)
 
         s.nav("Settings")
         s.wait("settings", lambda: s.find_all("section.settings"))

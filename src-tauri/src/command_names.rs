@@ -16,4 +16,7 @@ pub const COMMANDS: &[&str] = &[
     "add_authenticator",
     "rename_authenticator",
     "remove_authenticator",
+    "set_autostart",
+    "take_pair_link",
+    "export_history",
 ];

@@ -11,12 +11,14 @@ use countersign_approver::engine::Engine;
 use countersign_approver::outbox::Queued;
 use countersign_approver::{EntryKind, Filter};
 use countersign_protocol::api::Decision;
-use tauri::{AppHandle, Runtime, State};
+use tauri::{AppHandle, Manager as _, Runtime, State};
+use tauri_plugin_autostart::ManagerExt as _;
 
 use crate::ipc::{
-    AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, HistoryEntry, HistoryRow,
-    Integrity, ItemDetail, PendingItem, Settings,
+    AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, Exported, HistoryEntry,
+    HistoryRow, Integrity, ItemDetail, PendingItem, Settings,
 };
+use crate::link::PairLink;
 use crate::state::{AppState, GuiPrompt, Shared, changed, pending_count};
 
 type Reply<T> = Result<T, CommandError>;
@@ -39,6 +41,9 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         add_authenticator,
         rename_authenticator,
         remove_authenticator,
+        set_autostart,
+        take_pair_link,
+        export_history,
     ]
 }
 
@@ -63,7 +68,7 @@ fn pending_items(engine: &Engine) -> Reply<Vec<PendingItem>> {
             intent: review.intent,
             classification: review.classification,
             policy_id: review.policy_id,
-            merged: 0,
+            merged: item.merged,
             created_at: pending.created_at.unix(),
             expires_at: pending.expires_at.unix(),
             fingerprint: review.fingerprint,
@@ -277,7 +282,7 @@ async fn verify_history(state: State<'_, Shared>) -> Reply<Integrity> {
 
 /// Brokers, authenticators and notification settings.
 #[tauri::command]
-async fn settings(state: State<'_, Shared>) -> Reply<Settings> {
+async fn settings<R: Runtime>(app: AppHandle<R>, state: State<'_, Shared>) -> Reply<Settings> {
     let engine = state.0.engine.lock().await;
     let authenticators = engine.authenticators()?;
     Ok(Settings {
@@ -305,6 +310,75 @@ async fn settings(state: State<'_, Shared>) -> Reply<Settings> {
         privacy: state.0.privacy.load(Ordering::Relaxed),
         paused_until: state.0.paused_until.load(Ordering::Relaxed),
         demo: state.0.demo,
+        autostart: app.autolaunch().is_enabled().unwrap_or(false),
+    })
+}
+
+/// Starts the app (in the tray) when the owner logs in, or stops doing so.
+#[tauri::command]
+fn set_autostart<R: Runtime>(app: AppHandle<R>, on: bool) -> Reply<bool> {
+    let manager = app.autolaunch();
+    let done = if on {
+        manager.enable()
+    } else {
+        manager.disable()
+    };
+    done.map_err(|e| CommandError::new("autostart_failed", e))?;
+    manager
+        .is_enabled()
+        .map_err(|e| CommandError::new("autostart_failed", e))
+}
+
+/// The pairing link opened last (once): it fills in the pairing form, nothing more.
+#[tauri::command]
+fn take_pair_link(state: State<'_, Shared>) -> Reply<Option<PairLink>> {
+    let taken = state.0.pair_link.lock().ok().and_then(|mut l| l.take());
+    Ok(taken.transpose()?)
+}
+
+/// Writes the whole history (every chained entry) as JSON Lines or CSV into the download
+/// folder; a temporary file is renamed into place, so a failed export leaves nothing behind.
+#[tauri::command]
+async fn export_history<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    format: String,
+) -> Reply<Exported> {
+    let extension = match format.as_str() {
+        "jsonl" | "csv" => format.as_str(),
+        other => {
+            return Err(CommandError::new(
+                "bad_format",
+                format!("unknown export format {other:?}: jsonl or csv"),
+            ));
+        }
+    };
+    let dir = app
+        .path()
+        .download_dir()
+        .or_else(|_| app.path().home_dir())
+        .map_err(|e| CommandError::new("export_failed", e))?;
+    let io = |e: std::io::Error| CommandError::new("export_failed", e);
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let engine = state.0.engine.lock().await;
+    let stamp = engine.now();
+    let path = dir.join(format!("countersign-history-{stamp}.{extension}"));
+    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
+    let entries = {
+        let mut out = std::io::BufWriter::new(file.as_file_mut());
+        let entries = if extension == "csv" {
+            engine.history().export_csv(&mut out)?
+        } else {
+            engine.history().export_jsonl(&mut out)?
+        };
+        std::io::Write::flush(&mut out).map_err(io)?;
+        entries
+    };
+    file.as_file().sync_all().map_err(io)?;
+    file.persist_noclobber(&path).map_err(|e| io(e.error))?;
+    Ok(Exported {
+        path: path.display().to_string(),
+        entries,
     })
 }
 

@@ -16,7 +16,8 @@ pub struct PendingItem {
     /// The data classifications it touches (its risk, as policy and the agent state it).
     pub classification: Vec<String>,
     pub policy_id: String,
-    /// How many identical requests were merged into it.
+    /// How many identical requests of the agent it stands for (1: itself alone); the broker
+    /// merges repeats of a pending request instead of asking again.
     pub merged: u32,
     /// Unix seconds.
     pub created_at: i64,
@@ -110,6 +111,16 @@ pub struct Settings {
     /// Whether the development authenticator is enrolled or in use (the UI shows a banner).
     pub dev_authenticator: bool,
     pub demo: bool,
+    /// Whether the app starts (in the tray) when the owner logs in.
+    pub autostart: bool,
+}
+
+/// A history export written to disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+
+pub struct Exported {
+    pub path: String,
+    pub entries: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
@@ -137,6 +148,24 @@ pub struct AuthenticatorInfo {
 pub struct CommandError {
     pub code: String,
     pub message: String,
+}
+
+impl From<crate::link::LinkError> for CommandError {
+    fn from(e: crate::link::LinkError) -> Self {
+        Self {
+            code: "bad_link".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl CommandError {
+    pub fn new(code: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            code: code.into(),
+            message: message.to_string(),
+        }
+    }
 }
 
 impl From<countersign_approver::Error> for CommandError {

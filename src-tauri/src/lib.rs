@@ -6,6 +6,7 @@ pub mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod ipc;
+pub mod link;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -21,10 +22,27 @@ use crate::state::{AppState, Shared};
 /// Registers the app's state, commands and plugins on `builder` (the real runtime, or the mock
 /// runtime in tests).
 pub fn app<R: Runtime>(builder: tauri::Builder<R>, state: Arc<AppState>) -> tauri::Builder<R> {
+    let demo = state.demo;
+    with_commands(builder, demo).manage(Shared(state))
+}
+
+/// The commands, and the plugins they use. The plugins' own commands are not granted to the
+/// webview (see `capabilities/default.json`).
+fn with_commands<R: Runtime>(builder: tauri::Builder<R>, demo: bool) -> tauri::Builder<R> {
+    // Started at login, the app waits in the tray; a demo build starts its demo again.
+    let mut autostart = tauri_plugin_autostart::Builder::new()
+        .app_name("Countersign")
+        .arg(AUTOSTART_ARG);
+    if demo {
+        autostart = autostart.arg("--demo");
+    }
     builder
-        .manage(Shared(state))
+        .plugin(autostart.build())
         .invoke_handler(commands::handler())
 }
+
+/// The argument a login start passes: the window stays hidden.
+const AUTOSTART_ARG: &str = "--autostart";
 
 /// The profile directory: `$COUNTERSIGN_HOME`, or the platform's data directory.
 fn profile_dir() -> Option<PathBuf> {
@@ -52,27 +70,70 @@ pub fn run() {
         .try_init();
     let demo =
         std::env::args().any(|a| a == "--demo") || std::env::var_os("COUNTERSIGN_DEMO").is_some();
-    let state = match open_state(demo) {
-        Ok(state) => state,
-        Err(e) => {
-            eprintln!("countersign: {e}");
-            std::process::exit(1);
-        }
-    };
+    let hidden = std::env::args().any(|a| a == AUTOSTART_ARG);
+    // A second instance hands its arguments (a countersign:// link, say) to the first and exits
+    // before opening anything; so the state is opened in `setup`, after that check.
     let builder = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             tray::show_main(app);
         }))
-        .setup(move |app| {
-            tray::install(app.handle())?;
-            state::start_following(app.handle().clone());
-            Ok(())
-        });
-    let result = app(builder, state).run(tauri::generate_context!());
+        .plugin(tauri_plugin_deep_link::init());
+    let builder = with_commands(builder, demo).setup(move |app| {
+        let state = open_state(demo)?;
+        app.manage(Shared(state));
+        links(app);
+        tray::install(app.handle())?;
+        state::start_following(app.handle().clone());
+        if hidden && let Some(window) = app.get_webview_window("main") {
+            window.hide()?;
+        }
+        Ok(())
+    });
+    let result = builder.run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("countersign: {e}");
         std::process::exit(1);
     }
+}
+
+/// Listens for `countersign://` links (a second instance's argument, the platform's open
+/// request, or this instance's own argument) and offers each to the UI.
+fn links<R: Runtime>(app: &tauri::App<R>) {
+    use tauri_plugin_deep_link::DeepLinkExt as _;
+    let handle = app.handle().clone();
+    app.deep_link().on_open_url(move |event| {
+        for url in event.urls() {
+            offer_link(&handle, url.as_str());
+        }
+    });
+    if let Ok(Some(urls)) = app.deep_link().get_current() {
+        for url in urls {
+            offer_link(app.handle(), url.as_str());
+        }
+    }
+    // Installed packages register the scheme; an AppImage registers it when it runs.
+    #[cfg(target_os = "linux")]
+    if app.env().appimage.is_some()
+        && let Err(e) = app.deep_link().register_all()
+    {
+        tracing::warn!(error = %e, "countersign:// links are not registered");
+    }
+}
+
+/// Keeps a link (or why it was refused) for the UI, shows the window and tells the UI.
+fn offer_link<R: Runtime>(app: &tauri::AppHandle<R>, url: &str) {
+    use tauri::Emitter as _;
+    let parsed = link::PairLink::parse(url);
+    if let Err(e) = &parsed {
+        tracing::warn!(error = %e, "a countersign:// link was refused");
+    }
+    if let Some(shared) = app.try_state::<Shared>()
+        && let Ok(mut slot) = shared.0.pair_link.lock()
+    {
+        *slot = Some(parsed);
+    }
+    show(app);
+    let _ = app.emit("pair-link", ());
 }
 
 fn open_state(demo: bool) -> Result<Arc<AppState>, String> {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub connected: Mutex<HashSet<String>>,
     /// Where a PIN typed in the UI goes while a ceremony waits for it.
     pub pin: Mutex<Option<std::sync::mpsc::Sender<Option<String>>>>,
+    /// The last pairing link opened, until the UI takes it.
+    pub pair_link: Mutex<Option<Result<crate::link::PairLink, crate::link::LinkError>>>,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             demo,
             connected: Mutex::new(HashSet::new()),
             pin: Mutex::new(None),
+            pair_link: Mutex::new(None),
         }
     }
 
@@ -61,12 +64,19 @@ impl AppState {
         }
     }
 
-    /// Notifies each new pending item once, unless notifications are paused.
-    fn notify(&self, engine: &mut Engine) {
+    /// Notifies each new pending item once, unless notifications are paused; a click on a
+    /// notification shows the window with its item.
+    fn notify<R: Runtime>(&self, app: &tauri::AppHandle<R>, engine: &mut Engine) {
         if self.paused_until.load(Ordering::Relaxed) > engine.now() {
             return;
         }
-        let notifier = DesktopNotifier::new(self.privacy.load(Ordering::Relaxed));
+        let app = app.clone();
+        let notifier = DesktopNotifier::new(self.privacy.load(Ordering::Relaxed)).on_open(
+            Arc::new(move |item: &str| {
+                crate::show(&app);
+                let _ = app.emit("open-item", item);
+            }),
+        );
         if let Err(e) = engine.notify_pending(&notifier as &dyn Notifier) {
             tracing::warn!(error = %e, "notification failed");
         }
@@ -163,7 +173,7 @@ async fn apply<R: Runtime>(
         // A refused item (too large, too deep) is logged; the app goes on.
         tracing::warn!(%broker, error = %e, "an item from the broker was refused");
     }
-    shared.notify(&mut engine);
+    shared.notify(app, &mut engine);
     let pending = pending_count(&engine);
     drop(engine);
     changed(app, pending);

@@ -170,6 +170,116 @@ fn commands_review_approve_deny_and_report_through_ipc() {
     // No PIN is awaited outside a ceremony.
     let pin = invoke(&window, "submit_pin", json!({"pin": "1234"})).unwrap_err();
     assert_eq!(pin["code"], "no_ceremony");
+
+    // Export: the whole chain, into the download folder, complete or not at all.
+    let exported = invoke(&window, "export_history", json!({"format": "jsonl"})).unwrap();
+    let text = std::fs::read_to_string(exported["path"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        text.lines().count() as u64,
+        exported["entries"].as_u64().unwrap()
+    );
+    assert!(exported["entries"].as_u64().unwrap() >= 6, "{exported}");
+    let csv = invoke(&window, "export_history", json!({"format": "csv"})).unwrap();
+    assert!(csv["path"].as_str().unwrap().ends_with(".csv"));
+    let bad = invoke(&window, "export_history", json!({"format": "../x"})).unwrap_err();
+    assert_eq!(bad["code"], "bad_format");
+
+    // Autostart: the login entry is written and removed.
+    assert_eq!(settings["autostart"], false);
+    assert_eq!(
+        invoke(&window, "set_autostart", json!({"on": true})).unwrap(),
+        true
+    );
+    assert_eq!(
+        invoke(&window, "settings", json!({})).unwrap()["autostart"],
+        true
+    );
+    assert_eq!(
+        invoke(&window, "set_autostart", json!({"on": false})).unwrap(),
+        false
+    );
+
+    // A pairing link is offered once; a bad one is reported with its reason.
+    assert_eq!(
+        invoke(&window, "take_pair_link", json!({})).unwrap(),
+        Value::Null
+    );
+    crate::offer_link(
+        app.handle(),
+        "countersign://pair?broker=http%3A%2F%2F127.0.0.1%3A7300&code=abc-123",
+    );
+    let offer = invoke(&window, "take_pair_link", json!({})).unwrap();
+    assert_eq!(
+        offer,
+        json!({"broker": "http://127.0.0.1:7300", "code": "abc-123", "fingerprint": null})
+    );
+    assert_eq!(
+        invoke(&window, "take_pair_link", json!({})).unwrap(),
+        Value::Null
+    );
+    crate::offer_link(app.handle(), "countersign://approve?id=x");
+    let refused = invoke(&window, "take_pair_link", json!({})).unwrap_err();
+    assert_eq!(refused["code"], "bad_link");
+    broker.stop();
+}
+
+/// The broker merges an agent's repeats of a pending request; the list shows one item and
+/// how many it stands for.
+#[test]
+fn repeated_requests_are_listed_once_with_their_count() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SmallFleet::new(
+        "alice@example.com",
+        "spiffe://example.com/agent/billing",
+        "https://tools.example.com",
+        "desktop-merge-test",
+    );
+    let (broker, engine) = runtime.block_on(async {
+        let broker = countersign_broker::spawn(
+            fleet.config(dir.path().join("broker.db"), "127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let code = countersign_broker::approver::issue_pairing_code(
+            broker.state.store.as_ref(),
+            "alice@example.com",
+            0,
+            i64::MAX / 2,
+        )
+        .unwrap();
+        let mut engine = Engine::open(
+            &dir.path().join("app"),
+            &format!("desktop-merge-test-{}", std::process::id()),
+        )
+        .unwrap();
+        engine
+            .enroll(Kind::Dev, "dev key", None, &Unattended)
+            .await
+            .unwrap();
+        let url = format!("http://{}", broker.addr);
+        engine
+            .pair(&url, &code, None, None, None, &Unattended)
+            .await
+            .unwrap();
+        let agent = fleet.agent(&url).unwrap();
+        let request = agent.request(&scenarios()[0]).unwrap();
+        for _ in 0..3 {
+            agent.evaluate(&request).await.unwrap();
+        }
+        engine.sync().await.unwrap();
+        (broker, engine)
+    });
+    let state = Arc::new(AppState::new(engine, false));
+    let app = crate::app(mock_builder(), state)
+        .build(tauri::generate_context!())
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let pending = invoke(&window, "pending", json!({})).unwrap();
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending[0]["merged"], 3);
     broker.stop();
 }
 
@@ -197,6 +307,8 @@ fn bindings() -> Vec<(&'static str, String)> {
         ),
         one("CommandError", ipc::CommandError::export_to_string(&cfg)),
         one("Changed", ipc::Changed::export_to_string(&cfg)),
+        one("Exported", ipc::Exported::export_to_string(&cfg)),
+        one("PairLink", crate::link::PairLink::export_to_string(&cfg)),
     ]
 }
 

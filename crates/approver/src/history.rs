@@ -89,6 +89,8 @@ pub struct ItemSummary {
     pub intent: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// How many identical requests the item stands for (1: itself alone).
+    pub merged: u32,
 }
 
 /// Filters for [`History::list`]; all optional.
@@ -166,7 +168,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE items (
     );
     CREATE INDEX entries_kind ON entries(item, kind);",
     // The broker's pinned TLS certificate (SHA-256, hex with colons); NULL for loopback http.
-    "ALTER TABLE brokers ADD COLUMN pin TEXT;"];
+    "ALTER TABLE brokers ADD COLUMN pin TEXT;",
+    // How many identical requests of one agent the broker merged into the item (1: itself).
+    // A display count the broker reports, not a state change, so it is not chained.
+    "ALTER TABLE items ADD COLUMN merged INTEGER NOT NULL DEFAULT 1;"];
 
 /// The history database.
 #[derive(Debug)]
@@ -284,6 +289,15 @@ impl History {
         Ok(out)
     }
 
+    /// Raises an item's merged count to `merged` (counts only grow); returns whether it did.
+    pub fn set_merged(&mut self, id: &str, merged: u32) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE items SET merged = ?2 WHERE id = ?1 AND merged < ?2",
+            params![id, merged],
+        )?;
+        Ok(n > 0)
+    }
+
     /// The stored pending action.
     pub fn item(&self, id: &str) -> Result<Option<(PendingAction, String)>> {
         let row: Option<(String, String)> = self
@@ -322,14 +336,14 @@ impl History {
         // stop at the limit; without one, the time-ordered indexes serve.
         let sql = if search.is_some() {
             format!(
-                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at
+                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at, i.merged
                  FROM items_fts f JOIN items i ON i.rowid = f.rowid
                  WHERE items_fts MATCH ?6 AND {FILTERS}
                  ORDER BY f.rowid DESC LIMIT ?7"
             )
         } else {
             format!(
-                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at
+                "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at, i.merged
                  FROM items i WHERE ?6 IS NULL AND {FILTERS}
                  ORDER BY i.created_at DESC, i.id DESC LIMIT ?7"
             )
@@ -354,6 +368,7 @@ impl History {
                     intent: r.get(4)?,
                     created_at: r.get(5)?,
                     updated_at: r.get(6)?,
+                    merged: r.get(7)?,
                 })
             },
         )?;

@@ -45,12 +45,28 @@ pub trait Notifier: Send + Sync {
     fn private(&self) -> bool;
 }
 
+/// Called with the item's id when the owner clicks its notification.
+pub type OnOpen = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The desktop's notification server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DesktopNotifier {
     /// Show only [`PRIVATE_TITLE`], for lock screens and shared displays.
     pub private: bool,
     pub app_name: String,
+    /// What a click on a notification does (Linux and the BSDs, where the notification server
+    /// reports the click; elsewhere the platform opens the app).
+    pub on_open: Option<OnOpen>,
+}
+
+impl std::fmt::Debug for DesktopNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesktopNotifier")
+            .field("private", &self.private)
+            .field("app_name", &self.app_name)
+            .field("on_open", &self.on_open.is_some())
+            .finish()
+    }
 }
 
 impl DesktopNotifier {
@@ -58,7 +74,15 @@ impl DesktopNotifier {
         Self {
             private,
             app_name: "Countersign".into(),
+            on_open: None,
         }
+    }
+
+    /// Opens the item when its notification is clicked.
+    #[must_use]
+    pub fn on_open(mut self, f: OnOpen) -> Self {
+        self.on_open = Some(f);
+        self
     }
 }
 
@@ -73,10 +97,33 @@ impl Notifier for DesktopNotifier {
                 .summary(&notice.title)
                 .body(&escape_markup(&notice.body));
         }
-        notification
+        #[cfg(all(unix, not(target_os = "macos")))]
+        if self.on_open.is_some() {
+            // The default action is what a click on the notification's body invokes.
+            notification.action("default", "Review");
+        }
+        let handle = notification
             .show()
-            .map(drop)
-            .map_err(|e| Error::Notification(e.to_string()))
+            .map_err(|e| Error::Notification(e.to_string()))?;
+        #[cfg(all(unix, not(target_os = "macos")))]
+        if let Some(on_open) = self.on_open.clone() {
+            // The server reports the click, or the close, on the bus: one short-lived thread
+            // per notification on screen waits for it.
+            let item = notice.item.clone();
+            std::thread::Builder::new()
+                .name("notification".into())
+                .spawn(move || {
+                    handle.wait_for_action(|action| {
+                        if action == "default" {
+                            on_open(&item);
+                        }
+                    });
+                })
+                .map_err(|e| Error::Notification(e.to_string()))?;
+        }
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        drop(handle);
+        Ok(())
     }
 
     fn private(&self) -> bool {

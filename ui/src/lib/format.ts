@@ -5,12 +5,28 @@
 export function countdown(expiresAt: number, now: number): { text: string; urgent: boolean; expired: boolean } {
   const left = Math.floor(expiresAt - now);
   if (left <= 0) return { text: "expired", urgent: true, expired: true };
+  const two = (n: number) => String(n).padStart(2, "0");
+  if (left < SECONDS_SHOWN) return { text: `${Math.floor(left / 60)}:${two(left % 60)}`, urgent: left < 60, expired: false };
+  // Further out, minutes are precise enough, and the screen stays still (no repaint each second).
   const h = Math.floor(left / 3600);
   const m = Math.floor((left % 3600) / 60);
-  const s = left % 60;
-  const two = (n: number) => String(n).padStart(2, "0");
-  const text = h > 0 ? `${h}:${two(m)}:${two(s)}` : `${m}:${two(s)}`;
-  return { text, urgent: left < 60, expired: false };
+  return { text: h > 0 ? `${h} h ${two(m)} min` : `${m} min`, urgent: false, expired: false };
+}
+
+/** Below this many seconds left, countdowns show seconds. */
+export const SECONDS_SHOWN = 120;
+
+/** Seconds until any of these countdowns shows a different text, or null when none will. */
+export function nextChange(expiries: number[], now: number): number | null {
+  let next: number | null = null;
+  for (const expiresAt of expiries) {
+    const left = Math.floor(expiresAt - now);
+    if (left <= 0) continue;
+    // Minutes change when the seconds left pass a multiple of 60; seconds, every second.
+    const wait = left < SECONDS_SHOWN ? 1 : (left % 60) + 1;
+    next = next === null ? wait : Math.min(next, wait);
+  }
+  return next;
 }
 
 /** A long value folded for display: the head, and how much more there is. Never cut: the

@@ -6,9 +6,11 @@ import type { BrokerInfo } from "../lib/bindings/BrokerInfo";
 import type { Changed } from "../lib/bindings/Changed";
 import type { CommandError } from "../lib/bindings/CommandError";
 import type { DecisionResult } from "../lib/bindings/DecisionResult";
+import type { Exported } from "../lib/bindings/Exported";
 import type { HistoryRow } from "../lib/bindings/HistoryRow";
 import type { Integrity } from "../lib/bindings/Integrity";
 import type { ItemDetail } from "../lib/bindings/ItemDetail";
+import type { PairLink } from "../lib/bindings/PairLink";
 import type { PendingItem } from "../lib/bindings/PendingItem";
 import type { Settings } from "../lib/bindings/Settings";
 
@@ -36,7 +38,20 @@ export const api = {
   addAuthenticator: (kind: string, name: string) => invoke<AuthenticatorInfo>("add_authenticator", { kind, name }),
   renameAuthenticator: (name: string, newName: string) => invoke<void>("rename_authenticator", { name, newName }),
   removeAuthenticator: (name: string) => invoke<void>("remove_authenticator", { name }),
+  setAutostart: (on: boolean) => invoke<boolean>("set_autostart", { on }),
+  takePairLink: () => invoke<PairLink | null>("take_pair_link"),
+  exportHistory: (format: "jsonl" | "csv") => invoke<Exported>("export_history", { format }),
 };
+
+/** A notification was clicked: show its item. */
+export function onOpenItem(f: (id: string) => void): Promise<UnlistenFn> {
+  return listen<string>("open-item", (e) => f(e.payload));
+}
+
+/** A countersign://pair link was opened: take it with `api.takePairLink`. */
+export function onPairLink(f: () => void): Promise<UnlistenFn> {
+  return listen<null>("pair-link", () => f());
+}
 
 export function onChanged(f: (c: Changed) => void): Promise<UnlistenFn> {
   return listen<Changed>("changed", (e) => f(e.payload));

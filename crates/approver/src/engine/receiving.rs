@@ -54,6 +54,7 @@ impl Engine {
                 RECEIVE_LIMITS,
             )?;
             let entry = self.history.receive(broker, &view.pending, now)?;
+            self.history.set_merged(&id, view.merged)?;
             let refused = entry.is_some_and(|e| e.kind == "refused");
             if !refused && view.status != Status::Pending {
                 self.record_status(&id, view, now)?;
@@ -64,14 +65,17 @@ impl Engine {
                 Change::Received(id)
             }));
         };
+        // Another identical request merged into the item: its count grows, nothing else.
+        let merged = self.history.set_merged(&id, view.merged)?;
+        let unchanged = Ok(merged.then_some(Change::Updated(id.clone())));
         if local == view.status.as_str() || local == "refused" {
-            return Ok(None);
+            return unchanged;
         }
         // A decision of ours already moved the item; the broker confirming it adds nothing.
         if matches!(view.status, Status::Approved | Status::Denied)
             && matches!(local.as_str(), "approved" | "denied")
         {
-            return Ok(None);
+            return unchanged;
         }
         self.record_status(&id, view, now)?;
         Ok(Some(Change::Updated(id)))

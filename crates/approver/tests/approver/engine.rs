@@ -99,3 +99,56 @@ fn a_hostile_broker_is_shown_in_full_or_refused_and_the_engine_goes_on() {
     );
     assert_eq!(engine.history().verify().unwrap().entries, 3);
 }
+
+/// An agent repeating a pending request is merged by the broker; the engine shows one item
+/// with the count, and a count that did not grow changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_requests_show_as_one_item_with_their_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::support::paired(dir.path()).await;
+    let profile = format!("engine-merge-test-{}", std::process::id());
+    let mut engine = Engine::open(dir.path(), &profile).unwrap();
+    let agent = sim(&p.url);
+    let request = agent.request(&scenarios()[0]).unwrap();
+    let first = agent.evaluate(&request).await.unwrap();
+    let listing = p.client.list(Some("pending")).await.unwrap();
+    assert_eq!(listing.requests.len(), 1);
+    let id = listing.requests[0].pending.id.clone();
+    assert_eq!(
+        engine.apply(&p.url, &listing.requests[0]).unwrap(),
+        Some(Change::Received(id.clone()))
+    );
+
+    for _ in 0..2 {
+        let again = agent.evaluate(&request).await.unwrap();
+        assert_eq!(
+            again.context.unwrap().approval.unwrap().id,
+            first.context.clone().unwrap().approval.unwrap().id,
+            "merged into the held request"
+        );
+    }
+    let view = p
+        .client
+        .list(Some("pending"))
+        .await
+        .unwrap()
+        .requests
+        .remove(0);
+    assert_eq!(view.merged, 3);
+    assert_eq!(
+        engine.apply(&p.url, &view).unwrap(),
+        Some(Change::Updated(id.clone()))
+    );
+    assert_eq!(engine.apply(&p.url, &view).unwrap(), None);
+    let listed = engine
+        .history()
+        .list(&countersign_approver::Filter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((listed.len(), listed[0].merged), (1, 3));
+    // The count is not a state change: the chain holds only the arrival.
+    assert_eq!(engine.history().entries(&id).unwrap().len(), 1);
+    p.broker.stop();
+}

@@ -9,7 +9,8 @@ export type PendingItem = { id: string, agent: string, tool: string, intent: str
  */
 classification: Array<string>, policy_id: string, 
 /**
- * How many identical requests were merged into it.
+ * How many identical requests of the agent it stands for (1: itself alone); the broker
+ * merges repeats of a pending request instead of asking again.
  */
 merged: number, 
 /**

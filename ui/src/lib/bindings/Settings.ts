@@ -13,4 +13,8 @@ paused_until: number,
 /**
  * Whether the development authenticator is enrolled or in use (the UI shows a banner).
  */
-dev_authenticator: boolean, demo: boolean, };
+dev_authenticator: boolean, demo: boolean, 
+/**
+ * Whether the app starts (in the tray) when the owner logs in.
+ */
+autostart: boolean, };
