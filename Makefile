@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-app setup check ui fmt lint unit e2e measure-app bench deny
+.PHONY: test demo demo-app setup check ui fmt lint unit e2e bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -18,7 +18,7 @@ demo-app:
 setup:
 	@scripts/setup.sh
 
-check: ui fmt lint unit e2e
+check: ui fmt lint unit e2e bundle
 
 ## The UI: type check, unit tests (Vitest), and the bundle the app embeds (ui/dist).
 ui:
@@ -43,12 +43,23 @@ e2e:
 	cp target/debug/countersign-desktop target/countersign-desktop-e2e
 	scripts/session.sh python3 e2e/run.py target/countersign-desktop-e2e
 
+## The release build, packaged as a .deb (target/release/bundle/deb/), and checked.
+bundle:
+	cd src-tauri && ../ui/node_modules/.bin/tauri build --ci --bundles deb
+	scripts/session.sh scripts/check-bundle.sh "$$(ls -t target/release/bundle/deb/*.deb | head -1)"
+
+## The AppImage. The Tauri bundler fetches its tools (AppRun, linuxdeploy) from GitHub, so this
+## needs a machine that reaches github.com (or those tools placed in ~/.cache/tauri).
+appimage:
+	cd src-tauri && ../ui/node_modules/.bin/tauri build --ci --bundles appimage
+
 ## Cold start, idle memory and CPU of the app beside a minimal Tauri 2 app (figures only).
+## Both are release builds (the demo needs its feature; the shipped .deb has none).
 measure-app:
-	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
-	cp target/debug/countersign-desktop target/countersign-desktop-e2e
-	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --manifest-path bench/minimal-tauri/Cargo.toml
-	scripts/session.sh python3 e2e/measure.py target/countersign-desktop-e2e target/debug/minimal-tauri
+	$(CARGO) build --release --locked -p countersign-desktop --features demo,custom-protocol
+	cp target/release/countersign-desktop target/countersign-desktop-measure
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path bench/minimal-tauri/Cargo.toml
+	scripts/session.sh python3 e2e/measure.py target/countersign-desktop-measure target/release/minimal-tauri
 
 ## Benchmarks: figures, never pass/fail.
 bench:

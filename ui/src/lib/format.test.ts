@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { argumentRows, byExpiry, countdown, fold, historyArgs, nextChange, resolveTheme, segments } from "./format";
+import { approvalFailure, argumentRows, byExpiry, countdown, fold, historyArgs, nextChange, resolveTheme, segments } from "./format";
 
 describe("countdown", () => {
   test("seconds in the last two minutes, urgent under one, expired at zero", () => {
@@ -99,5 +99,22 @@ describe("filters and order", () => {
     expect(resolveTheme("system", true)).toBe("dark");
     expect(resolveTheme("system", false)).toBe("light");
     expect(resolveTheme("light", true)).toBe("light");
+  });
+});
+
+describe("approvalFailure", () => {
+  test("ceremony failures say that nothing was signed", () => {
+    expect(approvalFailure("cancelled", "cancelled at the authenticator")).toBe(
+      "Not approved: cancelled at the authenticator. Nothing was signed.",
+    );
+    expect(approvalFailure("authenticator", "the authenticator failed: the authenticator timed out waiting for a touch")).toBe(
+      "Not approved: the authenticator timed out waiting for a touch. Nothing was signed; you can try again.",
+    );
+    expect(
+      approvalFailure("authenticator", "the authenticator failed: this authenticator does not hold the enrolled credential (wrong key?)"),
+    ).toContain("wrong key?");
+  });
+  test("other errors pass through", () => {
+    expect(approvalFailure("not_pending", "item pa_1 is expired, not pending")).toBe("item pa_1 is expired, not pending");
   });
 });

@@ -137,3 +137,13 @@ export function when(unix: number): string {
     second: "2-digit",
   });
 }
+
+/** What the owner reads when an approval did not happen. An authenticator that was cancelled,
+ * timed out, refused the PIN or held another credential signed nothing: say so, and that
+ * trying again is safe. */
+export function approvalFailure(code: string, message: string): string {
+  if (code === "cancelled") return "Not approved: cancelled at the authenticator. Nothing was signed.";
+  if (code === "authenticator")
+    return `Not approved: ${message.replace(/^the authenticator failed: /, "")}. Nothing was signed; you can try again.`;
+  return message;
+}

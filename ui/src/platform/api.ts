@@ -20,6 +20,12 @@ export function errorText(e: unknown): string {
   return String(e);
 }
 
+/** A command error's stable code ("" when the error did not come from a command). */
+export function errorCode(e: unknown): string {
+  if (e && typeof e === "object" && "code" in e) return String((e as CommandError).code);
+  return "";
+}
+
 export const api = {
   pending: () => invoke<PendingItem[]>("pending"),
   item: (id: string) => invoke<ItemDetail>("item", { id }),
