@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Cold start to first window, and idle memory (RSS and PSS, every process of the app) and CPU
-after 60 s, for Countersign in demo mode with 20 items pending, beside a minimal Tauri 2 app
+"""Cold start to first window, and idle memory (RSS and PSS, every process of the app) after
+60 s and CPU over the 60 s after that, for Countersign in demo mode with 20 items pending, beside a minimal Tauri 2 app
 measured the same way in the same run. Run inside scripts/session.sh (a display, D-Bus, a
 keyring). Figures only: nothing here passes or fails.
 
-    python3 e2e/measure.py COUNTERSIGN_BINARY MINIMAL_BINARY [--runs N] [--idle SECONDS]
+    python3 e2e/measure.py COUNTERSIGN_BINARY MINIMAL_BINARY [--runs N] [--settle S] [--idle S]
 """
 import json
 import os
@@ -65,7 +65,13 @@ def window_shown(title):
 
 
 def submit_pending(demo_dir, n):
-    with open(os.path.join(demo_dir, "demo.json")) as f:
+    path = os.path.join(demo_dir, "demo.json")
+    until = time.monotonic() + 30
+    while not os.path.exists(path):  # written once the embedded broker listens
+        if time.monotonic() > until:
+            raise RuntimeError("the demo did not start its broker")
+        time.sleep(0.05)
+    with open(path) as f:
         demo = json.load(f)
     agent = demo["agents"][0]
     for i in range(n):
@@ -85,7 +91,7 @@ def submit_pending(demo_dir, n):
             assert not json.loads(r.read())["decision"]
 
 
-def run(binary, args, title, idle, demo):
+def run(binary, args, title, settle, idle, demo):
     env = dict(os.environ)
     demo_dir = tempfile.mkdtemp(prefix="countersign-measure-")
     if demo:
@@ -101,12 +107,14 @@ def run(binary, args, title, idle, demo):
         cold = time.monotonic() - start
         if demo:
             submit_pending(demo_dir, 20)
-        time.sleep(5)  # let the UI settle after the burst
-        cpu0 = cpu_seconds(tree(proc.pid))
-        time.sleep(idle)
+        # Idle for `settle` seconds with the items pending (arrival, notifications, the UI's
+        # refreshes all happen then), then memory, and CPU over the next `idle` seconds.
+        time.sleep(settle)
         pids = tree(proc.pid)
-        cpu = (cpu_seconds(pids) - cpu0) / idle * 100
         rss, pss = memory(pids)
+        cpu0 = cpu_seconds(pids)
+        time.sleep(idle)
+        cpu = (cpu_seconds(tree(proc.pid)) - cpu0) / idle * 100
         return {"cold_start_s": cold, "rss_mb": rss, "pss_mb": pss, "idle_cpu_pct": cpu, "processes": len(pids)}
     finally:
         proc.terminate()
@@ -120,10 +128,11 @@ def main():
     ours, minimal = sys.argv[1], sys.argv[2]
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
     idle = float(sys.argv[sys.argv.index("--idle") + 1]) if "--idle" in sys.argv else 60
+    settle = float(sys.argv[sys.argv.index("--settle") + 1]) if "--settle" in sys.argv else 60
     results = {"countersign": [], "minimal": []}
     for i in range(runs):
-        results["minimal"].append(run(minimal, [], "Minimal", idle, False))
-        results["countersign"].append(run(ours, ["--demo"], "Countersign", idle, True))
+        results["minimal"].append(run(minimal, [], "Minimal", settle, idle, False))
+        results["countersign"].append(run(ours, ["--demo"], "Countersign", settle, idle, True))
         print(f"run {i + 1}: {json.dumps(results)}", file=sys.stderr)
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     print(f"{'':14}{'cold start':>12}{'RSS MB':>10}{'PSS MB':>10}{'idle CPU %':>12}{'procs':>7}")
@@ -131,7 +140,7 @@ def main():
         m = med[k]
         print(f"{k:14}{m['cold_start_s']:>11.2f}s{m['rss_mb']:>10.0f}{m['pss_mb']:>10.0f}{m['idle_cpu_pct']:>12.2f}{m['processes']:>7.0f}")
     print(f"ratio (countersign / minimal): RSS {med['countersign']['rss_mb'] / med['minimal']['rss_mb']:.2f}, "
-          f"PSS {med['countersign']['pss_mb'] / med['minimal']['pss_mb']:.2f} (medians of {runs} runs, {idle:.0f} s idle)")
+          f"PSS {med['countersign']['pss_mb'] / med['minimal']['pss_mb']:.2f} (medians of {runs} runs; memory after {settle:.0f} s idle, CPU over the {idle:.0f} s after that)")
 
 
 if __name__ == "__main__":

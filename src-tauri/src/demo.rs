@@ -81,5 +81,8 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    options.open(path)?.write_all(bytes)
+    // Written aside and renamed: a reader polling for the file never sees half of it.
+    let partial = path.with_extension("partial");
+    options.open(&partial)?.write_all(bytes)?;
+    std::fs::rename(&partial, path)
 }

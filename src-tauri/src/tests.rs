@@ -33,19 +33,24 @@ fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result
     .map(|body| body.deserialize::<Value>().unwrap())
 }
 
-#[test]
-fn commands_review_approve_deny_and_report_through_ipc() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// A real broker on loopback, and an engine with the development authenticator paired to it.
+struct Paired {
+    broker: countersign_broker::RunningBroker,
+    engine: Engine,
+    fleet: SmallFleet,
+    url: String,
+}
+
+fn paired(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, profile: &str) -> Paired {
     let fleet = SmallFleet::new(
         "alice@example.com",
         "spiffe://example.com/agent/billing",
         "https://tools.example.com",
-        "desktop-test",
+        profile,
     );
-    let (broker, engine) = runtime.block_on(async {
+    runtime.block_on(async {
         let broker = countersign_broker::spawn(
-            fleet.config(dir.path().join("broker.db"), "127.0.0.1:0".parse().unwrap()),
+            fleet.config(dir.join("broker.db"), "127.0.0.1:0".parse().unwrap()),
         )
         .await
         .unwrap();
@@ -57,28 +62,38 @@ fn commands_review_approve_deny_and_report_through_ipc() {
         )
         .unwrap();
         let mut engine = Engine::open(
-            &dir.path().join("app"),
-            &format!("desktop-test-{}", std::process::id()),
+            &dir.join("app"),
+            &format!("{profile}-{}", std::process::id()),
         )
         .unwrap();
         engine
             .enroll(Kind::Dev, "dev key", None, &Unattended)
             .await
             .unwrap();
+        let url = format!("http://{}", broker.addr);
         engine
-            .pair(
-                &format!("http://{}", broker.addr),
-                &code,
-                None,
-                None,
-                None,
-                &Unattended,
-            )
+            .pair(&url, &code, None, None, None, &Unattended)
             .await
             .unwrap();
-        (broker, engine)
-    });
-    let url = format!("http://{}", broker.addr);
+        Paired {
+            broker,
+            engine,
+            fleet,
+            url,
+        }
+    })
+}
+
+#[test]
+fn commands_review_approve_deny_and_report_through_ipc() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Paired {
+        broker,
+        engine,
+        fleet,
+        url,
+    } = paired(&runtime, dir.path(), "desktop-test");
     let agent = fleet.agent(&url).unwrap();
     let (request, first, second) = runtime.block_on(async {
         let request = agent.request(&scenarios()[0]).unwrap();
@@ -229,46 +244,19 @@ fn commands_review_approve_deny_and_report_through_ipc() {
 fn repeated_requests_are_listed_once_with_their_count() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let fleet = SmallFleet::new(
-        "alice@example.com",
-        "spiffe://example.com/agent/billing",
-        "https://tools.example.com",
-        "desktop-merge-test",
-    );
-    let (broker, engine) = runtime.block_on(async {
-        let broker = countersign_broker::spawn(
-            fleet.config(dir.path().join("broker.db"), "127.0.0.1:0".parse().unwrap()),
-        )
-        .await
-        .unwrap();
-        let code = countersign_broker::approver::issue_pairing_code(
-            broker.state.store.as_ref(),
-            "alice@example.com",
-            0,
-            i64::MAX / 2,
-        )
-        .unwrap();
-        let mut engine = Engine::open(
-            &dir.path().join("app"),
-            &format!("desktop-merge-test-{}", std::process::id()),
-        )
-        .unwrap();
-        engine
-            .enroll(Kind::Dev, "dev key", None, &Unattended)
-            .await
-            .unwrap();
-        let url = format!("http://{}", broker.addr);
-        engine
-            .pair(&url, &code, None, None, None, &Unattended)
-            .await
-            .unwrap();
+    let Paired {
+        broker,
+        mut engine,
+        fleet,
+        url,
+    } = paired(&runtime, dir.path(), "desktop-merge-test");
+    runtime.block_on(async {
         let agent = fleet.agent(&url).unwrap();
         let request = agent.request(&scenarios()[0]).unwrap();
         for _ in 0..3 {
             agent.evaluate(&request).await.unwrap();
         }
         engine.sync().await.unwrap();
-        (broker, engine)
     });
     let state = Arc::new(AppState::new(engine, false));
     let app = crate::app(mock_builder(), state)
