@@ -348,11 +348,10 @@ def main():
         export_history(s)
         hostile(s)
         settings_round_trip(s)
-        pairing_link(s, binary)
-
         s.nav("Settings")
         s.wait("settings", lambda: s.find_all("section.settings"))
         s.shot("settings-light")
+        pairing_link(s, binary)
 
         # Dark theme, through the settings page.
         s.click(s.button("dark"))
