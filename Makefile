@@ -2,18 +2,18 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-app setup check ui fmt lint unit e2e bundle appimage measure-app bench deny
+.PHONY: test demo demo-cli setup check ui fmt lint unit e2e bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
 
-## The command-line demo: a broker, simulated agents, and the countersign CLI.
-demo:
-	@scripts/demo.sh
-
 ## The desktop app in demo mode: embedded broker, simulated agents, development authenticator.
-demo-app:
+demo:
 	@scripts/demo-app.sh
+
+## The command-line demo: a broker, simulated agents, and the countersign CLI.
+demo-cli:
+	@scripts/demo.sh
 
 setup:
 	@scripts/setup.sh

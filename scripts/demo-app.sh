@@ -14,7 +14,7 @@ if [[ "${COUNTERSIGN_IN_SESSION:-}" != 1 ]]; then
 fi
 
 if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]]; then
-  echo "demo-app: no display; run it on a desktop, or as: xvfb-run -a make demo-app" >&2
+  echo "demo-app: no display; run it on a desktop, or as: xvfb-run -a make demo" >&2
   exit 1
 fi
 exec target/debug/countersign-desktop --demo
