@@ -94,24 +94,18 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
         .item(&id)?
         .ok_or_else(|| countersign_approver::Error::UnknownItem(id.clone()))?;
     // The first look at a pending item is recorded; refreshes of an open review are not.
-    let seen = engine
-        .history()
-        .entries(&id)?
-        .iter()
-        .any(|e| e.kind == "viewed");
-    if status == "pending" && !seen {
+    let mut entries = engine.history().entries(&id)?;
+    if status == "pending" && !entries.iter().any(|e| e.kind == "viewed") {
         let now = engine.now();
-        engine.history_mut().record(
+        entries.push(engine.history_mut().record(
             &id,
             EntryKind::Viewed,
             serde_json::json!({"via": "app"}),
             now,
-        )?;
+        )?);
     }
     let review = Review::of(&pending, &status);
-    let history = engine
-        .history()
-        .entries(&id)?
+    let history = entries
         .into_iter()
         .map(|e| HistoryEntry {
             seq: e.seq,

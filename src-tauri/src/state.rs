@@ -87,12 +87,8 @@ impl AppState {
 pub fn pending_count(engine: &Engine) -> u32 {
     engine
         .history()
-        .list(&countersign_approver::Filter {
-            status: Some("pending".into()),
-            limit: 100_000,
-            ..countersign_approver::Filter::default()
-        })
-        .map(|items| u32::try_from(items.len()).unwrap_or(u32::MAX))
+        .count("pending")
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         .unwrap_or(0)
 }
 

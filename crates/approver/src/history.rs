@@ -289,6 +289,16 @@ impl History {
         Ok(out)
     }
 
+    /// How many items have `status`.
+    pub fn count(&self, status: &str) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM items WHERE status = ?1",
+            [status],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Raises an item's merged count to `merged` (counts only grow); returns whether it did.
     pub fn set_merged(&mut self, id: &str, merged: u32) -> Result<bool> {
         let n = self.conn.execute(
