@@ -24,7 +24,7 @@ use crate::vault::Vault;
 
 pub use authenticators::Enrolled;
 pub use brokers::Paired;
-pub use receiving::{Change, RECEIVE_LIMITS, SyncReport};
+pub use receiving::{Change, Flushed, ItemError, RECEIVE_LIMITS, SyncReport};
 
 /// The keyring name of the history's anchored head.
 const HEAD_SECRET: &str = "history-head";
@@ -79,13 +79,21 @@ impl Engine {
         &self.vault
     }
 
-    /// Checks the history's hash chain and that it still reaches the head anchored in the
-    /// keyring, so that cutting off the newest entries (which leaves a valid, shorter chain)
-    /// is detected too.
+    /// Checks the history's hash chain, that it still reaches the head anchored in the keyring
+    /// (so that cutting off the newest entries, which leaves a valid, shorter chain, is detected
+    /// too), and that every item still shows what its entries recorded.
     pub fn verify_history(&self) -> Result<crate::history::ChainReport> {
-        let report = self.history.verify()?;
+        // The chain, then the keyring's anchor (a cut-off tail is best named as such), then the
+        // items against their entries.
+        let report = self.history.verify_chain()?;
+        self.verify_anchor(&report)?;
+        self.history.verify_items()?;
+        Ok(report)
+    }
+
+    fn verify_anchor(&self, report: &crate::history::ChainReport) -> Result<()> {
         let Some(anchor) = self.vault.get(HEAD_SECRET)? else {
-            return Ok(report);
+            return Ok(());
         };
         let text = String::from_utf8_lossy(&anchor).into_owned();
         let (seq, hash) = text
@@ -93,7 +101,7 @@ impl Engine {
             .and_then(|(seq, hash)| Some((seq.parse::<i64>().ok()?, hash.to_owned())))
             .ok_or_else(|| Error::KeyringCorrupt(format!("{HEAD_SECRET} is not seq:hash")))?;
         match self.history.entry_hash(seq)? {
-            Some(stored) if stored == hash => Ok(report),
+            Some(stored) if stored == hash => Ok(()),
             Some(_) => Err(Error::ChainBroken {
                 seq,
                 reason: "it differs from the entry anchored in the keyring".into(),

@@ -33,13 +33,15 @@ pub enum EntryKind {
     Revoked,
     /// The item was refused on arrival (its hash disagreed with its contents).
     Refused,
+    /// The broker refused the decision queued here for good (a grant that expired while the
+    /// broker was unreachable, say); the item is open again.
+    Rejected,
 }
 
 impl EntryKind {
     /// The item status this entry moves to, if it changes it.
     fn status(self) -> Option<&'static str> {
         match self {
-            Self::Received => Some("pending"),
             Self::Approved => Some("approved"),
             Self::Denied => Some("denied"),
             Self::Expired => Some("expired"),
@@ -47,6 +49,7 @@ impl EntryKind {
             Self::Redeemed => Some("redeemed"),
             Self::Revoked => Some("revoked"),
             Self::Refused => Some("refused"),
+            Self::Received | Self::Rejected => Some("pending"),
             Self::Notified | Self::Viewed => None,
         }
     }
@@ -63,6 +66,7 @@ impl EntryKind {
             Self::Redeemed => "redeemed",
             Self::Revoked => "revoked",
             Self::Refused => "refused",
+            Self::Rejected => "rejected",
         }
     }
 }
@@ -184,7 +188,8 @@ impl History {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a decision committed to the outbox survives a power cut before it is sent.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut history = Self { conn };
         history.migrate()?;
@@ -407,8 +412,16 @@ impl History {
             .optional()?)
     }
 
-    /// Checks every link of the chain, in order. The error names the first broken entry.
+    /// Checks every link of the chain, in order, then every item against its entries (see
+    /// [`Self::verify_items`]). The error names the first broken entry.
     pub fn verify(&self) -> Result<ChainReport> {
+        let report = self.verify_chain()?;
+        self.verify_items()?;
+        Ok(report)
+    }
+
+    /// Checks every link of the chain, in order. The error names the first broken entry.
+    pub fn verify_chain(&self) -> Result<ChainReport> {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, at, item, kind, detail, prev, hash FROM entries ORDER BY seq")?;
@@ -446,6 +459,95 @@ impl History {
             count += 1;
         }
         Ok(ChainReport { entries: count })
+    }
+
+    /// Checks that every item still shows what its chained entries recorded: the action its
+    /// `received` entry hashed, and the status its newest state change set. (The items table is
+    /// what the app displays and approves from; the chain is what makes it trustworthy.)
+    pub fn verify_items(&self) -> Result<()> {
+        if let Some((seq, item)) = self
+            .conn
+            .query_row(
+                "SELECT MIN(seq), item FROM entries WHERE item NOT IN (SELECT id FROM items)
+                 GROUP BY item ORDER BY 1 LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+        {
+            return Err(Error::ChainBroken {
+                seq,
+                reason: format!("item {item} was removed from the history"),
+            });
+        }
+        let mut items = self
+            .conn
+            .prepare("SELECT id, status, pending FROM items ORDER BY rowid")?;
+        let mut entries = self
+            .conn
+            .prepare("SELECT seq, kind, detail FROM entries WHERE item = ?1 ORDER BY seq")?;
+        let mut rows = items.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, status, pending): (String, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            let mut first: Option<(i64, EntryKind, String)> = None;
+            let mut newest: Option<(i64, &'static str)> = None;
+            let mut list = entries.query([&id])?;
+            while let Some(entry) = list.next()? {
+                let seq: i64 = entry.get(0)?;
+                let kind: EntryKind = serde_json::from_value(Value::String(entry.get(1)?))
+                    .map_err(|_| Error::ChainBroken {
+                        seq,
+                        reason: "its kind is unknown".into(),
+                    })?;
+                if first.is_none() {
+                    first = Some((seq, kind, entry.get(2)?));
+                }
+                if let Some(status) = kind.status() {
+                    newest = Some((seq, status));
+                }
+            }
+            let broken = |seq: i64, what: String| Error::ChainBroken {
+                seq,
+                reason: format!("item {id} {what}"),
+            };
+            let (Some((first_seq, first_kind, detail)), Some((last_seq, last_status))) =
+                (first, newest)
+            else {
+                return Err(broken(
+                    0,
+                    "has no entry: it was added outside the chain".into(),
+                ));
+            };
+            let action: PendingAction = serde_json::from_str(&pending)
+                .map_err(|_| broken(first_seq, "is no longer a readable action".into()))?;
+            match first_kind {
+                EntryKind::Received => {
+                    let recorded: Value = serde_json::from_str(&detail)
+                        .map_err(|_| broken(first_seq, "has an unreadable entry".into()))?;
+                    if action.id != id
+                        || !action.verify_hash()
+                        || recorded["action_hash"].as_str() != Some(action.action_hash.as_str())
+                    {
+                        return Err(broken(
+                            first_seq,
+                            "shows an action other than the one this entry recorded".into(),
+                        ));
+                    }
+                }
+                EntryKind::Refused => {}
+                _ => {
+                    return Err(broken(first_seq, "does not begin with its arrival".into()));
+                }
+            }
+            if status != last_status {
+                return Err(broken(
+                    last_seq,
+                    format!("reads {status}, but this entry made it {last_status}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes every entry as JSON Lines, oldest first.

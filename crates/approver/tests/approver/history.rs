@@ -278,7 +278,9 @@ fn an_edited_history_file_is_detected_at_the_first_broken_entry() {
         ),
         ("UPDATE entries SET at = at + 1 WHERE seq = 2", 2, "changed"),
         ("DELETE FROM entries WHERE seq = 5", 5, "missing"),
-        ("DELETE FROM entries WHERE seq = 8", 0, ""),
+        // Cutting off the newest entry leaves a valid shorter chain, but the item it moved
+        // still shows the status it set.
+        ("DELETE FROM entries WHERE seq = 8", 2, "reads denied"),
         (
             "UPDATE entries SET item = 'pa_3' WHERE seq = 7",
             7,
@@ -298,9 +300,7 @@ fn an_edited_history_file_is_detected_at_the_first_broken_entry() {
                 assert_eq!(at, seq, "{sql}");
                 assert!(why.contains(reason), "{sql}: {why}");
             }
-            // Cutting off the newest entries leaves a valid shorter chain: only the count shows
-            // it. (Anchoring the head outside the file is the remedy; see the crate docs.)
-            Ok(report) => assert_eq!((seq, report.entries), (0, 7), "{sql}"),
+            Ok(report) => panic!("{sql}: not detected ({} entries)", report.entries),
             Err(other) => panic!("{sql}: {other}"),
         }
     }
@@ -324,4 +324,61 @@ fn an_edited_history_file_is_detected_at_the_first_broken_entry() {
         history.verify(),
         Err(Error::ChainBroken { seq: 6, .. })
     ));
+}
+
+#[test]
+fn an_edited_item_is_detected_against_its_entries() {
+    // What the app shows and approves from is the items table: a forged action (with a hash
+    // recomputed to match it), a status set back, a removed or an invented item are all caught.
+    let forged = item(
+        "pa_3",
+        "billing",
+        "gmail/send",
+        "Send the signed contract to someone else",
+        3000,
+    );
+    let forged = serde_json::to_string(&forged).unwrap().replace('\'', "''");
+    let cases = [
+        (
+            format!("UPDATE items SET pending = '{forged}' WHERE id = 'pa_3'"),
+            3,
+            "shows an action other than the one this entry recorded",
+        ),
+        (
+            "UPDATE items SET status = 'pending' WHERE id = 'pa_2'".to_owned(),
+            8,
+            "reads pending, but this entry made it denied",
+        ),
+        (
+            "DELETE FROM items WHERE id = 'pa_3'".to_owned(),
+            3,
+            "was removed",
+        ),
+        (
+            "INSERT INTO items (id, broker, status, agent, tool, intent, pending, created_at, expires_at, updated_at)
+             SELECT 'pa_9', broker, status, agent, tool, intent, pending, created_at, expires_at, updated_at
+             FROM items WHERE id = 'pa_3'"
+                .to_owned(),
+            0,
+            "has no entry",
+        ),
+    ];
+    for (sql, seq, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let history = filled(dir.path());
+        history.verify().unwrap();
+        drop(history);
+        tamper(dir.path(), &sql);
+        let history = History::open(&dir.path().join("history.db")).unwrap();
+        match history.verify() {
+            Err(Error::ChainBroken {
+                seq: at,
+                reason: why,
+            }) => {
+                assert_eq!(at, seq, "{sql}: {why}");
+                assert!(why.contains(reason), "{sql}: {why}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
 }
