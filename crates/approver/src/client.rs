@@ -64,7 +64,11 @@ impl BrokerClient {
         key: DeviceSigningKey,
         pin: Option<Fingerprint>,
     ) -> Result<Self> {
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        // The read timeout also catches a half-open event stream: brokers send a heartbeat
+        // every 15 s, so 45 s of silence means the connection is gone.
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(STREAM_SILENCE);
         let (verifier, seen) = PinningVerifier::new(pin)?;
         if base.starts_with("https://") {
             builder = builder.use_preconfigured_tls(verifier.client_config()?);
@@ -197,7 +201,11 @@ impl BrokerClient {
             .unwrap_or_default();
         let url = format!("{}{path}", self.base);
         let proof = self.proof(method.as_str(), &url, &bytes);
-        let mut request = self.http.request(method, &url).header(PROOF_HEADER, proof);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .timeout(REQUEST_TIMEOUT)
+            .header(PROOF_HEADER, proof);
         if body.is_some() {
             request = request
                 .header("content-type", "application/json")
@@ -291,10 +299,16 @@ impl BrokerClient {
     pub async fn follow(&self, out: mpsc::Sender<Delivery>) {
         let mut attempt: u32 = 0;
         loop {
-            let reason = match self.follow_once(&out, &mut attempt).await {
+            let mut healthy = false;
+            let reason = match self.follow_once(&out, &mut healthy).await {
                 Ok(()) => return,
                 Err(e) => e.to_string(),
             };
+            // Backoff starts over only after a connection that worked, so a broker (or proxy)
+            // that accepts and drops at once is not hammered.
+            if healthy {
+                attempt = 0;
+            }
             let retry_in = backoff(attempt);
             attempt = attempt.saturating_add(1);
             if out
@@ -308,11 +322,12 @@ impl BrokerClient {
         }
     }
 
-    /// One connection. `Ok` only when the receiver is gone.
-    async fn follow_once(&self, out: &mpsc::Sender<Delivery>, attempt: &mut u32) -> Result<()> {
+    /// One connection. `Ok` only when the receiver is gone. `healthy` is set once an event
+    /// arrived or the stream stayed open for [`HEALTHY_AFTER`].
+    async fn follow_once(&self, out: &mpsc::Sender<Delivery>, healthy: &mut bool) -> Result<()> {
         let listing = self.list(None).await?;
         let mut events = self.stream(listing.last_event_id).await?;
-        *attempt = 0;
+        let opened = tokio::time::Instant::now();
         if out
             .send(Delivery::Reconciled(listing.requests))
             .await
@@ -321,10 +336,14 @@ impl BrokerClient {
             return Ok(());
         }
         while let Some(event) = events.recv().await {
-            if out.send(Delivery::Event(Box::new(event?))).await.is_err() {
+            *healthy |= opened.elapsed() >= HEALTHY_AFTER;
+            let event = event?;
+            *healthy = true;
+            if out.send(Delivery::Event(Box::new(event))).await.is_err() {
                 return Ok(());
             }
         }
+        *healthy |= opened.elapsed() >= HEALTHY_AFTER;
         Err(Error::Http("the event stream ended".into()))
     }
 }
@@ -350,6 +369,15 @@ pub fn follow_all(clients: Vec<BrokerClient>) -> mpsc::Receiver<(String, Deliver
     }
     rx
 }
+
+/// How long an event stream may stay silent before it counts as dropped (three heartbeats).
+pub const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
+/// The longest a single request (listing, decision, pairing) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stream must have stayed open for the backoff to start over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 /// Capped exponential backoff with full jitter: uniform in [0, min(30 s, 250 ms × 2^attempt)].
 pub fn backoff(attempt: u32) -> Duration {
