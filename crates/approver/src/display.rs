@@ -53,6 +53,11 @@ fn marker(c: char) -> Option<&'static str> {
         '\u{00AD}' => "SHY",
         '\u{034F}' => "CGJ",
         '\u{180E}' => "MVS",
+        '\u{2028}' => "LSEP",
+        '\u{2029}' => "PSEP",
+        '\u{2800}' => "BRAILLE BLANK",
+        '\u{180B}'..='\u{180D}' | '\u{180F}' => "FVS",
+        '\u{1D173}'..='\u{1D17A}' => "",
         '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => "FILLER",
         c if c.is_control() => "",
         '\u{2061}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{FFF9}'..='\u{FFFB}' => "",
@@ -199,6 +204,13 @@ mod tests {
         assert_eq!(visible("line\nnext\ttab"), "line\nnext\ttab");
         assert_eq!(visible("<script>é 日本"), "<script>é 日本");
         assert!(has_hidden("\u{2067}x\u{2069}") && !has_hidden("plain"));
+        // Line and paragraph separators break a line where a reader sees none; blank
+        // look-alikes and invisible selectors hide text.
+        assert_eq!(visible("a\u{2028}b"), "a[U+2028 LSEP]b");
+        assert_eq!(
+            visible("\u{2800}\u{180B}\u{1D173}"),
+            "[U+2800 BRAILLE BLANK][U+180B FVS][U+1D173]"
+        );
     }
 
     #[test]
