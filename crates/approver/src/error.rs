@@ -22,6 +22,11 @@ pub enum Error {
     NotPending { item: String, status: String },
     #[error("item {0} shows something other than what its action_hash binds: refused")]
     HashMismatch(String),
+    #[error(
+        "item {item}: the grant the broker refused stays valid until {until} (Unix time); \
+         approve again after that"
+    )]
+    GrantStillLive { item: String, until: i64 },
     #[error("a denial needs a reason")]
     ReasonRequired,
     #[error("the authenticator failed: {0}")]
@@ -79,6 +84,7 @@ impl Error {
             Self::Protocol(e) => e.code(),
             Self::NotPending { .. } => "not_pending",
             Self::HashMismatch(_) => "hash_mismatch",
+            Self::GrantStillLive { .. } => "grant_still_live",
             Self::ReasonRequired => "reason_required",
             Self::Authenticator(_) => "authenticator",
             Self::Cancelled => "cancelled",
@@ -98,6 +104,18 @@ impl Error {
             Self::Broker { .. } => "broker_refused",
             Self::KeyringUnavailable(_) => "keyring_unavailable",
             Self::KeyringCorrupt(_) => "keyring_corrupt",
+        }
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed: the broker could not be reached, was busy or
+    /// failed itself. Other refusals are its final answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http(_) => true,
+            Self::Broker { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
+            _ => false,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use countersign_protocol::api::Decision;
 use countersign_protocol::clock::ManualClock;
-use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer, MAX_SKEW_SECS};
 use countersign_protocol::registry::{ApproverEntry, RegisteredCredential, RegistryDocument};
 use countersign_protocol::replay::{MemoryCounterStore, MemoryReplayStore};
 use countersign_protocol::webauthn::WebAuthnAssertion;
@@ -39,6 +39,17 @@ pub struct Queued {
     pub idempotency_key: String,
     pub decision: Decision,
     pub acked: bool,
+    /// The broker refused it for good (see [`reject`]); the item is open again.
+    pub rejected: bool,
+}
+
+/// What became of one queued decision that was sent.
+#[derive(Debug)]
+pub enum Sent {
+    /// The broker acknowledged it: recorded, or the item was already decided.
+    Acknowledged(Box<DecisionOutcome>),
+    /// The broker refused it for good; recorded as `rejected` and the item is open again.
+    Rejected(Error),
 }
 
 /// Approves `item`: recomputes its action hash (a mismatch is refused), builds the grant claims,
@@ -53,7 +64,7 @@ pub fn approve(
     authenticator: &mut dyn Authenticator,
     now: i64,
 ) -> Result<Queued> {
-    if let Some(queued) = earlier(history, item, true)? {
+    if let Some(queued) = earlier(history, item, true, now)? {
         return Ok(queued);
     }
     let (pending, status) = history
@@ -118,7 +129,7 @@ pub fn deny(
     suspend_agent: bool,
     now: i64,
 ) -> Result<Queued> {
-    if let Some(queued) = earlier(history, item, false)? {
+    if let Some(queued) = earlier(history, item, false, now)? {
         return Ok(queued);
     }
     let (_, status) = history
@@ -164,16 +175,39 @@ fn enqueue(
             params![item, broker, key, serde_json::to_string(decision)?, now],
         )?;
         record_in(tx, item, kind, detail, now)?;
-        Ok(Queued { item: item.to_owned(), broker, idempotency_key: key.clone(), decision: decision.clone(), acked: false })
+        Ok(Queued { item: item.to_owned(), broker, idempotency_key: key.clone(), decision: decision.clone(), acked: false, rejected: false })
     })
 }
 
 /// The decision already taken here for `item`, when it is the same kind as the one asked for
 /// (an approval repeated after a crash, say); the opposite decision is refused.
-fn earlier(history: &mut History, item: &str, approving: bool) -> Result<Option<Queued>> {
+///
+/// A decision the broker rejected is cleared so the owner can decide again — but a rejected
+/// grant only once it can no longer be redeemed anywhere (its `exp` plus the verifiers' skew),
+/// so that two live grants for one item never exist, whatever the broker claims.
+fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Result<Option<Queued>> {
     let Some(queued) = queued(history, item)? else {
         return Ok(None);
     };
+    if queued.rejected {
+        if matches!(queued.decision, Decision::Approve { .. }) {
+            let until = grant_valid_until(history, item)?;
+            if now < until {
+                return Err(Error::GrantStillLive {
+                    item: item.to_owned(),
+                    until,
+                });
+            }
+        }
+        history.transaction(|tx| {
+            tx.execute(
+                "DELETE FROM outbox WHERE item = ?1 AND outcome = 'rejected'",
+                [item],
+            )?;
+            Ok(())
+        })?;
+        return Ok(None);
+    }
     if matches!(queued.decision, Decision::Approve { .. }) == approving {
         return Ok(Some(queued));
     }
@@ -186,20 +220,22 @@ fn earlier(history: &mut History, item: &str, approving: bool) -> Result<Option<
 /// The queued decision for `item`, if any.
 pub fn queued(history: &mut History, item: &str) -> Result<Option<Queued>> {
     history.transaction(|tx| {
-        let row: Option<(String, String, String, Option<i64>)> = tx
+        type Row = (String, String, String, Option<i64>, Option<String>);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT broker, idempotency_key, decision, acked_at FROM outbox WHERE item = ?1",
+                "SELECT broker, idempotency_key, decision, acked_at, outcome FROM outbox WHERE item = ?1",
                 [item],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        row.map(|(broker, key, decision, acked)| {
+        row.map(|(broker, key, decision, acked, outcome)| {
             Ok(Queued {
                 item: item.to_owned(),
                 broker,
                 idempotency_key: key,
                 decision: serde_json::from_str(&decision)?,
                 acked: acked.is_some(),
+                rejected: outcome.as_deref() == Some(REJECTED),
             })
         })
         .transpose()
@@ -215,32 +251,86 @@ pub fn unsent(history: &mut History) -> Result<Vec<Queued>> {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
         rows.map(|row| {
             let (item, broker, key, decision) = row?;
-            Ok(Queued { item, broker, idempotency_key: key, decision: serde_json::from_str(&decision)?, acked: false })
+            Ok(Queued { item, broker, idempotency_key: key, decision: serde_json::from_str(&decision)?, acked: false, rejected: false })
         })
         .collect()
     })
 }
 
-/// Sends every unacknowledged decision for `client`'s broker and marks each acknowledged once
-/// the broker answers (recorded, or already decided). Stops at the first transport failure and
-/// leaves the rest queued.
+/// Sends every unacknowledged decision for `client`'s broker, oldest first, and records each
+/// answer (see [`send`]). Stops at the first temporary failure and leaves the rest queued; a
+/// decision the broker rejects for good does not hold up the ones after it.
 pub async fn flush(
     history: &mut History,
     client: &BrokerClient,
     now: i64,
-) -> Result<Vec<(String, DecisionOutcome)>> {
+) -> Result<Vec<(String, Sent)>> {
     let mut done = Vec::new();
     for queued in unsent(history)?
         .into_iter()
         .filter(|q| q.broker == client.base())
     {
-        let outcome = client
-            .decide(&queued.item, &queued.decision, &queued.idempotency_key)
-            .await?;
-        acknowledge(history, &queued.item, &outcome, now)?;
-        done.push((queued.item, outcome));
+        let sent = send(history, client, &queued, now).await?;
+        done.push((queued.item, sent));
     }
     Ok(done)
+}
+
+/// Sends one queued decision and records the broker's answer: acknowledged, or rejected for
+/// good. A temporary failure (see [`Error::is_transient`]) is returned and leaves it queued.
+pub async fn send(
+    history: &mut History,
+    client: &BrokerClient,
+    queued: &Queued,
+    now: i64,
+) -> Result<Sent> {
+    match client
+        .decide(&queued.item, &queued.decision, &queued.idempotency_key)
+        .await
+    {
+        Ok(outcome) => {
+            acknowledge(history, &queued.item, &outcome, now)?;
+            Ok(Sent::Acknowledged(Box::new(outcome)))
+        }
+        Err(e @ Error::Broker { .. }) if !e.is_transient() => {
+            reject(history, &queued.item, &e, now)?;
+            Ok(Sent::Rejected(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+const REJECTED: &str = "rejected";
+
+/// Records that the broker refused the decision for `item` for good: the outbox row is closed
+/// and a `rejected` entry opens the item again, in one transaction.
+pub fn reject(history: &mut History, item: &str, error: &Error, now: i64) -> Result<()> {
+    let status = match error {
+        Error::Broker { status, .. } => Some(*status),
+        _ => None,
+    };
+    let detail = json!({"status": status, "code": error.code(), "message": error.to_string()});
+    history.transaction(|tx| {
+        tx.execute(
+            "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
+            params![now, REJECTED, item],
+        )?;
+        record_in(tx, item, EntryKind::Rejected, detail, now)?;
+        Ok(())
+    })
+}
+
+/// Until when the newest grant made here for `item` can be redeemed by a verifier that allows
+/// the largest clock skew (its `exp` + [`MAX_SKEW_SECS`]).
+fn grant_valid_until(history: &History, item: &str) -> Result<i64> {
+    let exp = history
+        .entries(item)?
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "approved")
+        .find_map(|e| e.detail["exp"].as_i64());
+    // Without the grant's expiry on record nothing can be judged: no second grant, ever.
+    Ok(exp.map_or(i64::MAX, |exp| exp.saturating_add(MAX_SKEW_SECS)))
 }
 
 /// Marks the decision for `item` acknowledged by the broker.

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use countersign_approver::authn::Kind;
 use countersign_approver::client::Delivery;
 use countersign_approver::display::Review;
-use countersign_approver::engine::{Change, Engine};
+use countersign_approver::engine::{Change, Engine, Flushed};
 use countersign_approver::notify::DesktopNotifier;
 use countersign_approver::{Error, Filter};
 use serde_json::json;
@@ -296,9 +296,18 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             });
         }
         Command::Approve { id, with } => {
-            out.note(&format!(
-                "Approving {id}: your authenticator will ask you to confirm."
-            ));
+            // What is signed is shown first, in full: approving an ID never read is blind.
+            let (pending, status) = engine
+                .history()
+                .item(&id)?
+                .ok_or_else(|| Error::UnknownItem(id.clone()))?;
+            if status == "pending" {
+                out.note(&output::review(&Review::of(&pending, &status), &[]));
+                out.note(&format!(
+                    "\nApproving {}: your authenticator will ask you to confirm.",
+                    countersign_approver::display::visible(&id)
+                ));
+            }
             let queued = engine.approve_queued(&id, with.as_deref(), &prompt)?;
             hold_before_send();
             let (queued, outcome) = engine.deliver(queued).await?;
@@ -408,6 +417,56 @@ async fn authenticators(
     Ok(())
 }
 
+/// What applying one item from a broker changed. An item the engine will not take (too large,
+/// too deep) is reported and the rest go on; a local failure (the database) ends the command.
+fn taken(
+    out: &Out,
+    item: &str,
+    applied: Result<Option<Change>, Error>,
+) -> Result<Option<Change>, Error> {
+    match applied {
+        Err(e @ (Error::Protocol(_) | Error::Json(_))) => {
+            let item = countersign_approver::display::visible(item);
+            out.line(
+                &json!({"event": "not_taken", "item": item, "code": e.code(), "message": e.to_string()}),
+                || format!("item {item} not taken: {e}"),
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// Reports what sending the outbox did; a temporary failure leaves the decisions queued.
+fn flushed(out: &Out, result: Result<Flushed, Error>) -> Result<(), Error> {
+    match result {
+        Ok(flushed) => {
+            for item in flushed.delivered {
+                out.line(&json!({"event": "delivered", "item": item}), || {
+                    format!("delivered decision for {item}")
+                });
+            }
+            for rejected in flushed.rejected {
+                let item = countersign_approver::display::visible(&rejected.item);
+                let error = countersign_approver::display::visible(&rejected.error);
+                out.line(
+                    &json!({"event": "rejected", "item": item, "message": error}),
+                    || format!("decision for {item} refused by the broker ({error}); the item is open again"),
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.is_transient() => {
+            out.line(
+                &json!({"event": "queued", "code": e.code(), "message": e.to_string()}),
+                || format!("decisions stay queued: {e}"),
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Lists what is pending; with `live`, follows every broker until interrupted.
 async fn pending(
     engine: &mut Engine,
@@ -416,7 +475,6 @@ async fn pending(
     out: &Out,
 ) -> Result<ExitCode, Error> {
     let reports = engine.sync().await?;
-    let unreachable = reports.iter().any(Result::is_err);
     for failed in reports.iter().filter_map(|r| r.as_ref().err()) {
         out.note(&format!("{}: {}", failed.0, failed.1));
     }
@@ -426,11 +484,7 @@ async fn pending(
     let pending = pending_reviews(engine)?;
     if !live {
         out.value(&pending, || output::pending(&pending));
-        return Ok(if unreachable {
-            ExitCode::from(output::EXIT_UNREACHABLE)
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(output::sync_exit(&reports));
     }
     out.line(&json!({"event": "listing", "pending": pending}), || {
         output::pending(&pending)
@@ -445,16 +499,17 @@ async fn pending(
                     Delivery::Reconciled(views) => {
                         let mut changes = Vec::new();
                         for view in &views {
-                            changes.extend(engine.apply(&broker, view)?);
+                            changes.extend(taken(out, &view.pending.id, engine.apply(&broker, view))?);
                         }
                         if let Some(client) = engine.clients()?.into_iter().find(|c| c.base() == broker) {
-                            for item in engine.flush(&client).await.unwrap_or_default() {
-                                out.line(&json!({"event": "delivered", "item": item}), || format!("delivered decision for {item}"));
-                            }
+                            flushed(out, engine.flush(&client).await)?;
                         }
                         changes
                     }
-                    Delivery::Event(event) => engine.apply_event(&broker, &event)?.into_iter().collect(),
+                    Delivery::Event(event) => {
+                        let id = event.request.as_ref().map(|r| r.pending.id.clone()).unwrap_or_default();
+                        taken(out, &id, engine.apply_event(&broker, &event))?.into_iter().collect()
+                    }
                     Delivery::Disconnected { retry_in, reason } => {
                         out.line(&json!({"event": "disconnected", "broker": broker, "reason": reason, "retry_in_ms": retry_in.as_millis()}), || {
                             format!("{broker}: disconnected ({reason}); retrying in {} ms", retry_in.as_millis())

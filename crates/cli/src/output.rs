@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use countersign_approver::Error;
 use countersign_approver::client::DecisionOutcome;
-use countersign_approver::display::Review;
+use countersign_approver::display::{Review, visible};
 use countersign_approver::engine::{Change, Engine, Enrolled, Paired, SyncReport};
 use countersign_approver::history::{Entry, ItemSummary};
 use countersign_approver::outbox::Queued;
@@ -120,9 +120,9 @@ pub(crate) fn brokers(brokers: &[Paired]) -> String {
         let _ = writeln!(
             text,
             "{}  approver {}  owner {}  since {}",
-            b.url,
-            b.approver_id,
-            b.owner,
+            visible(&b.url),
+            visible(&b.approver_id),
+            visible(&b.owner),
             when(b.added_at)
         );
     }
@@ -203,7 +203,9 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
     let _ = writeln!(t, "Requested    {}", r.requested_at);
     let _ = writeln!(t, "Expires      {}", r.expires_at);
     let _ = writeln!(t, "Fingerprint  {}", r.fingerprint);
-    let _ = writeln!(t, "History");
+    if !entries.is_empty() {
+        let _ = writeln!(t, "History");
+    }
     for e in entries {
         let _ = writeln!(
             t,
@@ -211,7 +213,7 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
             e.seq,
             when(e.at),
             e.kind,
-            e.detail
+            visible(&e.detail.to_string())
         );
     }
     t.trim_end().to_owned()
@@ -226,17 +228,13 @@ pub(crate) fn items(items: &[ItemSummary]) -> String {
         let _ = writeln!(
             text,
             "{}  {:9}  {} → {}  {}",
-            i.id,
+            visible(&i.id),
             i.status,
-            countersign_approver::display::visible(&i.agent),
-            countersign_approver::display::visible(&i.tool),
+            visible(&i.agent),
+            visible(&i.tool),
             when(i.updated_at)
         );
-        let _ = writeln!(
-            text,
-            "    {}",
-            countersign_approver::display::visible(&i.intent)
-        );
+        let _ = writeln!(text, "    {}", visible(&i.intent));
     }
     text.trim_end().to_owned()
 }
@@ -313,6 +311,22 @@ pub(crate) fn sync(out: &Out, reports: &[Result<SyncReport, (String, Error)>]) -
                 r.updated.len(),
                 r.delivered.len()
             );
+            for e in &r.rejected {
+                let _ = writeln!(
+                    t,
+                    "  decision for {} refused by the broker ({}); the item is open again",
+                    visible(&e.item),
+                    visible(&e.error)
+                );
+            }
+            for e in &r.failed {
+                let _ = writeln!(
+                    t,
+                    "  item {} not taken: {}",
+                    visible(&e.item),
+                    visible(&e.error)
+                );
+            }
         }
         for f in &failed {
             let _ = writeln!(
@@ -327,11 +341,21 @@ pub(crate) fn sync(out: &Out, reports: &[Result<SyncReport, (String, Error)>]) -
         }
         t.trim_end().to_owned()
     });
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_UNREACHABLE)
+    sync_exit(reports)
+}
+
+/// The exit code of a sync: 0 when every broker synced, 6 when any could not be reached (or
+/// was failing), 4 when one refused us.
+pub(crate) fn sync_exit(reports: &[Result<SyncReport, (String, Error)>]) -> ExitCode {
+    let errors = reports.iter().filter_map(|r| r.as_ref().err());
+    let mut code = ExitCode::SUCCESS;
+    for (_, e) in errors {
+        if !e.is_transient() {
+            return ExitCode::from(EXIT_REFUSED);
+        }
+        code = ExitCode::from(EXIT_UNREACHABLE);
     }
+    code
 }
 
 /// One change in the live feed.

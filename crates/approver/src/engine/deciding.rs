@@ -6,7 +6,7 @@ use countersign_protocol::webauthn::WebAuthnAssertion;
 
 use crate::authn::{Authenticators, Prompt};
 use crate::client::DecisionOutcome;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::outbox::{self, Authenticator, Queued};
 
 use super::{Engine, Enrolled};
@@ -70,23 +70,22 @@ impl Engine {
         self.deliver(queued).await
     }
 
-    /// Sends a queued decision once; a transport failure leaves it queued (and is not an
-    /// error: the next sync delivers it).
+    /// Sends a queued decision once. A temporary failure (unreachable, busy, failing broker)
+    /// leaves it queued and is not an error: the next sync delivers it. A final refusal is
+    /// recorded (the item is open again) and returned.
     pub async fn deliver(&mut self, queued: Queued) -> Result<(Queued, Option<DecisionOutcome>)> {
         if queued.acked {
             return Ok((queued, None));
         }
         let client = self.client(&self.broker(&queued.broker)?)?;
-        match client
-            .decide(&queued.item, &queued.decision, &queued.idempotency_key)
-            .await
-        {
-            Ok(outcome) => {
-                let now = self.now();
-                outbox::acknowledge(&mut self.history, &queued.item, &outcome, now)?;
-                Ok((queued, Some(outcome)))
+        let now = self.now();
+        match outbox::send(&mut self.history, &client, &queued, now).await {
+            Ok(outbox::Sent::Acknowledged(outcome)) => {
+                self.settle(client.base(), &outcome)?;
+                Ok((queued, Some(*outcome)))
             }
-            Err(Error::Http(_)) => Ok((queued, None)),
+            Ok(outbox::Sent::Rejected(e)) => Err(e),
+            Err(e) if e.is_transient() => Ok((queued, None)),
             Err(e) => Err(e),
         }
     }

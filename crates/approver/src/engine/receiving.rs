@@ -6,7 +6,7 @@ use rusqlite::OptionalExtension as _;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::BrokerClient;
+use crate::client::{BrokerClient, DecisionOutcome};
 use crate::error::{Error, Result};
 use crate::history::EntryKind;
 use crate::notify::{Notice, Notifier};
@@ -31,6 +31,27 @@ pub struct SyncReport {
     pub updated: Vec<String>,
     /// Decisions from the outbox the broker acknowledged.
     pub delivered: Vec<String>,
+    /// Decisions from the outbox the broker refused for good (the items are open again).
+    pub rejected: Vec<ItemError>,
+    /// Items of the listing this engine would not take (too large, too deep), with why. The
+    /// rest of the listing is applied all the same.
+    pub failed: Vec<ItemError>,
+}
+
+/// An item and what went wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    pub item: String,
+    pub error: String,
+}
+
+/// What sending the outbox to one broker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Flushed {
+    /// Decisions the broker acknowledged.
+    pub delivered: Vec<String>,
+    /// Decisions the broker refused for good (the items are open again).
+    pub rejected: Vec<ItemError>,
 }
 
 /// What applying a broker's view changed.
@@ -71,12 +92,12 @@ impl Engine {
         if local == view.status.as_str() || local == "refused" {
             return unchanged;
         }
-        // A decision of ours already moved the item; the broker confirming it adds nothing.
-        if matches!(view.status, Status::Approved | Status::Denied)
-            && matches!(local.as_str(), "approved" | "denied")
-        {
+        // A decision queued here and not yet delivered: the broker still shows it pending.
+        if view.status == Status::Pending {
             return unchanged;
         }
+        // Anything else the broker reports wins, including another approver's decision that
+        // reached it before ours (the history then says what really happened).
         self.record_status(&id, view, now)?;
         Ok(Some(Change::Updated(id)))
     }
@@ -172,23 +193,60 @@ impl Engine {
             broker: broker.url.clone(),
             ..SyncReport::default()
         };
-        report.delivered = self.flush(&client).await?;
+        // Queued decisions first (their grants are the ones ageing); a temporary failure leaves
+        // them queued and the listing is still fetched.
+        match self.flush(&client).await {
+            Ok(flushed) => {
+                report.delivered = flushed.delivered;
+                report.rejected = flushed.rejected;
+            }
+            // Still queued; the listing below tells whether the broker is there at all.
+            Err(e) if e.is_transient() => {}
+            Err(e) => return Err(e),
+        }
         let listing = client.list(None).await?;
         for view in &listing.requests {
-            match self.apply(&broker.url, view)? {
-                Some(Change::Received(id) | Change::Refused(id)) => report.received.push(id),
-                Some(Change::Updated(id)) => report.updated.push(id),
-                None => {}
+            match self.apply(&broker.url, view) {
+                Ok(Some(Change::Received(id) | Change::Refused(id))) => report.received.push(id),
+                Ok(Some(Change::Updated(id))) => report.updated.push(id),
+                Ok(None) => {}
+                // One item the engine will not take must not stop the others.
+                Err(e @ (Error::Protocol(_) | Error::Json(_))) => report.failed.push(ItemError {
+                    item: view.pending.id.clone(),
+                    error: e.to_string(),
+                }),
+                Err(e) => return Err(e),
             }
         }
         Ok(report)
     }
 
-    /// Sends the outbox's decisions for `client`'s broker.
-    pub async fn flush(&mut self, client: &BrokerClient) -> Result<Vec<String>> {
+    /// Sends the outbox's decisions for `client`'s broker and applies what the broker says of
+    /// items another approver decided first.
+    pub async fn flush(&mut self, client: &BrokerClient) -> Result<Flushed> {
         let now = self.now();
-        let done = outbox::flush(&mut self.history, client, now).await?;
-        Ok(done.into_iter().map(|(item, _)| item).collect())
+        let mut flushed = Flushed::default();
+        for (item, sent) in outbox::flush(&mut self.history, client, now).await? {
+            match sent {
+                outbox::Sent::Acknowledged(outcome) => {
+                    self.settle(client.base(), &outcome)?;
+                    flushed.delivered.push(item);
+                }
+                outbox::Sent::Rejected(e) => flushed.rejected.push(ItemError {
+                    item,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(flushed)
+    }
+
+    /// Applies the broker's view when it answered that the item was already decided.
+    pub(super) fn settle(&mut self, broker: &str, outcome: &DecisionOutcome) -> Result<()> {
+        if let DecisionOutcome::AlreadyDecided(view) = outcome {
+            self.apply(broker, view)?;
+        }
+        Ok(())
     }
 
     /// The paired broker an item came from.

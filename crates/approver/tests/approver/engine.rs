@@ -100,6 +100,44 @@ fn a_hostile_broker_is_shown_in_full_or_refused_and_the_engine_goes_on() {
     assert_eq!(engine.history().verify().unwrap().entries, 3);
 }
 
+/// What the broker reports wins over a local decision it never took: another approver of the
+/// same owner denied first, so the history must not keep saying "approved".
+#[test]
+fn the_brokers_decision_wins_over_one_it_never_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = format!("engine-test-wins-{}", std::process::id());
+    let mut engine = Engine::open(dir.path(), &profile).unwrap();
+    let broker = "http://127.0.0.1:9";
+    let mut item = view("pa_1", json!({"order": "1", "amount": "5000.00"}));
+    engine.apply(broker, &item).unwrap();
+    let now = engine.now();
+    engine
+        .history_mut()
+        .record(
+            "pa_1",
+            countersign_approver::EntryKind::Approved,
+            json!({"jti": "j", "exp": now + 120}),
+            now,
+        )
+        .unwrap();
+
+    // Still pending at the broker: our decision is on its way, nothing changes.
+    assert_eq!(engine.apply(broker, &item).unwrap(), None);
+    item.status = Status::Denied;
+    item.decided_by = Some("approver-2".into());
+    assert_eq!(
+        engine.apply(broker, &item).unwrap(),
+        Some(Change::Updated("pa_1".into()))
+    );
+    assert_eq!(engine.history().item("pa_1").unwrap().unwrap().1, "denied");
+    let last = engine.history().entries("pa_1").unwrap().pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), &last.detail["decided_by"]),
+        ("denied", &json!("approver-2"))
+    );
+    engine.history().verify().unwrap();
+}
+
 /// An agent repeating a pending request is merged by the broker; the engine shows one item
 /// with the count, and a count that did not grow changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
     // ... so it is sent again after restart, and the broker gives the same answer.
     let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].1, first);
+    assert!(matches!(&sent[0].1, outbox::Sent::Acknowledged(o) if **o == first));
     assert!(outbox::unsent(&mut history).unwrap().is_empty());
 
     // The agent receives exactly that grant, and the gateway redeems it once.
@@ -180,5 +180,133 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
         (status.status, status.reason.as_deref()),
         (Status::Denied, Some("not this repository"))
     );
+    p.broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = paired(dir.path()).await;
+    let agent = sim(&p.url);
+    let mut tickets = Vec::new();
+    let mut requests = Vec::new();
+    for scenario in [&scenarios()[0], &scenarios()[2]] {
+        let request = agent.request(scenario).unwrap();
+        let ticket = agent
+            .evaluate(&request)
+            .await
+            .unwrap()
+            .context
+            .unwrap()
+            .approval
+            .unwrap();
+        tickets.push(ticket.id);
+        requests.push(request);
+    }
+    let mut history = History::open(&dir.path().join("history.db")).unwrap();
+    for view in p.client.list(Some("pending")).await.unwrap().requests {
+        history.receive(p.client.base(), &view.pending, 1).unwrap();
+    }
+    let (stale, live) = (&tickets[0], &tickets[1]);
+
+    // An approval queued while the broker was out of reach, sent after its grant expired
+    // (here: made five minutes ago). The broker refuses it for good ...
+    let old = now() - 300;
+    let queued = outbox::approve(
+        &mut history,
+        stale,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        old,
+    )
+    .unwrap();
+    let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
+    assert!(
+        matches!(&sent[..], [(item, outbox::Sent::Rejected(Error::Broker { status: 400..=499, .. }))] if item == stale),
+        "{sent:?}"
+    );
+    // ... which is recorded, does not block the queue, and opens the item again.
+    assert!(outbox::unsent(&mut history).unwrap().is_empty());
+    assert_eq!(history.item(stale).unwrap().unwrap().1, "pending");
+    let kinds: Vec<String> = history
+        .entries(stale)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["received", "approved", "rejected"]);
+
+    // The owner approves again: a new ceremony, a new grant, and that one is redeemed.
+    let again = outbox::approve(
+        &mut history,
+        stale,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now(),
+    )
+    .unwrap();
+    assert_ne!(again.decision, queued.decision);
+    let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
+    assert!(
+        matches!(
+            &sent[..],
+            [(_, outbox::Sent::Acknowledged(o))] if matches!(**o, DecisionOutcome::Recorded(_))
+        ),
+        "{sent:?}"
+    );
+    let Decision::Approve { grant } = &again.decision else {
+        panic!("an approval")
+    };
+    let status = agent.wait(stale, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status.grant.as_deref(), Some(grant.as_str()));
+    assert_eq!(
+        agent.redeem(GATEWAY, grant, &requests[0]).await.unwrap(),
+        reqwest::StatusCode::OK
+    );
+
+    // A broker that claims to refuse a grant which could still be redeemed gets no second one
+    // until the first is dead everywhere (exp + the verifiers' 60 s skew).
+    let first = outbox::approve(
+        &mut history,
+        live,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now(),
+    )
+    .unwrap();
+    let refusal = Error::Broker {
+        status: 403,
+        code: "forbidden".into(),
+        message: "no".into(),
+        body: String::new(),
+    };
+    outbox::reject(&mut history, live, &refusal, now()).unwrap();
+    let early = outbox::approve(
+        &mut history,
+        live,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now(),
+    );
+    assert!(
+        matches!(early, Err(Error::GrantStillLive { ref item, until }) if item == live && until > now() + 120),
+        "{early:?}"
+    );
+    let later = outbox::approve(
+        &mut history,
+        live,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now() + 181,
+    )
+    .unwrap();
+    assert_ne!(later.decision, first.decision);
+    // Denying needs no wait: it makes no grant.
+    history.verify().unwrap();
     p.broker.stop();
 }

@@ -32,7 +32,16 @@ async fn approve_end_to_end_and_the_gateway_redeems_once() {
     assert_eq!(review["data_domain"], "payments");
     assert!(review["policy_reason"].as_str().unwrap().len() > 5);
 
-    let approved = app.ok(&["approve", &id]).await;
+    // Approving shows first what is signed (on standard error, beside the JSON result).
+    let output = app.run(&["--json", "approve", &id]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let told = String::from_utf8_lossy(&output.stderr);
+    let fingerprint = review["fingerprint"].as_str().unwrap();
+    assert!(
+        told.contains("Refund order 1234 after a complaint") && told.contains(fingerprint),
+        "{told}"
+    );
+    let approved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(approved["delivered"], true);
     assert_eq!(approved["broker_status"], "approved");
 
