@@ -93,7 +93,21 @@ fn platform_store() -> Result<Arc<CredentialStore>> {
     Ok(store)
 }
 
-#[cfg(not(target_os = "linux"))]
+/// The login keychain (the "legacy keychain" store: usable by unsigned command-line tools too).
+#[cfg(target_os = "macos")]
+fn platform_store() -> Result<Arc<CredentialStore>> {
+    let store = apple_native_keyring_store::keychain::Store::new().map_err(unavailable)?;
+    Ok(store)
+}
+
+/// The Windows Credential Manager.
+#[cfg(windows)]
+fn platform_store() -> Result<Arc<CredentialStore>> {
+    let store = windows_native_keyring_store::Store::new().map_err(unavailable)?;
+    Ok(store)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn platform_store() -> Result<Arc<CredentialStore>> {
     Err(Error::KeyringUnavailable(
         "this build has no keyring store for this platform yet; secrets are never kept in files"
