@@ -194,6 +194,13 @@ fn main() {
         "filtered listing (agent / tool / status+time / agent+time, 50 rows): p50 {l50:.2} ms, p95 {l95:.2} ms"
     );
     println!("full-text search (two words, 50 rows): p50 {s50:.2} ms, p95 {s95:.2} ms");
+    let t = Instant::now();
+    let report = history.verify().expect("verify");
+    println!(
+        "verify (chain of {} entries, every item against its entries): {:.1} s",
+        report.entries,
+        t.elapsed().as_secs_f64()
+    );
     let size = std::fs::metadata(dir.path().join("history.db"))
         .map(|m| m.len())
         .unwrap_or(0)

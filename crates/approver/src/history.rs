@@ -228,15 +228,21 @@ impl History {
             return Ok(None);
         }
         let json = serde_json::to_string(pending)?;
+        // The entry records the item's hash and broker, so that neither can be changed in the
+        // items table without `verify` noticing.
         let (kind, detail) = if pending.verify_hash() {
             (
                 EntryKind::Received,
-                serde_json::json!({"action_hash": pending.action_hash}),
+                serde_json::json!({"action_hash": pending.action_hash, "broker": broker}),
             )
         } else {
             (
                 EntryKind::Refused,
-                serde_json::json!({"reason": "action_hash does not match the item's contents"}),
+                serde_json::json!({
+                    "reason": "action_hash does not match the item's contents",
+                    "action_hash": pending.action_hash,
+                    "broker": broker,
+                }),
             )
         };
         tx.execute(
@@ -480,9 +486,10 @@ impl History {
                 reason: format!("item {item} was removed from the history"),
             });
         }
-        let mut items = self
-            .conn
-            .prepare("SELECT id, status, pending FROM items ORDER BY rowid")?;
+        let mut items = self.conn.prepare(
+            "SELECT id, status, pending, broker, agent, tool, intent, created_at, expires_at
+             FROM items ORDER BY rowid",
+        )?;
         let mut entries = self
             .conn
             .prepare("SELECT seq, kind, detail FROM entries WHERE item = ?1 ORDER BY seq")?;
@@ -490,6 +497,14 @@ impl History {
         while let Some(row) = rows.next()? {
             let (id, status, pending): (String, String, String) =
                 (row.get(0)?, row.get(1)?, row.get(2)?);
+            let broker: String = row.get(3)?;
+            let shown: (String, String, String, i64, i64) = (
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                row.get(8)?,
+            );
             let mut first: Option<(i64, EntryKind, String)> = None;
             let mut newest: Option<(i64, &'static str)> = None;
             let mut list = entries.query([&id])?;
@@ -521,24 +536,34 @@ impl History {
             };
             let action: PendingAction = serde_json::from_str(&pending)
                 .map_err(|_| broken(first_seq, "is no longer a readable action".into()))?;
-            match first_kind {
-                EntryKind::Received => {
-                    let recorded: Value = serde_json::from_str(&detail)
-                        .map_err(|_| broken(first_seq, "has an unreadable entry".into()))?;
-                    if action.id != id
-                        || !action.verify_hash()
-                        || recorded["action_hash"].as_str() != Some(action.action_hash.as_str())
-                    {
-                        return Err(broken(
-                            first_seq,
-                            "shows an action other than the one this entry recorded".into(),
-                        ));
-                    }
-                }
-                EntryKind::Refused => {}
-                _ => {
-                    return Err(broken(first_seq, "does not begin with its arrival".into()));
-                }
+            if !matches!(first_kind, EntryKind::Received | EntryKind::Refused) {
+                return Err(broken(first_seq, "does not begin with its arrival".into()));
+            }
+            let recorded: Value = serde_json::from_str(&detail)
+                .map_err(|_| broken(first_seq, "has an unreadable entry".into()))?;
+            // Entries written before the hash (refused items) and the broker were recorded
+            // have nothing to compare them with.
+            let differs = |key: &str, value: &str| {
+                recorded.get(key).is_some_and(|r| r.as_str() != Some(value))
+            };
+            let columns = (
+                action.actor.id.as_str().to_owned(),
+                action.resource.id.clone(),
+                action.context.intent.clone(),
+                action.created_at.unix(),
+                action.expires_at.unix(),
+            );
+            if action.id != id
+                || (first_kind == EntryKind::Received
+                    && (!action.verify_hash() || recorded.get("action_hash").is_none()))
+                || differs("action_hash", action.action_hash.as_str())
+                || differs("broker", &broker)
+                || shown != columns
+            {
+                return Err(broken(
+                    first_seq,
+                    "shows an action other than the one this entry recorded".into(),
+                ));
             }
             if status != last_status {
                 return Err(broken(

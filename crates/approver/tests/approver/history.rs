@@ -350,6 +350,16 @@ fn an_edited_item_is_detected_against_its_entries() {
             "reads pending, but this entry made it denied",
         ),
         (
+            "UPDATE items SET broker = 'https://elsewhere.example' WHERE id = 'pa_3'".to_owned(),
+            3,
+            "shows an action other than the one this entry recorded",
+        ),
+        (
+            "UPDATE items SET intent = 'Nothing to see' WHERE id = 'pa_3'".to_owned(),
+            3,
+            "shows an action other than the one this entry recorded",
+        ),
+        (
             "DELETE FROM items WHERE id = 'pa_3'".to_owned(),
             3,
             "was removed",
