@@ -176,10 +176,16 @@ impl BrokerClient {
             .await;
         match response {
             Ok(r) => Ok(DecisionOutcome::Recorded(r.json().await.map_err(http)?)),
+            // "Already decided" carries the item as the broker has it; a 409 without it (a
+            // replayed grant) stays a refusal.
             Err(Error::Broker {
-                status: 409, body, ..
-            }) => {
-                let value: serde_json::Value = serde_json::from_str(&body)?;
+                status: 409,
+                ref body,
+                ..
+            }) if serde_json::from_str::<serde_json::Value>(body)
+                .is_ok_and(|v| v.get("request").is_some()) =>
+            {
+                let value: serde_json::Value = serde_json::from_str(body)?;
                 Ok(DecisionOutcome::AlreadyDecided(serde_json::from_value(
                     value["request"].clone(),
                 )?))

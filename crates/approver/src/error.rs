@@ -118,6 +118,20 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the broker refused one decision for good, for reasons of that decision or item
+    /// (the grant expired or does not match, the counter went back, the item is unknown or
+    /// gone). Refusals about the approver as a whole (401: a removed device key, a clock far
+    /// off) are not: the queue stays as it is until they are fixed.
+    pub fn refuses_item(&self) -> bool {
+        matches!(
+            self,
+            Self::Broker {
+                status: 400 | 403 | 404 | 409 | 410 | 413 | 422,
+                ..
+            }
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

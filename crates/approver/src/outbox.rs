@@ -190,9 +190,12 @@ fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Resu
         return Ok(None);
     };
     if queued.rejected {
-        if matches!(queued.decision, Decision::Approve { .. }) {
-            let until = grant_valid_until(history, item)?;
-            if now < until {
+        // Denying makes no grant, so it need not wait.
+        if approving {
+            let rejected_approval = matches!(queued.decision, Decision::Approve { .. });
+            if let Some(until) = grant_valid_until(history, item, rejected_approval)?
+                && now < until
+            {
                 return Err(Error::GrantStillLive {
                     item: item.to_owned(),
                     until,
@@ -292,7 +295,7 @@ pub async fn send(
             acknowledge(history, &queued.item, &outcome, now)?;
             Ok(Sent::Acknowledged(Box::new(outcome)))
         }
-        Err(e @ Error::Broker { .. }) if !e.is_transient() => {
+        Err(e) if e.refuses_item() => {
             reject(history, &queued.item, &e, now)?;
             Ok(Sent::Rejected(e))
         }
@@ -302,35 +305,77 @@ pub async fn send(
 
 const REJECTED: &str = "rejected";
 
-/// Records that the broker refused the decision for `item` for good: the outbox row is closed
-/// and a `rejected` entry opens the item again, in one transaction.
+/// Records that the broker refused the decision for `item` for good, in one transaction: the
+/// outbox row is closed and, if the item still shows that decision, a `rejected` entry opens it
+/// again (an item refused on arrival goes back to `refused`). Nothing changes when the row was
+/// acknowledged meanwhile (another sender got the broker's yes), and the item keeps a status
+/// the broker reported since (expired, decided by another approver).
 pub fn reject(history: &mut History, item: &str, error: &Error, now: i64) -> Result<()> {
     let status = match error {
         Error::Broker { status, .. } => Some(*status),
         _ => None,
     };
-    let detail = json!({"status": status, "code": error.code(), "message": error.to_string()});
+    let detail = json!({"rejected": true, "status": status, "code": error.code(), "message": error.to_string()});
     history.transaction(|tx| {
+        let decision: Option<String> = tx
+            .query_row(
+                "SELECT decision FROM outbox WHERE item = ?1 AND acked_at IS NULL",
+                [item],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(decision) = decision else {
+            return Ok(());
+        };
         tx.execute(
             "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
             params![now, REJECTED, item],
         )?;
-        record_in(tx, item, EntryKind::Rejected, detail, now)?;
+        let ours = match serde_json::from_str::<Decision>(&decision)? {
+            Decision::Approve { .. } => "approved",
+            Decision::Deny { .. } => "denied",
+        };
+        let current: String =
+            tx.query_row("SELECT status FROM items WHERE id = ?1", [item], |r| {
+                r.get(0)
+            })?;
+        if current != ours {
+            return Ok(());
+        }
+        let first: String = tx.query_row(
+            "SELECT kind FROM entries WHERE item = ?1 ORDER BY seq LIMIT 1",
+            [item],
+            |r| r.get(0),
+        )?;
+        let kind = if first == "refused" {
+            EntryKind::Refused
+        } else {
+            EntryKind::Rejected
+        };
+        record_in(tx, item, kind, detail, now)?;
         Ok(())
     })
 }
 
 /// Until when the newest grant made here for `item` can be redeemed by a verifier that allows
-/// the largest clock skew (its `exp` + [`MAX_SKEW_SECS`]).
-fn grant_valid_until(history: &History, item: &str) -> Result<i64> {
+/// the largest clock skew (its `exp` + [`MAX_SKEW_SECS`]); `None` when no grant was made.
+fn grant_valid_until(
+    history: &History,
+    item: &str,
+    rejected_approval: bool,
+) -> Result<Option<i64>> {
     let exp = history
         .entries(item)?
         .iter()
         .rev()
         .filter(|e| e.kind == "approved")
         .find_map(|e| e.detail["exp"].as_i64());
-    // Without the grant's expiry on record nothing can be judged: no second grant, ever.
-    Ok(exp.map_or(i64::MAX, |exp| exp.saturating_add(MAX_SKEW_SECS)))
+    Ok(match exp {
+        Some(exp) => Some(exp.saturating_add(MAX_SKEW_SECS)),
+        // An approval without its expiry on record cannot be judged: no second grant, ever.
+        None if rejected_approval => Some(i64::MAX),
+        None => None,
+    })
 }
 
 /// Marks the decision for `item` acknowledged by the broker.

@@ -26,9 +26,11 @@ Exit codes:
   1  failure not listed below
   2  usage error
   3  not found (item, broker or authenticator), or nothing enrolled yet
-  4  refused (by the broker, or here: not pending, hash mismatch, bad input)
+  4  refused (by the broker, or here: not pending, hash mismatch, bad input, a refused
+     grant still live)
   5  the authenticator failed or the ceremony was cancelled
-  6  the broker could not be reached (a decision stays queued; `countersign sync` sends it)
+  6  the broker could not be reached, or failed or was busy (a decision stays queued;
+     `countersign sync` sends it)
   7  the history failed its integrity check
   8  no usable OS keyring";
 

@@ -81,12 +81,15 @@ impl Out {
 
 fn exit_code(error: &Error) -> u8 {
     match error {
+        Error::Http(_) => EXIT_UNREACHABLE,
+        e @ Error::Broker { .. } if e.is_transient() => EXIT_UNREACHABLE,
         Error::UnknownItem(_)
         | Error::UnknownBroker(_)
         | Error::UnknownAuthenticator(_)
         | Error::NoAuthenticator => EXIT_NOT_FOUND,
         Error::Broker { .. }
         | Error::NotPending { .. }
+        | Error::GrantStillLive { .. }
         | Error::HashMismatch(_)
         | Error::ReasonRequired
         | Error::AlreadyPaired(_)
@@ -98,7 +101,6 @@ fn exit_code(error: &Error) -> u8 {
         Error::Authenticator(_) | Error::Cancelled | Error::SelfCheck(_) | Error::Mint(_) => {
             EXIT_AUTHENTICATOR
         }
-        Error::Http(_) => EXIT_UNREACHABLE,
         Error::ChainBroken { .. } => EXIT_CHAIN,
         Error::KeyringUnavailable(_) | Error::KeyringCorrupt(_) => EXIT_KEYRING,
         _ => EXIT_FAILURE,
@@ -344,18 +346,21 @@ pub(crate) fn sync(out: &Out, reports: &[Result<SyncReport, (String, Error)>]) -
     sync_exit(reports)
 }
 
-/// The exit code of a sync: 0 when every broker synced, 6 when any could not be reached (or
-/// was failing), 4 when one refused us.
+/// The exit code of a sync: 0 when every broker synced; otherwise the first error's code that
+/// is not "unreachable" (a refusal, a local failure), or 6 when brokers were only unreachable.
 pub(crate) fn sync_exit(reports: &[Result<SyncReport, (String, Error)>]) -> ExitCode {
-    let errors = reports.iter().filter_map(|r| r.as_ref().err());
-    let mut code = ExitCode::SUCCESS;
-    for (_, e) in errors {
-        if !e.is_transient() {
-            return ExitCode::from(EXIT_REFUSED);
-        }
-        code = ExitCode::from(EXIT_UNREACHABLE);
-    }
-    code
+    let codes: Vec<u8> = reports
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|(_, e)| exit_code(e))
+        .collect();
+    let code = codes
+        .iter()
+        .find(|&&c| c != EXIT_UNREACHABLE)
+        .or(codes.first())
+        .copied()
+        .unwrap_or(0);
+    ExitCode::from(code)
 }
 
 /// One change in the live feed.

@@ -77,17 +77,29 @@ impl Engine {
         if queued.acked {
             return Ok((queued, None));
         }
+        // The broker's queue goes out oldest first, this decision with it: a newer grant sent
+        // ahead of older ones would make their authenticator counters look replayed.
         let client = self.client(&self.broker(&queued.broker)?)?;
         let now = self.now();
-        match outbox::send(&mut self.history, &client, &queued, now).await {
-            Ok(outbox::Sent::Acknowledged(outcome)) => {
-                self.settle(client.base(), &outcome)?;
-                Ok((queued, Some(*outcome)))
+        let sent = match outbox::flush(&mut self.history, &client, now).await {
+            Ok(sent) => sent,
+            Err(e) if e.is_transient() => return Ok((queued, None)),
+            Err(e) => return Err(e),
+        };
+        let mut mine = None;
+        for (item, sent) in sent {
+            match sent {
+                outbox::Sent::Acknowledged(outcome) => {
+                    self.settle(client.base(), &outcome)?;
+                    if item == queued.item {
+                        mine = Some(*outcome);
+                    }
+                }
+                outbox::Sent::Rejected(e) if item == queued.item => return Err(e),
+                outbox::Sent::Rejected(_) => {}
             }
-            Ok(outbox::Sent::Rejected(e)) => Err(e),
-            Err(e) if e.is_transient() => Ok((queued, None)),
-            Err(e) => Err(e),
         }
+        Ok((queued, mine))
     }
 }
 

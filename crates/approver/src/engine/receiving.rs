@@ -92,8 +92,10 @@ impl Engine {
         if local == view.status.as_str() || local == "refused" {
             return unchanged;
         }
-        // A decision queued here and not yet delivered: the broker still shows it pending.
-        if view.status == Status::Pending {
+        // A decision queued here and not yet delivered: the broker still shows it pending. And a
+        // view behind what is known (a replayed "approved" after "redeemed", a cached answer)
+        // never moves an item back.
+        if view.status == Status::Pending || stage(view.status.as_str()) < stage(&local) {
             return unchanged;
         }
         // Anything else the broker reports wins, including another approver's decision that
@@ -264,5 +266,17 @@ impl Engine {
     /// A client per paired broker.
     pub fn clients(&self) -> Result<Vec<BrokerClient>> {
         self.brokers()?.iter().map(|b| self.client(b)).collect()
+    }
+}
+
+/// How far along an item is: a broker's view from an earlier stage than the item's is stale.
+/// Decisions (ours or another approver's) and expiry (maybe only by the local clock) share a
+/// stage, so the broker's word replaces them; redemption, revocation and cancellation end an
+/// item.
+fn stage(status: &str) -> u8 {
+    match status {
+        "pending" => 0,
+        "approved" | "denied" | "expired" => 1,
+        _ => 2,
     }
 }

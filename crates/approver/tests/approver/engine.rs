@@ -135,6 +135,19 @@ fn the_brokers_decision_wins_over_one_it_never_took() {
         (last.kind.as_str(), &last.detail["decided_by"]),
         ("denied", &json!("approver-2"))
     );
+
+    // A view from an earlier stage (a replayed event, a cached answer) never moves it back.
+    item.status = Status::Redeemed;
+    assert_eq!(
+        engine.apply(broker, &item).unwrap(),
+        Some(Change::Updated("pa_1".into()))
+    );
+    item.status = Status::Approved;
+    assert_eq!(engine.apply(broker, &item).unwrap(), None);
+    assert_eq!(
+        engine.history().item("pa_1").unwrap().unwrap().1,
+        "redeemed"
+    );
     engine.history().verify().unwrap();
 }
 

@@ -296,6 +296,23 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
         matches!(early, Err(Error::GrantStillLive { ref item, until }) if item == live && until > now() + 120),
         "{early:?}"
     );
+    // Denying needs no wait: it makes no grant. Nor does a refused denial clear the way for a
+    // second grant while the first could still be redeemed.
+    outbox::deny(&mut history, live, "not now", false, now()).unwrap();
+    outbox::reject(&mut history, live, &refusal, now()).unwrap();
+    assert_eq!(history.item(live).unwrap().unwrap().1, "pending");
+    let early = outbox::approve(
+        &mut history,
+        live,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now(),
+    );
+    assert!(
+        matches!(early, Err(Error::GrantStillLive { .. })),
+        "{early:?}"
+    );
     let later = outbox::approve(
         &mut history,
         live,
@@ -306,7 +323,6 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
     )
     .unwrap();
     assert_ne!(later.decision, first.decision);
-    // Denying needs no wait: it makes no grant.
     history.verify().unwrap();
     p.broker.stop();
 }
