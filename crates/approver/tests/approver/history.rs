@@ -258,6 +258,20 @@ fn exports_hold_every_entry() {
 }
 
 /// Edits made with another SQLite client, as an attacker with the file would.
+/// Fills a history, runs `sql` on its file, and expects `verify` to name entry `seq` with a
+/// reason containing `reason`.
+fn assert_detected(sql: &str, seq: i64, reason: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path()).verify().unwrap();
+    tamper(dir.path(), sql);
+    let history = History::open(&dir.path().join("history.db")).unwrap();
+    let outcome = history.verify();
+    assert!(
+        matches!(&outcome, Err(Error::ChainBroken { seq: at, reason: why }) if *at == seq && why.contains(reason)),
+        "{sql}: expected entry {seq} ({reason}), got {outcome:?}"
+    );
+}
+
 fn tamper(dir: &std::path::Path, sql: &str) {
     let conn = rusqlite::Connection::open(dir.join("history.db")).unwrap();
     conn.execute_batch(sql).unwrap();
@@ -288,21 +302,7 @@ fn an_edited_history_file_is_detected_at_the_first_broken_entry() {
         ),
     ];
     for (sql, seq, reason) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        drop(filled(dir.path()));
-        tamper(dir.path(), sql);
-        let history = History::open(&dir.path().join("history.db")).unwrap();
-        match history.verify() {
-            Err(Error::ChainBroken {
-                seq: at,
-                reason: why,
-            }) => {
-                assert_eq!(at, seq, "{sql}");
-                assert!(why.contains(reason), "{sql}: {why}");
-            }
-            Ok(report) => panic!("{sql}: not detected ({} entries)", report.entries),
-            Err(other) => panic!("{sql}: {other}"),
-        }
+        assert_detected(sql, seq, reason);
     }
     // Recomputing one entry's hash does not help: the next entry's link breaks.
     let dir = tempfile::tempdir().unwrap();
@@ -374,21 +374,6 @@ fn an_edited_item_is_detected_against_its_entries() {
         ),
     ];
     for (sql, seq, reason) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let history = filled(dir.path());
-        history.verify().unwrap();
-        drop(history);
-        tamper(dir.path(), &sql);
-        let history = History::open(&dir.path().join("history.db")).unwrap();
-        match history.verify() {
-            Err(Error::ChainBroken {
-                seq: at,
-                reason: why,
-            }) => {
-                assert_eq!(at, seq, "{sql}: {why}");
-                assert!(why.contains(reason), "{sql}: {why}");
-            }
-            other => panic!("{sql}: {other:?}"),
-        }
+        assert_detected(&sql, seq, reason);
     }
 }

@@ -12,7 +12,24 @@ use countersign_broker::simulate::scenarios;
 use countersign_protocol::action::Status;
 use countersign_protocol::api::Decision;
 
-use crate::support::{GATEWAY, now, paired, sim};
+use crate::support::{GATEWAY, Paired, now, paired, sim};
+
+/// Approves `item` at time `at` with the paired approver's authenticator.
+fn approve(
+    history: &mut History,
+    p: &mut Paired,
+    item: &str,
+    at: i64,
+) -> Result<outbox::Queued, Error> {
+    outbox::approve(
+        history,
+        item,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        at,
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
@@ -35,15 +52,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
     }
 
     // Approve: written to the outbox and the history together, nothing sent yet ... then crash.
-    let queued = outbox::approve(
-        &mut history,
-        &ticket.id,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    )
-    .unwrap();
+    let queued = approve(&mut history, &mut p, &ticket.id, now()).unwrap();
     let Decision::Approve { grant } = &queued.decision else {
         panic!("an approval")
     };
@@ -51,15 +60,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
 
     // Restart: the same decision is still queued; approving again does not mint a second grant.
     let mut history = History::open(&path).unwrap();
-    let again = outbox::approve(
-        &mut history,
-        &ticket.id,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    )
-    .unwrap();
+    let again = approve(&mut history, &mut p, &ticket.id, now()).unwrap();
     assert_eq!(again, queued);
     assert_eq!(outbox::unsent(&mut history).unwrap().len(), 1);
 
@@ -130,14 +131,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
     lying.id = "pa_lying".into();
     lying.context.intent = "Archive the repository".into();
     history.receive(p.client.base(), &lying, 1).unwrap();
-    let refused = outbox::approve(
-        &mut history,
-        "pa_lying",
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    );
+    let refused = approve(&mut history, &mut p, "pa_lying", now());
     assert!(
         matches!(refused, Err(Error::NotPending { ref status, .. }) if status == "refused"),
         "{refused:?}"
@@ -157,14 +151,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
     )
     .unwrap();
     // The first decision stays the decision: approving after a denial is refused.
-    let late = outbox::approve(
-        &mut history,
-        &ticket.id,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    );
+    let late = approve(&mut history, &mut p, &ticket.id, now());
     assert!(
         matches!(late, Err(Error::NotPending { ref status, .. }) if status == "denied"),
         "{late:?}"
@@ -212,15 +199,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
     // An approval queued while the broker was out of reach, sent after its grant expired
     // (here: made five minutes ago). The broker refuses it for good ...
     let old = now() - 300;
-    let queued = outbox::approve(
-        &mut history,
-        stale,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        old,
-    )
-    .unwrap();
+    let queued = approve(&mut history, &mut p, stale, old).unwrap();
     let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
     assert!(
         matches!(&sent[..], [(item, outbox::Sent::Rejected(Error::Broker { status: 400..=499, .. }))] if item == stale),
@@ -238,15 +217,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
     assert_eq!(kinds, ["received", "approved", "rejected"]);
 
     // The owner approves again: a new ceremony, a new grant, and that one is redeemed.
-    let again = outbox::approve(
-        &mut history,
-        stale,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    )
-    .unwrap();
+    let again = approve(&mut history, &mut p, stale, now()).unwrap();
     assert_ne!(again.decision, queued.decision);
     let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
     assert!(
@@ -268,15 +239,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
 
     // A broker that claims to refuse a grant which could still be redeemed gets no second one
     // until the first is dead everywhere (exp + the verifiers' 60 s skew).
-    let first = outbox::approve(
-        &mut history,
-        live,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    )
-    .unwrap();
+    let first = approve(&mut history, &mut p, live, now()).unwrap();
     let refusal = Error::Broker {
         status: 403,
         code: "forbidden".into(),
@@ -284,14 +247,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
         body: String::new(),
     };
     outbox::reject(&mut history, live, &refusal, now()).unwrap();
-    let early = outbox::approve(
-        &mut history,
-        live,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    );
+    let early = approve(&mut history, &mut p, live, now());
     assert!(
         matches!(early, Err(Error::GrantStillLive { ref item, until }) if item == live && until > now() + 120),
         "{early:?}"
@@ -301,27 +257,12 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
     outbox::deny(&mut history, live, "not now", false, now()).unwrap();
     outbox::reject(&mut history, live, &refusal, now()).unwrap();
     assert_eq!(history.item(live).unwrap().unwrap().1, "pending");
-    let early = outbox::approve(
-        &mut history,
-        live,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now(),
-    );
+    let early = approve(&mut history, &mut p, live, now());
     assert!(
         matches!(early, Err(Error::GrantStillLive { .. })),
         "{early:?}"
     );
-    let later = outbox::approve(
-        &mut history,
-        live,
-        &p.issuer,
-        &p.device,
-        &mut p.authenticator,
-        now() + 181,
-    )
-    .unwrap();
+    let later = approve(&mut history, &mut p, live, now() + 181).unwrap();
     assert_ne!(later.decision, first.decision);
     history.verify().unwrap();
     p.broker.stop();
