@@ -117,14 +117,26 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
     Ok(ItemDetail {
         id: review.id,
         status: review.status,
+        subject: review.subject,
+        subject_type: review.subject_type,
+        subject_properties: review.subject_properties,
         agent: review.agent,
         delegation: review.delegation,
+        delegation_verified: review.delegation_verified,
         tool: review.tool,
+        resource_type: review.resource_type,
+        resource_properties: review.resource_properties,
         action: review.action,
+        action_properties: review.action_properties,
         intent: review.intent,
         arguments: review.arguments,
         data_domain: review.data_domain,
         classification: review.classification,
+        catalog: review.catalog.map(|c| crate::ipc::CatalogInfo {
+            domain: c.domain,
+            classification: c.classification,
+            risk: c.risk,
+        }),
         policy_id: review.policy_id,
         policy_reason: review.policy_reason,
         audience: review.audience,
@@ -134,6 +146,7 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
         fingerprint: review.fingerprint,
         hash_matches: review.hash_matches,
         hidden_characters: review.hidden_characters,
+        line_breaks: review.line_breaks,
         history,
     })
 }
@@ -376,9 +389,18 @@ async fn export_history<R: Runtime>(
     })
 }
 
+/// Notification privacy, kept in the profile so it holds after a restart.
 #[tauri::command]
-fn set_privacy(state: State<'_, Shared>, on: bool) {
+async fn set_privacy(state: State<'_, Shared>, on: bool) -> Reply<()> {
+    state
+        .0
+        .engine
+        .lock()
+        .await
+        .history_mut()
+        .set_setting(crate::state::PRIVACY_SETTING, if on { "on" } else { "off" })?;
     state.0.privacy.store(on, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Pauses notifications for `minutes` (0 resumes them).
@@ -474,5 +496,11 @@ async fn rename_authenticator(
 
 #[tauri::command]
 async fn remove_authenticator(state: State<'_, Shared>, name: String) -> Reply<()> {
-    Ok(state.0.engine.lock().await.remove_authenticator(&name)?)
+    Ok(state
+        .0
+        .engine
+        .lock()
+        .await
+        .remove_authenticator(&name)
+        .await?)
 }

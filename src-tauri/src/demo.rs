@@ -25,6 +25,9 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
     let config = countersign_broker::Config {
         listen: "127.0.0.1:0".parse()?,
         database: dir.join("broker.db"),
+        // A demonstration broker: the built-in demo policies and tool catalog.
+        demo: true,
+        tools: countersign_broker::simulate::demo_catalog(),
         agents,
         gateways,
         ..countersign_broker::Config::default()

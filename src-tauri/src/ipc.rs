@@ -34,15 +34,31 @@ pub struct PendingItem {
 pub struct ItemDetail {
     pub id: String,
     pub status: String,
+    /// The human the call is made for (the agent's configured owner, checked by the broker).
+    pub subject: String,
+    pub subject_type: String,
+    /// What the agent put into `subject.properties` (its claims), made visible.
+    #[ts(type = "unknown")]
+    pub subject_properties: Option<serde_json::Value>,
     pub agent: String,
     pub delegation: Vec<String>,
+    /// Whether the broker verified the delegation chain (otherwise it is the agent's claim).
+    pub delegation_verified: bool,
     pub tool: String,
+    pub resource_type: String,
+    #[ts(type = "unknown")]
+    pub resource_properties: Option<serde_json::Value>,
     pub action: String,
+    #[ts(type = "unknown")]
+    pub action_properties: Option<serde_json::Value>,
     pub intent: String,
     #[ts(type = "unknown")]
     pub arguments: serde_json::Value,
+    /// The data the agent says the call touches (its claim).
     pub data_domain: Option<String>,
     pub classification: Vec<String>,
+    /// What the broker's tool catalog says of the tool, when listed.
+    pub catalog: Option<CatalogInfo>,
     pub policy_id: String,
     pub policy_reason: String,
     pub audience: String,
@@ -53,7 +69,17 @@ pub struct ItemDetail {
     pub fingerprint: String,
     pub hash_matches: bool,
     pub hidden_characters: bool,
+    /// Whether any value held a line break (shown as a marker, inside its field).
+    pub line_breaks: bool,
     pub history: Vec<HistoryEntry>,
+}
+
+/// The broker's tool-catalog facts about a tool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+pub struct CatalogInfo {
+    pub domain: Option<String>,
+    pub classification: Vec<String>,
+    pub risk: Option<String>,
 }
 
 /// One state change of an item.

@@ -32,18 +32,30 @@ pub struct AppState {
     pub pin: Mutex<Option<std::sync::mpsc::Sender<Option<String>>>>,
     /// The last pairing link opened, until the UI takes it.
     pub pair_link: Mutex<Option<Result<crate::link::PairLink, crate::link::LinkError>>>,
+    /// The task following every paired broker: one at a time, replaced after a pairing.
+    follower: Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
 }
+
+/// The profile setting that keeps notification privacy across restarts.
+pub const PRIVACY_SETTING: &str = "notifications.privacy";
 
 impl AppState {
     pub fn new(engine: Engine, demo: bool) -> Self {
+        // Privacy outlives a restart or a login autostart: the lock screen never shows details
+        // the owner chose to hide.
+        let privacy = matches!(
+            engine.history().setting(PRIVACY_SETTING),
+            Ok(Some(value)) if value == "on"
+        );
         Self {
             engine: tokio::sync::Mutex::new(engine),
-            privacy: AtomicBool::new(false),
+            privacy: AtomicBool::new(privacy),
             paused_until: AtomicI64::new(0),
             demo,
             connected: Mutex::new(HashSet::new()),
             pin: Mutex::new(None),
             pair_link: Mutex::new(None),
+            follower: Mutex::new(None),
         }
     }
 
@@ -99,12 +111,14 @@ pub fn changed<R: Runtime>(app: &tauri::AppHandle<R>, pending: u32) {
 }
 
 /// Follows every paired broker in the background: applies what arrives, notifies, expires,
-/// sends queued decisions after each reconnection, and tells the UI.
+/// sends queued decisions after each reconnection, and tells the UI. Called again (after a
+/// pairing), it replaces the previous follower: one stream per broker, always.
 pub fn start_following<R: Runtime>(app: tauri::AppHandle<R>) {
     let Some(shared) = app.try_state::<Shared>().map(|s| s.0.clone()) else {
         return;
     };
-    tauri::async_runtime::spawn(async move {
+    let state = shared.clone();
+    let task = tauri::async_runtime::spawn(async move {
         let clients = match shared.engine.lock().await.clients() {
             Ok(clients) => clients,
             Err(e) => {
@@ -131,6 +145,15 @@ pub fn start_following<R: Runtime>(app: tauri::AppHandle<R>) {
             }
         }
     });
+    // Dropping the old follower's receiver ends its streams at once.
+    let previous = state
+        .follower
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.replace(task));
+    if let Some(previous) = previous {
+        previous.abort();
+    }
 }
 
 async fn apply<R: Runtime>(
@@ -141,24 +164,30 @@ async fn apply<R: Runtime>(
 ) {
     let mut engine = shared.engine.lock().await;
     let result = match delivery {
-        Delivery::Reconciled(views) => {
+        Delivery::Reconciled(listing) => {
             shared.set_connected(broker, true);
-            let mut result = Ok(());
-            for view in &views {
-                if let Err(e) = engine.apply(broker, view) {
-                    result = Err(e);
-                }
-            }
-            if let Ok(clients) = engine.clients() {
-                for client in clients.iter().filter(|c| c.base() == broker) {
-                    if let Err(e) = engine.flush(client).await {
-                        tracing::warn!(error = %e, "queued decisions not sent yet");
+            let client = engine
+                .clients()
+                .map(|c| c.into_iter().find(|c| c.base() == broker));
+            match client {
+                Ok(Some(client)) => match engine.reconcile(&client, listing).await {
+                    Ok(report) => {
+                        for failed in report.failed {
+                            tracing::warn!(%broker, item = %failed.item, error = %failed.error, "an item from the broker was refused");
+                        }
+                        Ok(())
                     }
-                }
+                    Err(e) => Err(e),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             }
-            result
         }
         Delivery::Event(event) => engine.apply_event(broker, &event).map(drop),
+        Delivery::Unreadable(unreadable) => {
+            tracing::warn!(%broker, item = %unreadable.item, reason = %unreadable.reason, "an item from the broker was refused");
+            Ok(())
+        }
         Delivery::Disconnected { reason, retry_in } => {
             shared.set_connected(broker, false);
             tracing::info!(%broker, %reason, ?retry_in, "disconnected");

@@ -271,6 +271,117 @@ fn repeated_requests_are_listed_once_with_their_count() {
     broker.stop();
 }
 
+/// How many event streams a broker serves now.
+fn streams(runtime: &tokio::runtime::Runtime, url: &str) -> u64 {
+    runtime.block_on(async {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("countersign_approver_streams "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    })
+}
+
+/// Waits up to 10 s until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Security review 2, findings 13 and 14: notification privacy survives a restart, and pairing
+/// another broker leaves exactly one stream per broker.
+#[test]
+fn privacy_is_kept_and_each_broker_has_one_stream() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = "desktop-privacy-test";
+    let Paired {
+        broker,
+        engine,
+        url,
+        ..
+    } = paired(&runtime, dir.path(), profile);
+    let state = Arc::new(AppState::new(engine, false));
+    let app = crate::app(mock_builder(), state)
+        .build(tauri::generate_context!())
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    invoke(&window, "set_privacy", json!({"on": true})).unwrap();
+    assert_eq!(
+        invoke(&window, "settings", json!({})).unwrap()["privacy"],
+        true
+    );
+
+    crate::state::start_following(app.handle().clone());
+    eventually("a stream to the first broker", || {
+        streams(&runtime, &url) == 1
+    });
+
+    // Pair a second broker through the command, which follows again.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let fleet = SmallFleet::new(
+        "alice@example.com",
+        "spiffe://example.com/agent/billing",
+        "https://tools.example.com",
+        "desktop-privacy-other",
+    );
+    let (other, code) = runtime.block_on(async {
+        let other = countersign_broker::spawn(
+            fleet.config(other_dir.join("broker.db"), "127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let code = countersign_broker::approver::issue_pairing_code(
+            other.state.store.as_ref(),
+            "alice@example.com",
+            0,
+            i64::MAX / 2,
+        )
+        .unwrap();
+        (other, code)
+    });
+    let other_url = format!("http://{}", other.addr);
+    invoke(
+        &window,
+        "pair",
+        json!({"url": other_url, "code": code, "fingerprint": null}),
+    )
+    .unwrap();
+    eventually("a stream to the second broker", || {
+        streams(&runtime, &other_url) == 1
+    });
+    // The first follower was replaced, not doubled: one stream per broker, and it stays so.
+    eventually("one stream to the first broker", || {
+        streams(&runtime, &url) == 1
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(streams(&runtime, &url), 1);
+    assert_eq!(streams(&runtime, &other_url), 1);
+
+    // A restart (a new app state over the same profile) keeps privacy on.
+    let reopened = Engine::open(
+        &dir.path().join("app"),
+        &format!("{profile}-{}", std::process::id()),
+    )
+    .unwrap();
+    let restarted = AppState::new(reopened, false);
+    assert!(restarted.privacy.load(std::sync::atomic::Ordering::Relaxed));
+    broker.stop();
+    other.stop();
+}
+
 /// Every IPC type, with the file it is generated into.
 fn bindings() -> Vec<(&'static str, String)> {
     let cfg = ts_rs::Config::new().with_large_int("number");
@@ -280,6 +391,7 @@ fn bindings() -> Vec<(&'static str, String)> {
     vec![
         one("PendingItem", ipc::PendingItem::export_to_string(&cfg)),
         one("ItemDetail", ipc::ItemDetail::export_to_string(&cfg)),
+        one("CatalogInfo", ipc::CatalogInfo::export_to_string(&cfg)),
         one("HistoryEntry", ipc::HistoryEntry::export_to_string(&cfg)),
         one("HistoryRow", ipc::HistoryRow::export_to_string(&cfg)),
         one("Integrity", ipc::Integrity::export_to_string(&cfg)),

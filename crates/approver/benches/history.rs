@@ -75,6 +75,8 @@ fn item(n: usize, base: i64) -> PendingAction {
                 id: "bench".into(),
                 reason: "bench".into(),
             },
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog: None,
         },
         ActionRequest {
             subject: Subject {

@@ -2,9 +2,13 @@
 //! user-verified assertions over a caller-chosen challenge (the hash of the grant claims, of an
 //! enrolment, or of a pairing), each checked locally before it leaves the machine.
 //!
-//! Backends are CTAP2 security keys over USB (feature `usb`), Windows Hello (on Windows, feature
-//! `win10`), and — only with the `dev-authenticator` feature — a software CTAP2 token whose keys
-//! live in the OS keyring and nowhere else. Every ceremony runs on the calling thread and may
+//! Backends are CTAP2 security keys over USB (feature `usb`) and — only with the
+//! `dev-authenticator` feature — a software CTAP2 token whose keys live in the OS keyring and
+//! nowhere else. Countersign is the WebAuthn client: it writes `clientDataJSON` itself
+//! ([`countersign_protocol::webauthn::client_data_get`]: the exact origin, no `tokenBinding`)
+//! and the authenticator signs its hash, so any relying party that compares origins exactly
+//! accepts the assertions. (Windows Hello's API writes the client data itself, with the origin
+//! as a URL with a trailing slash; it is not offered until that can be fixed.) Every ceremony runs on the calling thread and may
 //! block for as long as the user takes; PIN, touch and "working" prompts go through [`Prompt`],
 //! which the command line and the desktop app each implement.
 //!
@@ -18,11 +22,13 @@ use std::time::Duration;
 use countersign_protocol::hash::{b64url, b64url_decode};
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::{
-    CredentialJwk, FLAG_UV, ORIGIN, RP_ID, RelyingParty, WebAuthnAssertion, verify_assertion,
+    CredentialJwk, FLAG_UV, ORIGIN, RP_ID, RelyingParty, WebAuthnAssertion, client_data_create,
+    client_data_get, verify_assertion,
 };
 use serde::{Deserialize, Serialize};
-use webauthn_authenticator_rs::WebauthnAuthenticator as _;
-use webauthn_authenticator_rs::prelude::{RequestChallengeResponse, Url, WebauthnCError};
+use sha2::{Digest as _, Sha256};
+use webauthn_authenticator_rs::AuthenticatorBackendHashedClientData as Backend;
+use webauthn_authenticator_rs::prelude::{Url, WebauthnCError};
 use webauthn_rs_core::WebauthnCore;
 use webauthn_rs_core::proto::{
     AllowCredentials, COSEAlgorithm, COSEKeyType, ECDSACurve, PublicKeyCredentialRequestOptions,
@@ -45,7 +51,7 @@ pub const DEV_TOKEN_SECRET: &str = "dev-authenticator";
 pub enum Kind {
     /// A FIDO2 security key over USB (CTAP2).
     SecurityKey,
-    /// Windows Hello.
+    /// Windows Hello (not offered yet: see the module docs).
     WindowsHello,
     /// The development software authenticator (feature `dev-authenticator` only).
     Dev,
@@ -73,7 +79,8 @@ impl Kind {
     pub fn available(self) -> bool {
         match self {
             Self::SecurityKey => cfg!(feature = "usb"),
-            Self::WindowsHello => cfg!(all(windows, feature = "win10")),
+            // Its client data would carry an origin exact-origin relying parties refuse.
+            Self::WindowsHello => false,
             Self::Dev => cfg!(feature = "dev-authenticator"),
         }
     }
@@ -177,8 +184,15 @@ impl<'a> Authenticators<'a> {
         let (options, state) = core
             .generate_challenge_register(builder)
             .map_err(webauthn)?;
-        let origin = origin()?;
-        let response = self.run(kind, |backend| backend.do_registration(origin, options))?;
+        let client_data = client_data_create(
+            &RelyingParty::countersign(),
+            options.public_key.challenge.as_ref(),
+        );
+        let hash = Sha256::digest(&client_data).to_vec();
+        let mut response = self.run(kind, |backend| {
+            backend.perform_register(hash, options.public_key, timeout_ms())
+        })?;
+        response.response.client_data_json = client_data;
         let credential = core
             .register_credential(&response, &state, None)
             .map_err(webauthn)?;
@@ -221,28 +235,28 @@ impl<'a> Authenticators<'a> {
     ) -> Result<WebAuthnAssertion> {
         let id = b64url_decode(&credential.id)
             .ok_or_else(|| Error::Authenticator("credential id is not base64url".into()))?;
-        let request = RequestChallengeResponse {
-            public_key: PublicKeyCredentialRequestOptions {
-                challenge: challenge.to_vec(),
-                timeout: Some(timeout_ms()),
-                rp_id: RP_ID.into(),
-                allow_credentials: vec![AllowCredentials {
-                    type_: "public-key".into(),
-                    id,
-                    transports: None,
-                }],
-                user_verification: UserVerificationPolicy::Required,
-                hints: None,
-                extensions: None,
-            },
-            mediation: None,
+        let options = PublicKeyCredentialRequestOptions {
+            challenge: challenge.to_vec(),
+            timeout: Some(timeout_ms()),
+            rp_id: RP_ID.into(),
+            allow_credentials: vec![AllowCredentials {
+                type_: "public-key".into(),
+                id,
+                transports: None,
+            }],
+            user_verification: UserVerificationPolicy::Required,
+            hints: None,
+            extensions: None,
         };
-        let origin = origin()?;
-        let response = self.run(kind, |backend| backend.do_authentication(origin, request))?;
+        let client_data = client_data_get(&RelyingParty::countersign(), challenge);
+        let hash = Sha256::digest(&client_data).to_vec();
+        let response = self.run(kind, |backend| {
+            backend.perform_auth(hash, options, timeout_ms())
+        })?;
         let assertion = WebAuthnAssertion::from_parts(
             &response.raw_id,
             &response.response.authenticator_data,
-            &response.response.client_data_json,
+            &client_data,
             &response.response.signature,
         );
         let key = credential.public_key.to_key()?;
@@ -263,10 +277,7 @@ impl<'a> Authenticators<'a> {
     fn run<T: Send>(
         &self,
         kind: Kind,
-        ceremony: impl FnOnce(
-            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
-        ) -> Result<T, WebauthnCError>
-        + Send,
+        ceremony: impl FnOnce(&mut dyn Backend) -> Result<T, WebauthnCError> + Send,
     ) -> Result<T> {
         if !kind.available() {
             drop(ceremony);
@@ -279,18 +290,7 @@ impl<'a> Authenticators<'a> {
             Kind::Dev => self.run_dev(ceremony),
             #[cfg(feature = "usb")]
             Kind::SecurityKey => self.run_usb(ceremony),
-            #[cfg(all(windows, feature = "win10"))]
-            Kind::WindowsHello => {
-                let mut hello = webauthn_authenticator_rs::win10::Win10::default();
-                ceremony(&mut hello).map_err(ceremony_failed)
-            }
             // `available()` ruled out the kinds this build lacks.
-            #[cfg(not(all(
-                feature = "dev-authenticator",
-                feature = "usb",
-                windows,
-                feature = "win10"
-            )))]
             _ => Err(Error::Authenticator(format!("no {kind} backend"))),
         }
     }
@@ -300,9 +300,7 @@ impl<'a> Authenticators<'a> {
     #[cfg(feature = "dev-authenticator")]
     fn run_dev<T>(
         &self,
-        ceremony: impl FnOnce(
-            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
-        ) -> Result<T, WebauthnCError>,
+        ceremony: impl FnOnce(&mut dyn Backend) -> Result<T, WebauthnCError>,
     ) -> Result<T> {
         use webauthn_authenticator_rs::softtoken::SoftToken;
         let mut token = match self.vault.get(DEV_TOKEN_SECRET)? {
@@ -325,10 +323,7 @@ impl<'a> Authenticators<'a> {
     #[cfg(feature = "usb")]
     fn run_usb<T: Send>(
         &self,
-        ceremony: impl FnOnce(
-            &mut dyn webauthn_authenticator_rs::AuthenticatorBackend,
-        ) -> Result<T, WebauthnCError>
-        + Send,
+        ceremony: impl FnOnce(&mut dyn Backend) -> Result<T, WebauthnCError> + Send,
     ) -> Result<T> {
         use webauthn_authenticator_rs::ctap2::CtapAuthenticator;
         use webauthn_authenticator_rs::transport::Transport as _;
@@ -401,11 +396,7 @@ fn webauthn(e: webauthn_rs_core::error::WebauthnError) -> Error {
 }
 
 #[cfg_attr(
-    not(any(
-        feature = "dev-authenticator",
-        feature = "usb",
-        all(windows, feature = "win10")
-    )),
+    not(any(feature = "dev-authenticator", feature = "usb")),
     expect(dead_code, reason = "used by every backend")
 )]
 fn ceremony_failed(e: WebauthnCError) -> Error {

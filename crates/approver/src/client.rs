@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::{
-    ApproverEvent, Decision, ErrorBody, PairRequest, PairResponse, RequestList, RequestView,
+    ApproverEvent, Decision, ErrorBody, EventKind, MAX_PAGE, PairRequest, PairResponse, RequestView,
 };
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
 use countersign_protocol::registry::RegisteredCredential;
@@ -36,12 +36,36 @@ pub enum DecisionOutcome {
     AlreadyDecided(RequestView),
 }
 
+/// Every pending request of the owner, as the broker lists them (all pages), with the items
+/// this app will not take and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub requests: Vec<RequestView>,
+    /// Items that could not be read (too large, too deep, or carrying a member this app cannot
+    /// show): refused with their reason, never half-shown.
+    pub unreadable: Vec<Unreadable>,
+    /// The newest event id at the time of listing: resume the stream after it.
+    pub last_event_id: i64,
+}
+
+/// An item a broker sent that this app will not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its id, when even that could be read.
+    pub item: String,
+    pub reason: String,
+}
+
 /// What the follower delivers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
-    /// The listing after a (re)connection: every request as the broker sees it now.
-    Reconciled(Vec<RequestView>),
+    /// The pending listing after a (re)connection: the owner's pending requests as the broker
+    /// sees them now. Items known here but not listed are asked for one by one (see
+    /// `Engine::reconcile`).
+    Reconciled(Listing),
     Event(Box<ApproverEvent>),
+    /// A streamed item this app will not take, with why.
+    Unreadable(Unreadable),
     /// The connection dropped; the follower retries after this long.
     Disconnected {
         retry_in: Duration,
@@ -150,17 +174,71 @@ impl BrokerClient {
         &self.base
     }
 
-    /// The owner's requests (all, or of one status).
-    pub async fn list(&self, status: Option<&str>) -> Result<RequestList> {
-        let path = match status {
-            Some(s) => format!("/v1/approver/requests?status={s}"),
-            None => "/v1/approver/requests".to_owned(),
-        };
-        self.send::<()>(Method::GET, &path, None, None)
-            .await?
-            .json()
-            .await
-            .map_err(http)
+    /// Every pending request of the owner: the listing, newest first, page after page. Items
+    /// are read one by one, so one this app will not take is reported without losing the rest.
+    pub async fn pending(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let mut before: Option<String> = None;
+        for page in 0.. {
+            if page >= MAX_PAGES {
+                return Err(Error::Http(format!(
+                    "the broker listed more than {} pending requests",
+                    MAX_PAGES * MAX_PAGE
+                )));
+            }
+            let path = match &before {
+                Some(cursor) => {
+                    format!("/v1/approver/requests?status=pending&limit={MAX_PAGE}&before={cursor}")
+                }
+                None => format!("/v1/approver/requests?status=pending&limit={MAX_PAGE}"),
+            };
+            let response = self.send::<()>(Method::GET, &path, None, None).await?;
+            let raw: RawList = serde_json::from_slice(&bounded(response, MAX_PAGE_BYTES).await?)?;
+            if page == 0 {
+                listing.last_event_id = raw.last_event_id;
+            }
+            for value in raw.requests {
+                match read_view(value) {
+                    Ok(view) => listing.requests.push(view),
+                    Err(unreadable) => listing.unreadable.push(unreadable),
+                }
+            }
+            match raw.next {
+                // A cursor must be a number; anything else ends the listing.
+                Some(next) if next.bytes().all(|b| b.is_ascii_digit()) && !next.is_empty() => {
+                    before = Some(next);
+                }
+                _ => break,
+            }
+        }
+        Ok(listing)
+    }
+
+    /// One of the owner's requests, as the broker has it now (`None`: the broker no longer
+    /// has it).
+    pub async fn request(
+        &self,
+        id: &str,
+    ) -> Result<Option<std::result::Result<RequestView, Unreadable>>> {
+        let path = format!("/v1/approver/requests/{}", path_segment(id));
+        match self.send::<()>(Method::GET, &path, None, None).await {
+            Ok(response) => {
+                let value = serde_json::from_slice(&bounded(response, MAX_PAGE_BYTES).await?)?;
+                Ok(Some(read_view(value)))
+            }
+            Err(Error::Broker { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes one of this approver's credentials at the broker (an authenticator the owner
+    /// removed). A credential the broker does not hold is not an error.
+    pub async fn remove_credential(&self, credential: &str) -> Result<()> {
+        let path = format!("/v1/approver/credentials/{}", path_segment(credential));
+        match self.send::<()>(Method::DELETE, &path, None, None).await {
+            Ok(_) | Err(Error::Broker { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a decision with its idempotency key; safe to repeat until acknowledged.
@@ -256,10 +334,7 @@ impl BrokerClient {
 
     /// Opens the event stream after `last_event_id`; events arrive on the channel until the
     /// connection ends (then the channel closes with the error, if any).
-    pub async fn stream(
-        &self,
-        last_event_id: i64,
-    ) -> Result<mpsc::Receiver<Result<ApproverEvent>>> {
+    pub async fn stream(&self, last_event_id: i64) -> Result<mpsc::Receiver<Result<Streamed>>> {
         let path = "/v1/approver/stream";
         let url = format!("{}{path}", self.base);
         let proof = self.proof("GET", &url, b"");
@@ -282,12 +357,25 @@ impl BrokerClient {
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-            while let Some(item) = events.next().await {
+            loop {
+                // The connection closes as soon as nobody listens (heartbeats send nothing on).
+                let item = tokio::select! {
+                    item = events.next() => item,
+                    () = tx.closed() => break,
+                };
+                let Some(item) = item else { break };
                 let message = match item {
                     Ok(event) if event.data.is_empty() => continue,
-                    Ok(event) => {
-                        serde_json::from_str::<ApproverEvent>(&event.data).map_err(Error::from)
+                    Ok(event) if event.data.len() > MAX_PAGE_BYTES => {
+                        Ok(Streamed::Unreadable(Unreadable {
+                            item: String::new(),
+                            reason: format!(
+                                "an event of {} bytes, over the limit",
+                                event.data.len()
+                            ),
+                        }))
                     }
+                    Ok(event) => read_event(&event.data),
                     Err(e) => Err(Error::Http(e.to_string())),
                 };
                 let stop = message.is_err();
@@ -331,21 +419,20 @@ impl BrokerClient {
     /// One connection. `Ok` only when the receiver is gone. `healthy` is set once an event
     /// arrived or the stream stayed open for [`HEALTHY_AFTER`].
     async fn follow_once(&self, out: &mpsc::Sender<Delivery>, healthy: &mut bool) -> Result<()> {
-        let listing = self.list(None).await?;
+        let listing = self.pending().await?;
         let mut events = self.stream(listing.last_event_id).await?;
         let opened = tokio::time::Instant::now();
-        if out
-            .send(Delivery::Reconciled(listing.requests))
-            .await
-            .is_err()
-        {
+        if out.send(Delivery::Reconciled(listing)).await.is_err() {
             return Ok(());
         }
         while let Some(event) = events.recv().await {
             *healthy |= opened.elapsed() >= HEALTHY_AFTER;
-            let event = event?;
+            let delivery = match event? {
+                Streamed::Event(event) => Delivery::Event(event),
+                Streamed::Unreadable(unreadable) => Delivery::Unreadable(unreadable),
+            };
             *healthy = true;
-            if out.send(Delivery::Event(Box::new(event))).await.is_err() {
+            if out.send(delivery).await.is_err() {
                 return Ok(());
             }
         }
@@ -365,9 +452,16 @@ pub fn follow_all(clients: Vec<BrokerClient>) -> mpsc::Receiver<(String, Deliver
             let base = client.base().to_owned();
             let (inner_tx, mut inner_rx) = mpsc::channel(64);
             let follower = tokio::spawn(async move { client.follow(inner_tx).await });
-            while let Some(delivery) = inner_rx.recv().await {
-                if tx.send((base.clone(), delivery)).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    delivery = inner_rx.recv() => {
+                        let Some(delivery) = delivery else { break };
+                        if tx.send((base.clone(), delivery)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // The receiver is gone: the connection goes now, not at the next event.
+                    () = tx.closed() => break,
                 }
             }
             follower.abort();
@@ -375,6 +469,121 @@ pub fn follow_all(clients: Vec<BrokerClient>) -> mpsc::Receiver<(String, Deliver
     }
     rx
 }
+
+/// One message of the event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Streamed {
+    Event(Box<ApproverEvent>),
+    /// An event this app will not take (its item is unreadable, or of a kind it does not know).
+    Unreadable(Unreadable),
+}
+
+/// A listing page as sent, its items read one by one.
+#[derive(serde::Deserialize)]
+struct RawList {
+    requests: Vec<serde_json::Value>,
+    last_event_id: i64,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// An event as sent, its item read separately.
+#[derive(serde::Deserialize)]
+struct RawEvent {
+    id: i64,
+    kind: String,
+    #[serde(default)]
+    request: Option<serde_json::Value>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// Reads one item strictly: within the engine's limits, and with nothing this app cannot show
+/// (the pending action's every member is known and rendered; an unknown one is refused here).
+fn read_view(value: serde_json::Value) -> std::result::Result<RequestView, Unreadable> {
+    let item = value
+        .pointer("/pending/id")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect::<String>();
+    let refuse = |reason: String| Unreadable {
+        item: item.clone(),
+        reason,
+    };
+    let bytes = serde_json::to_vec(&value).map_err(|e| refuse(e.to_string()))?;
+    countersign_protocol::json::parse_value(&bytes, crate::engine::RECEIVE_LIMITS)
+        .map_err(|e| refuse(e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| {
+        refuse(format!(
+            "it carries something this version of Countersign cannot show, so it is refused \
+             rather than approved half-seen ({e})"
+        ))
+    })
+}
+
+fn read_event(data: &str) -> Result<Streamed> {
+    let raw: RawEvent = serde_json::from_str(data)?;
+    let request = match raw.request {
+        Some(value) => match read_view(value) {
+            Ok(view) => Some(view),
+            Err(unreadable) => return Ok(Streamed::Unreadable(unreadable)),
+        },
+        None => None,
+    };
+    let Ok(kind) = serde_json::from_value::<EventKind>(serde_json::Value::String(raw.kind.clone()))
+    else {
+        return Ok(Streamed::Unreadable(Unreadable {
+            item: request.map(|r| r.pending.id).unwrap_or_default(),
+            reason: format!("an event of a kind this app does not know ({:?})", raw.kind),
+        }));
+    };
+    Ok(Streamed::Event(Box::new(ApproverEvent {
+        id: raw.id,
+        kind,
+        request,
+        agent: raw.agent,
+        detail: raw.detail,
+    })))
+}
+
+/// The body of `response`, refused past `max` bytes (a broker cannot make the app read without
+/// end).
+async fn bounded(response: reqwest::Response, max: usize) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(http)?;
+        if body.len() + chunk.len() > max {
+            return Err(Error::Http(format!("a broker answer over {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An id as one URL path segment (ids are base64url or `pa_…`; anything else is escaped).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Pages of the pending listing a client reads at most (the broker caps pending items per
+/// owner far below this).
+const MAX_PAGES: usize = 40;
+
+/// The largest listing page or event a client reads.
+const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long an event stream may stay silent before it counts as dropped (three heartbeats).
 pub const STREAM_SILENCE: Duration = Duration::from_secs(45);

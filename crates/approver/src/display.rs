@@ -4,67 +4,178 @@
 
 use std::fmt::Write as _;
 
-/// `text` with every invisible, formatting or bidirectional control character (and every C0/C1
-/// control except newline and tab) replaced by a visible marker such as `[U+202E RLO]`.
+/// `text` with every invisible, formatting or bidirectional control character, every control
+/// character and every line or paragraph break replaced by a visible marker such as
+/// `[U+202E RLO]` or `[U+000A LF]`, and, in a word that mixes look-alike scripts (a Cyrillic
+/// `а` in a Latin name), each letter of the odd script marked too (`[U+0430 CYRILLIC]`). A
+/// value can then never start a line of the review, hide, or pass for another. Only the tab
+/// stays, since it cannot begin a line.
 pub fn visible(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match marker(c) {
-            Some(name) => {
-                let _ = write!(
-                    out,
-                    "[U+{:04X}{}{name}]",
-                    u32::from(c),
-                    if name.is_empty() { "" } else { " " }
-                );
+    for word in words(text) {
+        let odd = odd_script(word);
+        for c in word.chars() {
+            let name = match marker(c) {
+                Some((_, name)) => Some(name),
+                None => odd
+                    .and_then(|base| script(c).filter(|s| *s != base))
+                    .map(Script::name),
+            };
+            match name {
+                Some(name) => {
+                    let _ = write!(
+                        out,
+                        "[U+{:04X}{}{name}]",
+                        u32::from(c),
+                        if name.is_empty() { "" } else { " " }
+                    );
+                }
+                None => out.push(c),
             }
-            None => out.push(c),
         }
     }
     out
 }
 
-/// Whether `text` holds anything [`visible`] would mark.
+/// Whether `text` holds anything that hides or disguises text: a character [`visible`] marks
+/// as hidden, or a word that mixes look-alike scripts. (Line breaks are marked too, but are not
+/// hidden: they are reported by [`has_breaks`].)
 pub fn has_hidden(text: &str) -> bool {
-    text.chars().any(|c| marker(c).is_some())
+    text.chars()
+        .any(|c| matches!(marker(c), Some((Kind::Hidden, _))))
+        || words(text).any(|w| odd_script(w).is_some())
 }
 
-/// The short name of a character that must be shown, or `None` for ordinary text.
-fn marker(c: char) -> Option<&'static str> {
+/// Whether `text` holds a line or paragraph break (shown as a marker, kept inside its field).
+pub fn has_breaks(text: &str) -> bool {
+    text.chars()
+        .any(|c| matches!(marker(c), Some((Kind::Break, _))))
+}
+
+/// What a marked character is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Invisible, formatting, direction-changing or control.
+    Hidden,
+    /// Starts a new line.
+    Break,
+}
+
+/// The runs of `text` between whitespace, with the whitespace as runs of its own.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let space = first.is_whitespace();
+        let end = rest
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() != space)
+            .map_or(rest.len(), |(i, _)| i);
+        let (word, tail) = rest.split_at(end);
+        rest = tail;
+        Some(word)
+    })
+}
+
+/// The scripts whose letters pass for one another.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Latin,
+    Greek,
+    Cyrillic,
+    Armenian,
+    Cherokee,
+}
+
+fn script(c: char) -> Option<Script> {
     Some(match c {
-        '\n' | '\t' => return None,
-        '\u{202A}' => "LRE",
-        '\u{202B}' => "RLE",
-        '\u{202C}' => "PDF",
-        '\u{202D}' => "LRO",
-        '\u{202E}' => "RLO",
-        '\u{2066}' => "LRI",
-        '\u{2067}' => "RLI",
-        '\u{2068}' => "FSI",
-        '\u{2069}' => "PDI",
-        '\u{200E}' => "LRM",
-        '\u{200F}' => "RLM",
-        '\u{061C}' => "ALM",
-        '\u{200B}' => "ZWSP",
-        '\u{200C}' => "ZWNJ",
-        '\u{200D}' => "ZWJ",
-        '\u{2060}' => "WJ",
-        '\u{FEFF}' => "BOM",
-        '\u{00AD}' => "SHY",
-        '\u{034F}' => "CGJ",
-        '\u{180E}' => "MVS",
-        '\u{2028}' => "LSEP",
-        '\u{2029}' => "PSEP",
-        '\u{2800}' => "BRAILLE BLANK",
-        '\u{180B}'..='\u{180D}' | '\u{180F}' => "FVS",
-        '\u{1D173}'..='\u{1D17A}' => "",
-        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => "FILLER",
-        c if c.is_control() => "",
-        '\u{2061}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{FFF9}'..='\u{FFFB}' => "",
-        '\u{E0000}'..='\u{E007F}' => "TAG",
-        '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' => "VS",
+        'A'..='Z' | 'a'..='z' => Script::Latin,
+        '\u{00C0}'..='\u{024F}' if c != '\u{00D7}' && c != '\u{00F7}' => Script::Latin,
+        '\u{1E00}'..='\u{1EFF}' | '\u{2C60}'..='\u{2C7F}' | '\u{A720}'..='\u{A7FF}' => {
+            Script::Latin
+        }
+        '\u{0370}'..='\u{03FF}' | '\u{1F00}'..='\u{1FFF}' => Script::Greek,
+        '\u{0400}'..='\u{052F}'
+        | '\u{1C80}'..='\u{1C8F}'
+        | '\u{2DE0}'..='\u{2DFF}'
+        | '\u{A640}'..='\u{A69F}' => Script::Cyrillic,
+        '\u{0531}'..='\u{058F}' => Script::Armenian,
+        '\u{13A0}'..='\u{13FF}' | '\u{AB70}'..='\u{ABBF}' => Script::Cherokee,
         _ => return None,
     })
+}
+
+impl Script {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Latin => "LATIN",
+            Self::Greek => "GREEK",
+            Self::Cyrillic => "CYRILLIC",
+            Self::Armenian => "ARMENIAN",
+            Self::Cherokee => "CHEROKEE",
+        }
+    }
+}
+
+/// For a word that mixes look-alike scripts, the script its other letters are measured against
+/// (the most frequent; Latin on a tie); `None` for a word of one script.
+fn odd_script(word: &str) -> Option<Script> {
+    let mut counts: Vec<(Script, usize)> = Vec::new();
+    for s in word.chars().filter_map(script) {
+        match counts.iter_mut().find(|(k, _)| *k == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s, 1)),
+        }
+    }
+    if counts.len() < 2 {
+        return None;
+    }
+    counts.sort_by_key(|(s, n)| (std::cmp::Reverse(*n), *s != Script::Latin));
+    counts.first().map(|(s, _)| *s)
+}
+
+/// The marker of a character that must be shown, or `None` for ordinary text.
+fn marker(c: char) -> Option<(Kind, &'static str)> {
+    let hidden = |name| Some((Kind::Hidden, name));
+    match c {
+        '\t' => None,
+        '\n' => Some((Kind::Break, "LF")),
+        '\r' => Some((Kind::Break, "CR")),
+        '\u{000B}' => Some((Kind::Break, "VT")),
+        '\u{000C}' => Some((Kind::Break, "FF")),
+        '\u{0085}' => Some((Kind::Break, "NEL")),
+        '\u{2028}' => Some((Kind::Break, "LSEP")),
+        '\u{2029}' => Some((Kind::Break, "PSEP")),
+        '\u{202A}' => hidden("LRE"),
+        '\u{202B}' => hidden("RLE"),
+        '\u{202C}' => hidden("PDF"),
+        '\u{202D}' => hidden("LRO"),
+        '\u{202E}' => hidden("RLO"),
+        '\u{2066}' => hidden("LRI"),
+        '\u{2067}' => hidden("RLI"),
+        '\u{2068}' => hidden("FSI"),
+        '\u{2069}' => hidden("PDI"),
+        '\u{200E}' => hidden("LRM"),
+        '\u{200F}' => hidden("RLM"),
+        '\u{061C}' => hidden("ALM"),
+        '\u{200B}' => hidden("ZWSP"),
+        '\u{200C}' => hidden("ZWNJ"),
+        '\u{200D}' => hidden("ZWJ"),
+        '\u{2060}' => hidden("WJ"),
+        '\u{FEFF}' => hidden("BOM"),
+        '\u{00AD}' => hidden("SHY"),
+        '\u{034F}' => hidden("CGJ"),
+        '\u{180E}' => hidden("MVS"),
+        '\u{2800}' => hidden("BRAILLE BLANK"),
+        '\u{180B}'..='\u{180D}' | '\u{180F}' => hidden("FVS"),
+        '\u{1D173}'..='\u{1D17A}' => hidden(""),
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => hidden("FILLER"),
+        c if c.is_control() => hidden(""),
+        '\u{2061}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{FFF9}'..='\u{FFFB}' => hidden(""),
+        '\u{E0000}'..='\u{E007F}' => hidden("TAG"),
+        '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' => hidden("VS"),
+        _ => None,
+    }
 }
 
 /// Escapes `<`, `>` and `&` for notification servers that read a markup subset in bodies.
@@ -94,20 +205,46 @@ pub fn clip(text: &str, max: usize) -> String {
 
 /// Everything a person needs to judge a pending action, with every agent-chosen string made
 /// [`visible`]. The command line prints it; the desktop app renders the same fields as text.
+///
+/// It shows every member the action hash binds ([`BOUND_MEMBERS`] maps each to its field; a
+/// test walks the action's schema and fails on a member without a place here), and it says
+/// where each fact comes from: what the broker established (the agent, from its credential; the
+/// human it acts for, its configured owner; the tool catalog's facts) apart from what the agent
+/// merely claims (its delegation chain, the data it says it touches, its properties).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Review {
     pub id: String,
     pub status: String,
+    /// The human the call is made for: `subject.id`, which the broker checked is the agent's
+    /// configured owner.
+    pub subject: String,
+    /// `subject.type`.
+    pub subject_type: String,
+    /// `subject.properties`, as the agent sent them (its claims), made visible.
+    pub subject_properties: Option<serde_json::Value>,
+    /// The agent that asks, as the broker authenticated it.
     pub agent: String,
     /// Human first, then each delegating agent, ending with the agent that asks.
     pub delegation: Vec<String>,
+    /// Whether the broker verified the delegation chain; otherwise it is the agent's claim.
+    pub delegation_verified: bool,
     pub tool: String,
+    /// `resource.type`.
+    pub resource_type: String,
+    /// `resource.properties`, as the agent sent them, made visible.
+    pub resource_properties: Option<serde_json::Value>,
     pub action: String,
+    /// `action.properties`, as the agent sent them, made visible.
+    pub action_properties: Option<serde_json::Value>,
     pub intent: String,
     /// The arguments, keys and strings made visible; structure kept.
     pub arguments: serde_json::Value,
+    /// The data domain the agent says the call touches (its claim).
     pub data_domain: Option<String>,
+    /// The data classes the agent says the call touches (its claim).
     pub classification: Vec<String>,
+    /// What the broker's tool catalog says of the tool (what policy decided on), if listed.
+    pub catalog: Option<CatalogFacts>,
     pub policy_id: String,
     pub policy_reason: String,
     pub audience: String,
@@ -117,18 +254,52 @@ pub struct Review {
     pub fingerprint: String,
     /// Whether the action hash matches what is shown (a mismatch is never approvable).
     pub hash_matches: bool,
-    /// Whether any field held invisible or bidirectional control characters.
+    /// Whether any field held invisible or bidirectional control characters, or a word that
+    /// mixes look-alike scripts.
     pub hidden_characters: bool,
+    /// Whether any field held a line break (shown as a marker, kept inside its field).
+    pub line_breaks: bool,
 }
+
+/// The broker's tool-catalog facts, as shown.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogFacts {
+    pub domain: Option<String>,
+    pub classification: Vec<String>,
+    pub risk: Option<String>,
+}
+
+/// Where the review shows each member the action hash binds: `(member path, Review field)`.
+/// Paths name the JSON members of `{subject, actor, action, resource, context}`; a member holding
+/// free-form JSON (properties, arguments) or the recursive delegation chain is listed once.
+pub const BOUND_MEMBERS: &[(&str, &str)] = &[
+    ("subject.type", "subject_type"),
+    ("subject.id", "subject"),
+    ("subject.properties", "subject_properties"),
+    ("actor.id", "agent"),
+    ("actor.act", "delegation"),
+    ("action.name", "action"),
+    ("action.properties", "action_properties"),
+    ("resource.type", "resource_type"),
+    ("resource.id", "tool"),
+    ("resource.properties", "resource_properties"),
+    ("context.intent", "intent"),
+    ("context.arguments", "arguments"),
+    ("context.data.domain", "data_domain"),
+    ("context.data.classification", "classification"),
+];
 
 impl Review {
     pub fn of(pending: &countersign_protocol::PendingAction, status: &str) -> Self {
         let mut hidden = false;
+        let mut breaks = false;
         let mut show = |text: &str| {
             hidden |= has_hidden(text);
+            breaks |= has_breaks(text);
             visible(text)
         };
-        let mut delegation = vec![show(&pending.subject.id)];
+        let subject = show(&pending.subject.id);
+        let mut delegation = vec![subject.clone()];
         if let Some(chain) = &pending.actor.act {
             let mut links: Vec<String> = chain.links().iter().map(|id| show(id.as_str())).collect();
             links.reverse();
@@ -136,25 +307,33 @@ impl Review {
         }
         let agent = show(pending.actor.id.as_str());
         delegation.push(agent.clone());
-        let mut hidden_in_arguments = false;
-        let arguments = visible_json(
-            &serde_json::Value::Object(pending.context.arguments.clone()),
-            &mut hidden_in_arguments,
-        );
         let data = pending.context.data.as_ref();
         let mut review = Self {
             id: show(&pending.id),
             status: status.to_owned(),
+            subject,
+            subject_type: show(&pending.subject.kind),
+            subject_properties: None,
             agent,
             delegation,
+            delegation_verified: pending.delegation
+                == countersign_protocol::action::Delegation::VerifiedByBroker,
             tool: show(&pending.resource.id),
+            resource_type: show(&pending.resource.kind),
+            resource_properties: None,
             action: show(&pending.action.name),
+            action_properties: None,
             intent: show(&pending.context.intent),
-            arguments,
+            arguments: serde_json::Value::Null,
             data_domain: data.map(|d| show(&d.domain)),
             classification: data
                 .map(|d| d.classification.iter().map(|c| show(c)).collect())
                 .unwrap_or_default(),
+            catalog: pending.catalog.as_ref().map(|c| CatalogFacts {
+                domain: c.domain.as_deref().map(&mut show),
+                classification: c.classification.iter().map(|x| show(x)).collect(),
+                risk: c.risk.map(|r| r.as_str().to_owned()),
+            }),
             policy_id: show(&pending.policy.id),
             policy_reason: show(&pending.policy.reason),
             audience: show(&pending.audience),
@@ -163,28 +342,38 @@ impl Review {
             fingerprint: pending.action_hash.fingerprint(),
             hash_matches: pending.verify_hash(),
             hidden_characters: false,
+            line_breaks: false,
         };
-        review.hidden_characters = hidden || hidden_in_arguments;
+        let mut flags = (hidden, breaks);
+        let mut object = |map: Option<&serde_json::Map<String, serde_json::Value>>| {
+            map.map(|m| visible_json(&serde_json::Value::Object(m.clone()), &mut flags))
+        };
+        review.arguments = object(Some(&pending.context.arguments)).unwrap_or_default();
+        review.subject_properties = object(pending.subject.properties.as_ref());
+        review.action_properties = object(pending.action.properties.as_ref());
+        review.resource_properties = object(pending.resource.properties.as_ref());
+        (review.hidden_characters, review.line_breaks) = flags;
         review
     }
 }
 
-/// `value` with every key and string made visible.
-fn visible_json(value: &serde_json::Value, hidden: &mut bool) -> serde_json::Value {
+/// `value` with every key and string made visible; `flags` gathers (hidden, line breaks).
+fn visible_json(value: &serde_json::Value, flags: &mut (bool, bool)) -> serde_json::Value {
     use serde_json::Value;
+    let mut text = |s: &str| {
+        flags.0 |= has_hidden(s);
+        flags.1 |= has_breaks(s);
+        visible(s)
+    };
     match value {
-        Value::String(s) => {
-            *hidden |= has_hidden(s);
-            Value::String(visible(s))
-        }
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| visible_json(v, hidden)).collect())
-        }
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| visible_json(v, flags)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    *hidden |= has_hidden(k);
-                    (visible(k), visible_json(v, hidden))
+                    flags.0 |= has_hidden(k);
+                    flags.1 |= has_breaks(k);
+                    (visible(k), visible_json(v, flags))
                 })
                 .collect(),
         ),
@@ -201,7 +390,10 @@ mod tests {
         assert_eq!(visible("pay \u{202E}gpj.exe"), "pay [U+202E RLO]gpj.exe");
         assert_eq!(visible("a\u{200B}b\u{FEFF}"), "a[U+200B ZWSP]b[U+FEFF BOM]");
         assert_eq!(visible("bell\u{7}"), "bell[U+0007]");
-        assert_eq!(visible("line\nnext\ttab"), "line\nnext\ttab");
+        // A line break cannot start a line of the review: it is shown, inside its field.
+        assert_eq!(visible("line\nnext\ttab"), "line[U+000A LF]next\ttab");
+        assert_eq!(visible("a\r\nb"), "a[U+000D CR][U+000A LF]b");
+        assert!(has_breaks("a\nb") && !has_hidden("a\nb"));
         assert_eq!(visible("<script>é 日本"), "<script>é 日本");
         assert!(has_hidden("\u{2067}x\u{2069}") && !has_hidden("plain"));
         // Line and paragraph separators break a line where a reader sees none; blank
@@ -211,6 +403,22 @@ mod tests {
             visible("\u{2800}\u{180B}\u{1D173}"),
             "[U+2800 BRAILLE BLANK][U+180B FVS][U+1D173]"
         );
+    }
+
+    #[test]
+    fn words_mixing_look_alike_scripts_are_marked() {
+        // A Cyrillic a in a Latin name.
+        assert_eq!(visible("p\u{0430}ypal.com"), "p[U+0430 CYRILLIC]ypal.com");
+        assert!(has_hidden("p\u{0430}ypal"));
+        // A Latin o in a Cyrillic word: the odd one out is marked.
+        assert_eq!(
+            visible("\u{043F}\u{0440}o"),
+            "\u{043F}\u{0440}[U+006F LATIN]"
+        );
+        // Whole words in different scripts are ordinary text.
+        assert_eq!(visible("Привет world"), "Привет world");
+        assert!(!has_hidden("Привет world Müller 日本語"));
+        assert_eq!(visible("Ωmega"), "[U+03A9 GREEK]mega");
     }
 
     #[test]

@@ -14,7 +14,6 @@ mod receiving;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::clock::{Clock, SystemClock};
 
 use crate::authn::{Authenticators, Prompt};
@@ -142,10 +141,6 @@ impl Engine {
                 .put(HEAD_SECRET, format!("{seq}:{hash}").as_bytes())?;
         }
         Ok(())
-    }
-
-    pub(super) fn device_key(&self) -> Result<DeviceSigningKey> {
-        self.vault.device_key()
     }
 
     pub(super) fn ceremonies<'a>(&'a self, prompt: &'a dyn Prompt) -> Authenticators<'a> {

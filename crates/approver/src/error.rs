@@ -47,6 +47,25 @@ pub enum Error {
     UnknownBroker(String),
     #[error("broker {0} is already paired")]
     AlreadyPaired(String),
+    #[error(
+        "the broker answered with approver id {approver}, which {broker} already uses: a broker \
+         claiming another's identity is refused"
+    )]
+    ApproverIdReused { approver: String, broker: String },
+    #[error(
+        "item {item} from {broker} has the id of an item from {other}: refused, so that no broker \
+         can change another broker's item"
+    )]
+    ItemCollision {
+        item: String,
+        broker: String,
+        other: String,
+    },
+    #[error(
+        "the authenticator was not removed: {brokers} could not be told (it would still vouch \
+         for grants there); try again when they are reachable"
+    )]
+    BrokersNotTold { brokers: String },
     #[error("not a usable broker address: {0}")]
     BadUrl(String),
     #[error("not a SHA-256 certificate fingerprint: {0:?} (64 hex digits, colons allowed)")]
@@ -95,6 +114,9 @@ impl Error {
             Self::BadName(_) => "bad_name",
             Self::UnknownBroker(_) => "unknown_broker",
             Self::AlreadyPaired(_) => "already_paired",
+            Self::ApproverIdReused { .. } => "approver_id_reused",
+            Self::ItemCollision { .. } => "item_collision",
+            Self::BrokersNotTold { .. } => "brokers_not_told",
             Self::BadUrl(_) => "bad_url",
             Self::BadFingerprint(_) => "bad_fingerprint",
             Self::Notification(_) => "notification",

@@ -175,7 +175,12 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE items (
     "ALTER TABLE brokers ADD COLUMN pin TEXT;",
     // How many identical requests of one agent the broker merged into the item (1: itself).
     // A display count the broker reports, not a state change, so it is not chained.
-    "ALTER TABLE items ADD COLUMN merged INTEGER NOT NULL DEFAULT 1;"];
+    "ALTER TABLE items ADD COLUMN merged INTEGER NOT NULL DEFAULT 1;",
+    // Each broker's own device key, by its keyring name (brokers paired before keys were per
+    // broker share the first key, `device-key`). Settings of the profile that must outlive a
+    // restart (notification privacy, say).
+    "ALTER TABLE brokers ADD COLUMN key TEXT NOT NULL DEFAULT 'device-key';
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);"];
 
 /// The history database.
 #[derive(Debug)]
@@ -300,6 +305,26 @@ impl History {
         Ok(out)
     }
 
+    /// The setting `name`, if set.
+    pub fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets (and syncs to disk) the setting `name`.
+    pub fn set_setting(&mut self, name: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
     /// How many items have `status`.
     pub fn count(&self, status: &str) -> Result<u64> {
         let n: i64 = self.conn.query_row(
@@ -331,6 +356,25 @@ impl History {
             .optional()?;
         row.map(|(pending, status)| Ok((serde_json::from_str(&pending)?, status)))
             .transpose()
+    }
+
+    /// The broker an item came from, if the item is known.
+    pub fn item_broker(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT broker FROM items WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The items of `broker` still open here — pending, or approved and not yet known to be
+    /// redeemed — that expired no earlier than `since` (older ones the broker has let go).
+    pub fn open_items(&self, broker: &str, since: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM items WHERE broker = ?1 AND status IN ('pending', 'approved')
+             AND expires_at >= ?2 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map(params![broker, since], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every entry of one item, oldest first.

@@ -107,19 +107,9 @@ impl Notifier for DesktopNotifier {
             .map_err(|e| Error::Notification(e.to_string()))?;
         #[cfg(all(unix, not(target_os = "macos")))]
         if let Some(on_open) = self.on_open.clone() {
-            // The server reports the click, or the close, on the bus: one short-lived thread
-            // per notification on screen waits for it.
-            let item = notice.item.clone();
-            std::thread::Builder::new()
-                .name("notification".into())
-                .spawn(move || {
-                    handle.wait_for_action(|action| {
-                        if action == "default" {
-                            on_open(&item);
-                        }
-                    });
-                })
-                .map_err(|e| Error::Notification(e.to_string()))?;
+            // The server reports the click, or the close, on the bus; one thread waits for
+            // every notification on screen.
+            clicks::watch(handle, notice.item.clone(), on_open)?;
         }
         #[cfg(not(all(unix, not(target_os = "macos"))))]
         drop(handle);
@@ -128,5 +118,82 @@ impl Notifier for DesktopNotifier {
 
     fn private(&self) -> bool {
         self.private
+    }
+}
+
+/// Clicks on notifications: one thread, whatever the number of notifications on screen, waits
+/// for the notification server's answers (an `ActionInvoked` or `NotificationClosed` signal
+/// each) as futures on a single-threaded runtime.
+#[cfg(all(unix, not(target_os = "macos")))]
+mod clicks {
+    use std::sync::OnceLock;
+
+    use notify_rust::NotificationHandle;
+    use tokio::sync::mpsc;
+
+    use super::OnOpen;
+    use crate::error::{Error, Result};
+
+    type Watch = (NotificationHandle, String, OnOpen);
+
+    static WATCHER: OnceLock<mpsc::UnboundedSender<Watch>> = OnceLock::new();
+
+    /// Calls `on_open(item)` when `handle`'s notification is clicked.
+    pub(super) fn watch(handle: NotificationHandle, item: String, on_open: OnOpen) -> Result<()> {
+        let sender = match WATCHER.get() {
+            Some(sender) => sender,
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                std::thread::Builder::new()
+                    .name("notification-clicks".into())
+                    .spawn(move || run(rx))
+                    .map_err(|e| Error::Notification(e.to_string()))?;
+                WATCHER.get_or_init(|| tx)
+            }
+        };
+        sender
+            .send((handle, item, on_open))
+            .map_err(|_| Error::Notification("the notification watcher stopped".into()))
+    }
+
+    fn run(mut rx: mpsc::UnboundedReceiver<Watch>) {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            while let Some((handle, item, on_open)) = rx.recv().await {
+                tokio::task::spawn_local(async move {
+                    handle
+                        .wait_for_action_async(|response| {
+                            if matches!(response, notify_rust::NotificationResponse::Default) {
+                                on_open(&item);
+                            }
+                        })
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// How many threads wait for notifications (for tests): at most one.
+    pub(crate) fn threads() -> usize {
+        usize::from(WATCHER.get().is_some())
+    }
+}
+
+/// How many threads wait for clicks on notifications: one once any notification with a click
+/// handler was shown, however many are on screen.
+pub fn click_threads() -> usize {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        clicks::threads()
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    {
+        0
     }
 }

@@ -94,7 +94,7 @@ pub fn approve(
         approvers: vec![entry],
     })?;
     GrantVerifier::new(
-        VerifierConfig::new(pending.audience.clone()),
+        VerifierConfig::new(pending.audience.clone(), issuer.broker.clone()),
         Arc::new(registry),
         Arc::new(MemoryReplayStore::new()),
         Arc::new(MemoryCounterStore::new()),

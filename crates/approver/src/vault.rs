@@ -72,18 +72,28 @@ impl Vault {
         }
     }
 
-    /// The device signing key: loaded from the keyring, or generated on first use and stored.
-    pub fn device_key(&self) -> Result<DeviceSigningKey> {
-        if let Some(secret) = self.get("device-key")? {
-            let seed: [u8; 32] = secret
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::KeyringCorrupt("device-key is not 32 bytes".into()))?;
-            return Ok(DeviceSigningKey::from_secret(&seed));
-        }
+    /// The device signing key stored under `name` (each paired broker has its own, so that a
+    /// hostile broker can never obtain a grant another broker accepts).
+    pub fn device_key(&self, name: &str) -> Result<DeviceSigningKey> {
+        let secret = self
+            .get(name)?
+            .ok_or_else(|| Error::KeyringCorrupt(format!("{name} is missing from the keyring")))?;
+        let seed: [u8; 32] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::KeyringCorrupt(format!("{name} is not 32 bytes")))?;
+        Ok(DeviceSigningKey::from_secret(&seed))
+    }
+
+    /// A fresh device key, stored under a new name that is returned with it.
+    pub fn new_device_key(&self) -> Result<(String, DeviceSigningKey)> {
+        use rand_core::RngCore as _;
+        let mut bytes = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        let name = format!("device-key/{}", countersign_protocol::hash::b64url(&bytes));
         let key = DeviceSigningKey::generate();
-        self.put("device-key", key.secret().as_ref())?;
-        Ok(key)
+        self.put(&name, key.secret().as_ref())?;
+        Ok((name, key))
     }
 }
 

@@ -75,9 +75,12 @@ async fn start(owners: usize) -> Broker {
     let db = dir.path().join("broker.db");
     let mut config = format!(
         "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\npending_ttl_secs = 3600\n\
+         policies = \"{}\"\nmax_pending_per_owner = 10000000\n\
          [rate_limit]\nper_minute = 10000000\nburst = 1000000\n\n\
+         [pairing_rate_limit]\nper_minute = 10000000\nburst = 1000000\n\n\
          [[gateways]]\naudience = \"{GATEWAY}\"\ntools = [\"*\"]\nsecret_sha256 = \"{}\"\n\n",
         db.display(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies/demo.cedar"),
         secret_hash(GATEWAY_SECRET)
     );
     for i in 0..owners {
@@ -146,7 +149,7 @@ impl Approver {
             .unwrap();
         let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let mut approver = Self {
-            dev: DevApprover::new("unpaired", owner).unwrap(),
+            dev: DevApprover::new("unpaired", owner, &broker.url).unwrap(),
             id: String::new(),
             url: broker.url.clone(),
             http: reqwest::Client::new(),
@@ -172,6 +175,7 @@ impl Approver {
         approver.dev.issuer = Issuer {
             approver_id: paired.approver_id,
             owner: paired.owner,
+            broker: broker.url.clone(),
         };
         approver
     }

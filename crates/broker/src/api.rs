@@ -1,35 +1,30 @@
-//! The HTTP API: routes, and the handlers for agents, gateways and operators.
+//! The HTTP API: routes, and the handlers for agents, gateways and anyone (registry, health,
+//! metrics, this document). Approvers' handlers are in [`crate::approver`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use countersign_protocol::action::{
-    ActionName, Actor, Context, PendingParts, PolicyRef, Resource, Status, Subject, Timestamp,
-};
+use countersign_protocol::action::{Actor, PendingParts, PolicyRef, Status, Timestamp};
 use countersign_protocol::api::{
-    ApprovalTicket, EvaluationContext, EvaluationResponse, Outcome, RedeemRequest, RedeemResponse,
-    RequestStatus,
+    ApprovalTicket, EvaluationContext, EvaluationRequest, EvaluationResponse, Outcome,
+    RedeemRequest, RedeemResponse, RequestStatus,
 };
-use countersign_protocol::json::{self, Limits};
+use countersign_protocol::json::Limits;
 use countersign_protocol::spiffe::SpiffeId;
 use countersign_protocol::{ActionRequest, PendingAction, Presentation};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::approver;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::{Body, IdPath, MAX_BODY, StrictQuery, json_body};
 use crate::state::AppState;
-use crate::store::NewPending;
-
-/// Largest accepted request body.
-pub const MAX_BODY: usize = 512 * 1024;
+use crate::store::{HoldOutcome, NewPending, RedeemOutcome, Redemption};
 
 /// The broker's router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -41,8 +36,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/registry/jwks.json", get(jwks))
         .route("/v1/pair", post(approver::pair))
         .route("/v1/approver/credentials", post(approver::enroll))
+        .route(
+            "/v1/approver/credentials/{id}",
+            axum::routing::delete(approver::remove_credential),
+        )
         .route("/v1/approver/stream", get(crate::stream::stream))
         .route("/v1/approver/requests", get(approver::list))
+        .route("/v1/approver/requests/{id}", get(approver::one))
         .route(
             "/v1/approver/requests/{id}/decision",
             post(approver::decide),
@@ -54,69 +54,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-}
-
-/// Reads a JSON body strictly: content type, size, then [`countersign_protocol::json`].
-pub fn json_body<T: serde::de::DeserializeOwned + Serialize>(
-    headers: &HeaderMap,
-    body: &Result<Bytes, BytesRejection>,
-    limits: Limits,
-) -> ApiResult<T> {
-    let body = body_bytes(body)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send application/json",
-        ));
-    }
-    Ok(json::from_slice(body, limits)?)
-}
-
-/// The body bytes, or a typed 413 when over [`MAX_BODY`].
-pub fn body_bytes(body: &Result<Bytes, BytesRejection>) -> ApiResult<&Bytes> {
-    body.as_ref().map_err(|e| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("request body refused: {e}"),
-        )
-    })
-}
-
-/// AuthZEN evaluation request. `actor` is optional; when present its `id` must be the
-/// authenticated agent, and its `act` chain is shown to the owner.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvaluationRequest {
-    pub subject: Subject,
-    pub action: ActionName,
-    pub resource: Resource,
-    pub context: Context,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<Actor>,
 }
 
 async fn evaluate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> ApiResult<axum::Json<EvaluationResponse>> {
     let agent = state.agent(&headers)?;
     let body: EvaluationRequest = json_body(&headers, &body, Limits::ACTION)?;
     let agent_id = SpiffeId::parse(&agent.id)
         .map_err(|e| ApiError::internal("configured agent id is not a SPIFFE ID", &e))?;
+    // Identities come from credentials: the actor is the authenticated agent, and the human it
+    // acts for is the agent's configured owner.
     let actor = match body.actor {
         Some(actor) if actor.id != agent_id => {
-            return Err(ApiError::forbidden(
-                "actor_mismatch",
+            return Err(ApiError::new(
+                ErrorCode::ActorMismatch,
                 "actor.id is not the authenticated agent",
             ));
         }
@@ -126,16 +88,25 @@ async fn evaluate(
             act: None,
         },
     };
+    if body.subject.id != agent.owner || body.subject.kind != "user" {
+        return Err(ApiError::new(
+            ErrorCode::SubjectMismatch,
+            format!(
+                "subject must be {{\"type\": \"user\", \"id\": {:?}}}: the agent's configured owner",
+                agent.owner
+            ),
+        ));
+    }
     let standing = state.store.agent_state(&agent.id)?;
     if standing.quarantined {
-        return Err(ApiError::forbidden(
-            "agent_quarantined",
+        return Err(ApiError::new(
+            ErrorCode::AgentQuarantined,
             "the agent is quarantined after repeated denials; its owner can release it",
         ));
     }
     if standing.suspended {
-        return Err(ApiError::forbidden(
-            "agent_suspended",
+        return Err(ApiError::new(
+            ErrorCode::AgentSuspended,
             "the agent is suspended by its owner",
         ));
     }
@@ -148,7 +119,8 @@ async fn evaluate(
         context: body.context,
     };
     request.validate()?;
-    let verdict = state.policies.decide(&request);
+    let catalog = state.config.tool(&request.resource.id).map(|t| t.facts());
+    let verdict = state.policies.decide(&request, catalog.as_ref());
     let mut context = EvaluationContext {
         outcome: verdict.outcome,
         policy_id: Some(verdict.policy_id.clone()),
@@ -180,8 +152,7 @@ async fn evaluate(
     }
     let audience = state.audience_for(&request.resource.id).ok_or_else(|| {
         ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_gateway",
+            ErrorCode::NoGateway,
             format!("no gateway is configured to run {}", request.resource.id),
         )
     })?;
@@ -197,6 +168,9 @@ async fn evaluate(
                 id: verdict.policy_id,
                 reason: verdict.reason,
             },
+            // Nothing verifies an agent's delegation chain yet: it is its claim.
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog,
         },
         request,
     )?;
@@ -205,7 +179,23 @@ async fn evaluate(
         owner: agent.owner.clone(),
         agent: agent.id.clone(),
     };
-    let (stored, event) = state.store.hold(&new, now)?;
+    let (stored, event) = match state
+        .store
+        .hold(&new, state.config.max_pending_per_owner, now)?
+    {
+        HoldOutcome::Held(stored, event) => (*stored, *event),
+        HoldOutcome::OverCap => {
+            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                ErrorCode::PendingCapReached,
+                format!(
+                    "{} already has {} pending requests; try again once some are decided",
+                    agent.owner, state.config.max_pending_per_owner
+                ),
+            )
+            .retry_after(30));
+        }
+    };
     if stored.view.merged > 1 {
         state.metrics.merged.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -228,8 +218,10 @@ async fn evaluate(
     }))
 }
 
+/// `?wait=N`: how long to long-poll, in seconds (at most 60).
 #[derive(Debug, Deserialize)]
-struct WaitQuery {
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitQuery {
     #[serde(default)]
     wait: Option<u64>,
 }
@@ -237,8 +229,8 @@ struct WaitQuery {
 async fn request_status(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    IdPath(id): IdPath,
+    StrictQuery(query): StrictQuery<WaitQuery>,
 ) -> ApiResult<axum::Json<RequestStatus>> {
     let agent = state.agent(&headers)?;
     let deadline =
@@ -281,31 +273,54 @@ async fn request_status(
 async fn redeem(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> ApiResult<axum::Json<RedeemResponse>> {
     let gateway = state.gateway(&headers)?;
     let body: RedeemRequest = json_body(&headers, &body, Limits::ACTION)?;
-    let verifier = state.verifier(&gateway.audience);
-    let presentation = Presentation {
-        grant: &body.grant,
-        action: &body.action,
-        presenter_jkt: body.presenter_jkt.as_deref(),
+    let refused = |e: ApiError| {
+        state
+            .metrics
+            .redemptions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(code = e.code, audience = %gateway.audience, "redemption refused");
+        e
     };
-    let verified = match verifier.redeem(&presentation) {
-        Ok(v) => v,
-        Err(e) => {
-            state
-                .metrics
-                .redemptions_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(code = e.code(), audience = %gateway.audience, "redemption refused");
-            return Err(e.into());
-        }
-    };
-    state.metrics.redemptions_ok.fetch_add(1, Ordering::Relaxed);
+    // Every check of the grant itself, then the broker's own record, and the consumption with
+    // it, in one transaction.
+    let verified = state
+        .verifier(&gateway.audience)
+        .check(&Presentation {
+            grant: &body.grant,
+            action: &body.action,
+            presenter_jkt: body.presenter_jkt.as_deref(),
+        })
+        .map_err(|e| refused(e.into()))?;
     let claims = verified.claims.approval;
-    if let Some((request, event)) = state.store.redeemed(&claims.txn, state.now())? {
-        state.publish(&request.owner, event);
+    let redemption = Redemption {
+        txn: &claims.txn,
+        jti: &claims.jti,
+        sub: &claims.sub,
+        aud: &claims.aud,
+        exp: claims.exp,
+    };
+    match state.store.redeem(&redemption, state.now())? {
+        RedeemOutcome::Redeemed(request, event) => {
+            state.metrics.redemptions_ok.fetch_add(1, Ordering::Relaxed);
+            state.publish(&request.owner, *event);
+        }
+        RedeemOutcome::Replayed => {
+            return Err(refused(countersign_protocol::VerifyError::Replayed.into()));
+        }
+        RedeemOutcome::Revoked => {
+            return Err(refused(countersign_protocol::VerifyError::Revoked.into()));
+        }
+        RedeemOutcome::NotAccepted => {
+            return Err(refused(ApiError::new(
+                ErrorCode::GrantNotAccepted,
+                "this broker never accepted this grant for an approved request of its owner \
+                 and this gateway",
+            )));
+        }
     }
     Ok(axum::Json(RedeemResponse {
         status: "consumed".into(),

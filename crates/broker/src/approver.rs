@@ -1,42 +1,30 @@
-//! Approver endpoints: pairing, enrolment, listing, decisions, revocation, agent suspension.
-//! Every request but pairing carries a device-key proof (see `AppState::approver`).
+//! Approver endpoints: pairing, enrolment and credential removal, listing, decisions,
+//! revocation, agent suspension. Every request carries a device-key proof, checked over the
+//! exact bytes received (see [`crate::http`]); pairing's proof is signed by the key it registers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::Uri;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequest as _, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use countersign_protocol::action::Status;
 use countersign_protocol::api::{
-    Decision, EnrollRequest, EventKind, PairRequest, PairResponse, RequestList, RequestView,
-    enrollment_challenge,
+    AgentRef, Conflict, DEFAULT_PAGE, Decision, EnrollRequest, EventKind, MAX_PAGE, PairRequest,
+    PairResponse, RequestList, RequestView, enrollment_challenge,
 };
-use countersign_protocol::json::Limits;
-use countersign_protocol::proof::{ProofRequest, verify_proof_with_key};
+use countersign_protocol::proof::{PROOF_HEADER, ProofError, ProofRequest, verify_proof_with_key};
 use countersign_protocol::registry::ApproverEntry;
 use countersign_protocol::webauthn::{RelyingParty, verify_assertion};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::api::{body_bytes, json_body, random_id};
+use crate::api::random_id;
 use crate::config::secret_hash;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::{ApproverCall, ApproverJson, Body, IdPath, SMALL, StrictQuery, json_body};
 use crate::state::AppState;
-use crate::store::{DecideOutcome, StoredDecision};
-
-const SMALL: Limits = Limits {
-    max_bytes: 64 * 1024,
-    max_depth: 8,
-};
-
-fn path_of(uri: &Uri) -> String {
-    uri.path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| uri.path().to_owned())
-}
+use crate::store::{DecideOutcome, PairOutcome, StoredDecision, UpdateOutcome};
 
 /// Issues a one-time pairing code for `owner`'s next approver, valid for `ttl_secs`: 10
 /// characters from an alphabet without look-alikes (about 50 bits), stored only as a hash.
@@ -67,95 +55,148 @@ pub fn normalize_code(code: &str) -> String {
         .collect()
 }
 
+/// `POST /v1/pair`. Everything is checked before anything is written: the client's address is
+/// throttled, the proof verified (signed by the key being registered), the device key and
+/// credential validated and checked against every registered one; then the code is used and the
+/// approver stored in one transaction, so a refused pairing leaves the code and the registry as
+/// they were.
 pub(crate) async fn pair(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> ApiResult<axum::Json<PairResponse>> {
-    let raw = body_bytes(&body)?.clone();
-    let request: PairRequest = json_body(&headers, &body, SMALL)?;
-    // Possession of the device key: the proof is signed by the key being registered.
+    // Served without connection info (a test's router), every caller shares one budget.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    state.pairing_limit(peer)?;
+    let headers = request.headers().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let Body(raw) = Body::from_request(request, &state).await?;
+    let body: PairRequest = json_body(&headers, &raw, SMALL)?;
     let token = headers
-        .get(countersign_protocol::proof::PROOF_HEADER)
+        .get(PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or(countersign_protocol::proof::ProofError::Missing)?;
-    let url = format!("{}{}", state.public_url, path_of(&uri));
-    let proof_request = ProofRequest {
-        method: "POST",
-        url: &url,
-        body: &raw,
-        now: state.now(),
-    };
-    let claims = verify_proof_with_key(token, &proof_request, &request.device_key)?;
-    if !state
-        .store
-        .fresh_proof(&claims.jti, claims.iat + 120, state.now())?
-    {
-        return Err(countersign_protocol::proof::ProofError::Replayed.into());
-    }
-    request.credential.public_key.to_key()?;
-    let registry = state.registry();
-    if registry.document().approvers.iter().any(|a| {
-        a.device_keys
-            .iter()
-            .any(|k| k.kid == request.device_key.kid)
-    }) {
-        return Err(ApiError::conflict(
-            "already_paired",
-            "this device key is already paired",
-        ));
-    }
-    let owner = state
-        .store
-        .use_pairing_code(&secret_hash(&normalize_code(&request.code)), state.now())?
-        .ok_or_else(|| {
-            ApiError::forbidden(
-                "pairing_code_invalid",
-                "the pairing code is unknown, used or expired",
-            )
-        })?;
+        .ok_or(ProofError::Missing)?;
+    let url = format!("{}{path}", state.public_url);
+    let now = state.now();
+    let claims = verify_proof_with_key(
+        token,
+        &ProofRequest {
+            method: "POST",
+            url: &url,
+            body: &raw,
+            now,
+        },
+        &body.device_key,
+    )?;
+    body.device_key.validate()?;
+    body.credential.validate()?;
     let entry = ApproverEntry {
         id: format!("apr_{}", random_id()),
-        owner: owner.clone(),
-        device_keys: vec![request.device_key],
-        credentials: vec![request.credential],
+        // Set from the code when it is used.
+        owner: "(pairing)".into(),
+        device_keys: vec![body.device_key],
+        credentials: vec![body.credential],
     };
-    state.store.save_approver(&entry, state.now())?;
+    registration_conflict(&state, &entry)?;
+    // The code before anything is written: a wrong guess costs the broker nothing.
+    let code = secret_hash(&normalize_code(&body.code));
+    if !state.store.pairing_code_valid(&code, now)? {
+        return Err(code_invalid());
+    }
+    if !state
+        .store
+        .fresh_proof(&claims.jti, claims.iat + 120, now)?
+    {
+        return Err(ProofError::Replayed.into());
+    }
+    let entry = match state.store.pair(&code, &entry, now)? {
+        PairOutcome::Paired(entry) => entry,
+        PairOutcome::CodeInvalid => return Err(code_invalid()),
+        PairOutcome::Conflict => {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyPaired,
+                "this device key or credential is already registered",
+            ));
+        }
+    };
     state.reload_registry()?;
-    tracing::info!(approver = %entry.id, %owner, "approver paired");
+    tracing::info!(approver = %entry.id, owner = %entry.owner, "approver paired");
     Ok(axum::Json(PairResponse {
         approver_id: entry.id,
-        owner,
+        owner: entry.owner,
     }))
 }
 
+fn code_invalid() -> ApiError {
+    ApiError::new(
+        ErrorCode::PairingCodeInvalid,
+        "the pairing code is unknown, used or expired",
+    )
+}
+
+/// Refuses an entry whose device key or credential is already registered (to anyone), or that
+/// would not make a valid registry with the others.
+fn registration_conflict(state: &AppState, entry: &ApproverEntry) -> ApiResult<()> {
+    let registry = state.registry();
+    for approver in &registry.document().approvers {
+        if approver.id == entry.id {
+            continue;
+        }
+        if approver
+            .device_keys
+            .iter()
+            .any(|k| entry.device_keys.iter().any(|n| n.kid == k.kid))
+        {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyPaired,
+                "this device key is already paired",
+            ));
+        }
+        if approver
+            .credentials
+            .iter()
+            .any(|c| entry.credentials.iter().any(|n| n.id == c.id))
+        {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyEnrolled,
+                "this credential is already registered",
+            ));
+        }
+    }
+    registry.admits(entry)?;
+    Ok(())
+}
+
+/// `POST /v1/approver/credentials`: a further authenticator, vouched for by an enrolled one.
 pub(crate) async fn enroll(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    call: ApproverJson<EnrollRequest>,
 ) -> ApiResult<axum::Json<ApproverEntry>> {
-    let raw = body_bytes(&body)?;
-    let proof = state.approver(&headers, "POST", &path_of(&uri), raw)?;
-    let request: EnrollRequest = json_body(&headers, &body, SMALL)?;
-    request.credential.public_key.to_key()?;
+    let (proof, request) = (call.proof, call.body);
+    request.credential.validate()?;
     let registry = state.registry();
     let mut entry = registry
         .approver(&proof.approver_id)
         .cloned()
         .ok_or_else(|| ApiError::not_found("approver not registered"))?;
-    if registry
-        .document()
-        .approvers
+    if entry
+        .credentials
         .iter()
-        .any(|a| a.credentials.iter().any(|c| c.id == request.credential.id))
+        .any(|c| c.id == request.credential.id)
     {
-        return Err(ApiError::conflict(
-            "already_enrolled",
+        return Err(ApiError::new(
+            ErrorCode::AlreadyEnrolled,
             "this credential is already enrolled",
         ));
     }
+    entry.credentials.push(request.credential.clone());
+    registration_conflict(&state, &entry)?;
     // An enrolled authenticator must vouch for the new one.
     let challenge = enrollment_challenge(&proof.approver_id, &request.credential)?;
     let asserted = verify_assertion(
@@ -164,61 +205,125 @@ pub(crate) async fn enroll(
         &RelyingParty::countersign(),
         |id| registry.credential_key(&proof.approver_id, id),
     )
-    .map_err(|e| ApiError::forbidden(e.code(), e.to_string()))?;
-    let previous = state
-        .store
-        .advance(&asserted.credential_id, asserted.sign_count)
-        .map_err(|e| ApiError::internal("sign counter", &e))?;
+    .map_err(countersign_protocol::VerifyError::from)?;
+    let previous = countersign_protocol::replay::SignCounterStore::advance(
+        state.store.as_ref(),
+        &asserted.credential_id,
+        asserted.sign_count,
+    )
+    .map_err(|e| ApiError::internal("sign counter", &e))?;
     if (previous != 0 || asserted.sign_count != 0) && asserted.sign_count <= previous {
-        return Err(ApiError::forbidden(
-            "assertion_counter_regressed",
-            "sign counter did not advance",
-        ));
+        return Err(countersign_protocol::VerifyError::from(
+            countersign_protocol::AssertionError::CounterRegressed {
+                stored: previous,
+                presented: asserted.sign_count,
+            },
+        )
+        .into());
     }
-    entry.credentials.push(request.credential);
-    state.store.save_approver(&entry, state.now())?;
-    state.reload_registry()?;
+    save(&state, &entry)?;
     Ok(axum::Json(entry))
 }
 
+/// `DELETE /v1/approver/credentials/{id}`: the owner removed an authenticator; it stops
+/// vouching for anything at once. The last one cannot go (remove the approver instead).
+pub(crate) async fn remove_credential(
+    State(state): State<Arc<AppState>>,
+    IdPath(credential): IdPath,
+    call: ApproverCall,
+) -> ApiResult<axum::Json<ApproverEntry>> {
+    let registry = state.registry();
+    let mut entry = registry
+        .approver(&call.proof.approver_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("approver not registered"))?;
+    if !entry.credentials.iter().any(|c| c.id == credential) {
+        return Err(ApiError::not_found("no such credential for this approver"));
+    }
+    if entry.credentials.len() == 1 {
+        return Err(ApiError::new(
+            ErrorCode::LastCredential,
+            "this is the approver's last credential",
+        ));
+    }
+    entry.credentials.retain(|c| c.id != credential);
+    save(&state, &entry)?;
+    tracing::info!(approver = %entry.id, %credential, "credential removed by its owner");
+    Ok(axum::Json(entry))
+}
+
+fn save(state: &AppState, entry: &ApproverEntry) -> ApiResult<()> {
+    match state.store.update_approver(entry, state.now())? {
+        UpdateOutcome::Updated => state.reload_registry(),
+        UpdateOutcome::Conflict => Err(ApiError::new(
+            ErrorCode::AlreadyEnrolled,
+            "this credential is already registered",
+        )),
+        UpdateOutcome::NotFound => Err(ApiError::not_found("approver not registered")),
+    }
+}
+
+/// `?status=&before=&limit=` of the listing.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     #[serde(default)]
     status: Option<Status>,
+    /// The `next` cursor of the previous page.
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
+/// `GET /v1/approver/requests`: the owner's requests, newest first, a page at a time.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    StrictQuery(query): StrictQuery<ListQuery>,
+    call: ApproverCall,
 ) -> ApiResult<axum::Json<RequestList>> {
-    let proof = state.approver(&headers, "GET", &path_of(&uri), b"")?;
+    let owner = call.proof.owner;
     // The event id first: a stream resumed after it may repeat, but never miss, a change.
-    let last_event_id = state.store.last_event_id(&proof.owner)?;
-    let requests = state.store.list(&proof.owner, query.status)?;
+    let last_event_id = state.store.last_event_id(&owner)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let page = state
+        .store
+        .list(&owner, query.status, query.before, limit)?;
     Ok(axum::Json(RequestList {
-        requests,
+        requests: page.requests,
         last_event_id,
+        next: page.next.map(|n| n.to_string()),
     }))
+}
+
+/// `GET /v1/approver/requests/{id}`: one of the owner's requests.
+pub(crate) async fn one(
+    State(state): State<Arc<AppState>>,
+    IdPath(id): IdPath,
+    call: ApproverCall,
+) -> ApiResult<axum::Json<RequestView>> {
+    state
+        .store
+        .request(&id)?
+        .filter(|r| r.owner == call.proof.owner)
+        .map(|r| axum::Json(r.view))
+        .ok_or_else(|| ApiError::not_found("no such request for this owner"))
 }
 
 pub(crate) async fn decide(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    IdPath(id): IdPath,
+    call: ApproverJson<Decision>,
 ) -> ApiResult<Response> {
-    let raw = body_bytes(&body)?;
-    let proof = state.approver(&headers, "POST", &path_of(&uri), raw)?;
-    let key = headers
+    let (proof, decision) = (call.proof, call.body);
+    let key = call
+        .headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty() && k.len() <= 128)
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "idempotency_key_missing",
+            ApiError::new(
+                ErrorCode::IdempotencyKeyMissing,
                 "send an Idempotency-Key header (1 to 128 characters)",
             )
         })?
@@ -232,7 +337,6 @@ pub(crate) async fn decide(
         )
             .into_response());
     }
-    let decision: Decision = json_body(&headers, &body, SMALL)?;
     let current = state
         .store
         .request(&id)?
@@ -245,8 +349,8 @@ pub(crate) async fn decide(
                 .accept_issued(grant, &current.view.pending.request())?;
             let claims = &verified.claims.approval;
             if claims.txn != id || claims.iss != proof.approver_id {
-                return Err(ApiError::forbidden(
-                    "grant_mismatch",
+                return Err(ApiError::new(
+                    ErrorCode::GrantMismatch,
                     "the grant is for another request or approver",
                 ));
             }
@@ -259,8 +363,8 @@ pub(crate) async fn decide(
         Decision::Deny { reason, .. } => {
             let reason = reason.trim();
             if reason.is_empty() || reason.len() > 2000 {
-                return Err(ApiError::bad_request(
-                    "reason_invalid",
+                return Err(ApiError::new(
+                    ErrorCode::ReasonInvalid,
                     "a denial needs a reason of 1 to 2000 bytes",
                 ));
             }
@@ -289,8 +393,8 @@ pub(crate) async fn decide(
         serde_json::to_string(&view)
     } else {
         serde_json::to_string(&Conflict {
-            code: "already_decided".into(),
-            message: format!("the request is already {:?}", view.status).to_lowercase(),
+            code: ErrorCode::AlreadyDecided.as_str().into(),
+            message: format!("the request is already {}", view.status.as_str()),
             request: view,
         })
     }
@@ -304,14 +408,6 @@ pub(crate) async fn decide(
         body,
     )
         .into_response())
-}
-
-/// A 409 for a decision that came second: the error fields plus the request as it stands.
-#[derive(Debug, Serialize)]
-struct Conflict {
-    code: String,
-    message: String,
-    request: RequestView,
 }
 
 fn after_decision(
@@ -363,60 +459,42 @@ fn after_decision(
 
 pub(crate) async fn revoke(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    IdPath(id): IdPath,
+    call: ApproverCall,
 ) -> ApiResult<axum::Json<RequestView>> {
-    let raw = body_bytes(&body)?;
-    let proof = state.approver(&headers, "POST", &path_of(&uri), raw)?;
-    match crate::store::Store::revoke(state.store.as_ref(), &id, &proof.owner, state.now())? {
+    let owner = call.proof.owner;
+    match crate::store::Store::revoke(state.store.as_ref(), &id, &owner, state.now())? {
         Some((request, event)) => {
-            state.publish(&proof.owner, event);
+            state.publish(&owner, event);
             Ok(axum::Json(request.view))
         }
-        None => Err(ApiError::conflict(
-            "not_revocable",
+        None => Err(ApiError::new(
+            ErrorCode::NotRevocable,
             "only an approved, unredeemed grant can be revoked",
         )),
     }
 }
 
-/// `{agent}` for suspend and resume.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentRef {
-    pub agent: String,
-}
-
 pub(crate) async fn suspend(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    call: ApproverJson<AgentRef>,
 ) -> ApiResult<StatusCode> {
-    set_agent(&state, &uri, &headers, &body, true)
+    set_agent(&state, call, true)
 }
 
 pub(crate) async fn resume(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    call: ApproverJson<AgentRef>,
 ) -> ApiResult<StatusCode> {
-    set_agent(&state, &uri, &headers, &body, false)
+    set_agent(&state, call, false)
 }
 
 fn set_agent(
     state: &AppState,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Result<Bytes, BytesRejection>,
+    call: ApproverJson<AgentRef>,
     suspend: bool,
 ) -> ApiResult<StatusCode> {
-    let raw = body_bytes(body)?;
-    let proof = state.approver(headers, "POST", &path_of(uri), raw)?;
-    let AgentRef { agent } = json_body(headers, body, SMALL)?;
+    let (proof, AgentRef { agent }) = (call.proof, call.body);
     if state.credentials.owner_of(&agent) != Some(proof.owner.as_str()) {
         return Err(ApiError::not_found("no such agent for this owner"));
     }

@@ -21,9 +21,13 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default = "default_database")]
     pub database: PathBuf,
-    /// Cedar policy file; the built-in demo policies when absent.
+    /// Cedar policy file. Required: a broker without one refuses to start (unless `demo`).
     #[serde(default)]
     pub policies: Option<PathBuf>,
+    /// A demonstration broker: without a policy file it runs the built-in demo policies. Never
+    /// set this for agents with real authority.
+    #[serde(default)]
+    pub demo: bool,
     /// How long a pending action waits for its owner.
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl_secs: i64,
@@ -37,12 +41,96 @@ pub struct Config {
     pub rate_limit: RateLimit,
     #[serde(default)]
     pub quarantine: Quarantine,
+    /// Pairing attempts per client address (wrong codes cost the guesser, not the owners).
+    #[serde(default = "default_pairing_rate_limit")]
+    pub pairing_rate_limit: RateLimit,
+    /// The most unexpired pending requests the broker holds for one owner; more are refused
+    /// (429 `pending_cap_reached`) until the owner decides or they expire.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_per_owner: u32,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     #[serde(default)]
     pub tls: Option<Tls>,
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub gateways: Vec<GatewayConfig>,
+    /// The tool catalog: what each tool touches and how risky it is. Policy decides on these
+    /// facts, never on what an agent says about its own call.
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+}
+
+/// How long the broker keeps decided things, in seconds. Approvers keep the owner's history
+/// for good; the broker only needs what is live and a replay window.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Decided, expired, redeemed and revoked requests (default 30 days).
+    #[serde(default = "default_keep_items")]
+    pub items_secs: i64,
+    /// Events, the stream's replay window (default 30 days).
+    #[serde(default = "default_keep_items")]
+    pub events_secs: i64,
+    /// Idempotency keys of decisions (default 1 day).
+    #[serde(default = "default_keep_idempotency")]
+    pub idempotency_secs: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            items_secs: default_keep_items(),
+            events_secs: default_keep_items(),
+            idempotency_secs: default_keep_idempotency(),
+        }
+    }
+}
+
+impl From<RetentionConfig> for crate::store::Retention {
+    fn from(r: RetentionConfig) -> Self {
+        Self {
+            items_secs: r.items_secs,
+            events_secs: r.events_secs,
+            idempotency_secs: r.idempotency_secs,
+        }
+    }
+}
+
+/// One tool of the catalog: a name (exact, or a prefix ending in `*`, matched in canonical
+/// form), the data domain and classes it touches, and its risk.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub name: String,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub classification: Vec<String>,
+    #[serde(default)]
+    pub risk: Option<countersign_protocol::action::Risk>,
+}
+
+impl ToolConfig {
+    /// The catalog's facts, as a pending action carries them.
+    pub fn facts(&self) -> countersign_protocol::action::ToolFacts {
+        countersign_protocol::action::ToolFacts {
+            domain: self.domain.clone(),
+            classification: self.classification.clone(),
+            risk: self.risk,
+        }
+    }
+}
+
+/// Whether `pattern` (exact, or a prefix ending in `*`) names `tool`, both in canonical form.
+fn matches_tool(pattern: &str, tool: &str) -> bool {
+    let pattern = countersign_protocol::action::canonical_tool_name(pattern);
+    let tool = countersign_protocol::action::canonical_tool_name(tool);
+    match pattern.strip_suffix('*') {
+        Some(prefix) => tool.starts_with(prefix),
+        None => pattern == tool,
+    }
 }
 
 /// Per-agent token bucket for evaluations.
@@ -107,14 +195,9 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Whether this gateway runs `tool`.
+    /// Whether this gateway runs `tool` (names compared in canonical form).
     pub fn runs(&self, tool: &str) -> bool {
-        self.tools
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => tool.starts_with(prefix),
-                None => pattern == tool,
-            })
+        self.tools.iter().any(|pattern| matches_tool(pattern, tool))
     }
 }
 
@@ -138,6 +221,25 @@ fn default_heartbeat() -> u64 {
     15
 }
 
+fn default_pairing_rate_limit() -> RateLimit {
+    RateLimit {
+        per_minute: 10,
+        burst: 5,
+    }
+}
+
+fn default_max_pending() -> u32 {
+    200
+}
+
+fn default_keep_items() -> i64 {
+    30 * 86_400
+}
+
+fn default_keep_idempotency() -> i64 {
+    86_400
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -145,14 +247,19 @@ impl Default for Config {
             public_url: None,
             database: default_database(),
             policies: None,
+            demo: false,
             pending_ttl_secs: default_pending_ttl(),
             pairing_ttl_secs: default_pairing_ttl(),
             heartbeat_secs: default_heartbeat(),
             rate_limit: RateLimit::default(),
             quarantine: Quarantine::default(),
+            pairing_rate_limit: default_pairing_rate_limit(),
+            max_pending_per_owner: default_max_pending(),
+            retention: RetentionConfig::default(),
             tls: None,
             agents: Vec::new(),
             gateways: Vec::new(),
+            tools: Vec::new(),
         }
     }
 }
@@ -161,6 +268,11 @@ impl Config {
     /// Parses a TOML configuration.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
+    }
+
+    /// The catalog entry for `tool` (the first that names it), if any.
+    pub fn tool(&self, tool: &str) -> Option<&ToolConfig> {
+        self.tools.iter().find(|t| matches_tool(&t.name, tool))
     }
 
     /// The base URL request proofs are bound to.

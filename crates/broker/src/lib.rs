@@ -16,6 +16,7 @@ pub mod api;
 pub mod approver;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod openapi;
 pub mod policy;
 pub mod server;

@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Paired approvers: list them, remove one, or remove one of their credentials.
+    Approvers {
+        #[command(subcommand)]
+        command: ApproversCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Print the stored form of a secret (for [[agents]] and [[gateways]]).
@@ -89,6 +94,22 @@ enum Command {
 enum PolicyCommand {
     /// Parse a policy file and validate it against the schema.
     Check { file: PathBuf },
+    /// Print a default-deny policy file to start from.
+    Template,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApproversCommand {
+    /// Every paired approver: id, owner, device keys and credentials.
+    List {
+        /// As JSON (the registry document).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an approver (a lost or retired device): its grants stop verifying at once.
+    Remove { approver: String },
+    /// Remove one credential (a lost authenticator) from whichever approver holds it.
+    RemoveCredential { credential: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +162,13 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Policy {
+            command: PolicyCommand::Template,
+        } => {
+            print!("{}", countersign_broker::policy::TEMPLATE_POLICIES);
+            Ok(())
+        }
+        Command::Approvers { command } => approvers(&config, command),
         Command::Agents {
             command: AgentsCommand::Release { agent },
         } => {
@@ -168,6 +196,74 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", secrets.display()))?;
             let secrets: FleetSecrets = toml::from_str(&text)?;
             run_fleet(&broker, &secrets, rounds, Duration::from_millis(pause_ms)).await
+        }
+    }
+}
+
+/// The admin's view of the approver registry. A running broker picks up a removal within a
+/// second (it watches the registry's version in the database).
+fn approvers(config: &Config, command: ApproversCommand) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.database)?;
+    match command {
+        ApproversCommand::List { json } => {
+            let approvers = store.approvers()?;
+            if json {
+                let document = countersign_protocol::registry::RegistryDocument { approvers };
+                println!("{}", serde_json::to_string_pretty(&document)?);
+                return Ok(());
+            }
+            if approvers.is_empty() {
+                println!("no approvers are paired");
+            }
+            for a in approvers {
+                let valid = countersign_protocol::ApproverRegistry::new(
+                    countersign_protocol::registry::RegistryDocument {
+                        approvers: vec![a.clone()],
+                    },
+                )
+                .err()
+                .map(|e| format!("  INVALID: {e}"))
+                .unwrap_or_default();
+                println!("{}  owner {}{valid}", a.id, a.owner);
+                for k in &a.device_keys {
+                    println!("    device key  {}", k.kid);
+                }
+                for c in &a.credentials {
+                    println!("    credential  {}", c.id);
+                }
+            }
+            Ok(())
+        }
+        ApproversCommand::Remove { approver } => {
+            if !store.remove_approver(&approver)? {
+                bail!("no approver {approver}");
+            }
+            println!("removed {approver}");
+            Ok(())
+        }
+        ApproversCommand::RemoveCredential { credential } => {
+            let Some(mut entry) = store
+                .approvers()?
+                .into_iter()
+                .find(|a| a.credentials.iter().any(|c| c.id == credential))
+            else {
+                bail!("no approver holds credential {credential}");
+            };
+            entry.credentials.retain(|c| c.id != credential);
+            if entry.credentials.is_empty() {
+                bail!(
+                    "{credential} is the last credential of {}: remove the approver instead",
+                    entry.id
+                );
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            match store.update_approver(&entry, now)? {
+                countersign_broker::store::UpdateOutcome::Updated => {
+                    println!("removed {credential} from {}", entry.id);
+                    Ok(())
+                }
+                other => bail!("could not update {}: {other:?}", entry.id),
+            }
         }
     }
 }
@@ -220,11 +316,27 @@ fn certificate_fingerprint(path: &Path) -> anyhow::Result<String> {
 fn demo_init(dir: &Path, owner: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let (secrets, agents, gateways) = countersign_broker::simulate::demo_fleet(owner);
+    let policies = dir.join("policies.cedar");
+    std::fs::write(&policies, countersign_broker::policy::DEMO_POLICIES)?;
     let mut broker = format!(
         "# Countersign demo broker. Secrets are stored hashed; the simulator's plaintext copies are in simulate.toml.\n\
-         listen = \"127.0.0.1:8470\"\ndatabase = \"{}\"\npending_ttl_secs = 300\n\n",
-        dir.join("broker.db").display()
+         listen = \"127.0.0.1:8470\"\ndatabase = \"{}\"\npolicies = \"{}\"\npending_ttl_secs = 300\n\n",
+        dir.join("broker.db").display(),
+        policies.display()
     );
+    for tool in countersign_broker::simulate::demo_catalog() {
+        broker.push_str(&format!(
+            "[[tools]]\nname = \"{}\"\ndomain = \"{}\"\nclassification = [{}]\nrisk = \"{}\"\n\n",
+            tool.name,
+            tool.domain.unwrap_or_default(),
+            tool.classification
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            tool.risk.map(|r| r.as_str()).unwrap_or("medium"),
+        ));
+    }
     let mut sim = format!("owner = \"{owner}\"\n\n");
     for (config, secret) in agents.iter().zip(&secrets.agents) {
         broker.push_str(&format!(
@@ -254,7 +366,10 @@ fn demo_init(dir: &Path, owner: &str) -> anyhow::Result<()> {
     }
     write_private(&dir.join("broker.toml"), &broker)?;
     write_private(&dir.join("simulate.toml"), &sim)?;
-    println!("wrote {0}/broker.toml and {0}/simulate.toml", dir.display());
+    println!(
+        "wrote {0}/broker.toml, {0}/policies.cedar and {0}/simulate.toml",
+        dir.display()
+    );
     Ok(())
 }
 

@@ -1,24 +1,33 @@
 //! Policy with Cedar: allow, deny, or approval required.
 //!
 //! A permit annotated `@approval("required")` holds the call for its owner; a plain permit lets
-//! it run; a forbid (or no permit) refuses it. Policies see `context.intent`, `context.tool`,
-//! `context.subject`, `context.arguments`, `context.data`, and `context.numbers`: every argument
-//! that is a number (an integer, or a decimal string with up to four decimals) as a Cedar
-//! `decimal`, so thresholds compare numbers, not text. When several permits apply, approval wins. A
-//! policy that fails to evaluate (a malformed amount, say) never lets a call through unattended:
-//! the call is held for approval, naming that policy.
+//! it run; a forbid (or no permit) refuses it. Policies see `context.intent`, `context.tool`
+//! (the tool's canonical name), `context.subject`, `context.arguments`, `context.numbers` (every
+//! argument that is a number — an integer, or a decimal string with up to four decimals — as a
+//! Cedar `decimal`, so thresholds compare numbers, not text) and `context.catalog`: what the
+//! broker's tool catalog says of the tool (`listed`, `classification`, and `domain` and `risk`
+//! when known). Never what the agent says about itself: its claimed data classes and delegation
+//! chain are shown to the owner, not given to policy.
+//!
+//! Failing closed, in the right direction: a satisfied `forbid` denies whatever else fails to
+//! evaluate, and a `forbid` that fails to evaluate denies too. A `permit` that fails to evaluate
+//! (a malformed amount, say) never lets a call through unattended: the call is held for
+//! approval, naming that policy.
 
 use std::str::FromStr as _;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision, Effect, Entities, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
 };
 use countersign_protocol::ActionRequest;
+use countersign_protocol::action::{ToolFacts, canonical_tool_name};
 use countersign_protocol::api::Outcome;
 
-/// The demo policy set, built in.
+/// The demo policy set, built in (a `demo = true` broker without a policy file runs it).
 pub const DEMO_POLICIES: &str = include_str!("../policies/demo.cedar");
+/// A starting point for real deployments: default-deny, nothing permitted yet.
+pub const TEMPLATE_POLICIES: &str = include_str!("../policies/template.cedar");
 /// The schema policies are checked against.
 pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
 
@@ -64,34 +73,26 @@ impl Policies {
         Self::load(DEMO_POLICIES)
     }
 
-    /// Decides `request`. A request policy cannot express or evaluate is held for approval,
-    /// never allowed.
-    pub fn decide(&self, request: &ActionRequest) -> Verdict {
-        self.evaluate(request).unwrap_or_else(|e| Verdict {
-            outcome: Outcome::ApprovalRequired,
+    /// Decides `request`, with the broker's catalog facts for its tool (`None`: not listed).
+    /// A request policy cannot express is denied; see the module docs for evaluation errors.
+    pub fn decide(&self, request: &ActionRequest, catalog: Option<&ToolFacts>) -> Verdict {
+        self.evaluate(request, catalog).unwrap_or_else(|e| Verdict {
+            outcome: Outcome::Deny,
             policy_id: "policy-error".into(),
-            reason: format!("policy could not evaluate this call, so it is held: {e}"),
+            reason: format!("policy cannot evaluate this call, so it is refused: {e}"),
         })
     }
 
-    fn evaluate(&self, request: &ActionRequest) -> Result<Verdict, PolicyError> {
-        let cedar = to_cedar(request)?;
+    fn evaluate(
+        &self,
+        request: &ActionRequest,
+        catalog: Option<&ToolFacts>,
+    ) -> Result<Verdict, PolicyError> {
+        let cedar = to_cedar(request, catalog)?;
         let response = self
             .authorizer
             .is_authorized(&cedar, &self.set, &Entities::empty());
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| e.to_string())
-            .collect();
         let determining: Vec<&PolicyId> = response.diagnostics().reason().collect();
-        if let Some(error) = errors.first() {
-            return Ok(Verdict {
-                outcome: Outcome::ApprovalRequired,
-                policy_id: "policy-error".into(),
-                reason: format!("a policy could not evaluate this call, so it is held: {error}"),
-            });
-        }
         let describe = |id: &PolicyId| {
             let name = self
                 .set
@@ -101,6 +102,48 @@ impl Policies {
             let reason = self.set.annotation(id, "reason").unwrap_or("").to_owned();
             (name, reason)
         };
+        let is_forbid = |id: &PolicyId| {
+            self.set
+                .policy(id)
+                .is_none_or(|p| p.effect() == Effect::Forbid)
+        };
+        // 1. A satisfied forbid denies, whatever else failed to evaluate.
+        if response.decision() == Decision::Deny
+            && let Some(id) = determining.iter().find(|id| is_forbid(id))
+        {
+            let (policy_id, reason) = describe(id);
+            return Ok(Verdict {
+                outcome: Outcome::Deny,
+                policy_id,
+                reason,
+            });
+        }
+        // 2. A forbid that failed to evaluate denies; 3. a permit that failed holds.
+        let mut held_by_error = None;
+        for error in response.diagnostics().errors() {
+            let id = match error {
+                AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
+            };
+            if is_forbid(id) {
+                let (policy_id, _) = describe(id);
+                return Ok(Verdict {
+                    outcome: Outcome::Deny,
+                    reason: format!(
+                        "policy {policy_id} forbids calls like this and could not evaluate this \
+                         one, so it is refused: {error}"
+                    ),
+                    policy_id,
+                });
+            }
+            held_by_error.get_or_insert_with(|| error.to_string());
+        }
+        if let Some(error) = held_by_error {
+            return Ok(Verdict {
+                outcome: Outcome::ApprovalRequired,
+                policy_id: "policy-error".into(),
+                reason: format!("a policy could not evaluate this call, so it is held: {error}"),
+            });
+        }
         match response.decision() {
             Decision::Deny => {
                 let (policy_id, reason) = determining
@@ -179,7 +222,7 @@ fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
     Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
 }
 
-fn to_cedar(request: &ActionRequest) -> Result<Request, PolicyError> {
+fn to_cedar(request: &ActionRequest, catalog: Option<&ToolFacts>) -> Result<Request, PolicyError> {
     let numbers: serde_json::Map<String, serde_json::Value> = request
         .context
         .arguments
@@ -193,23 +236,31 @@ fn to_cedar(request: &ActionRequest) -> Result<Request, PolicyError> {
             })
         })
         .collect();
-    let mut context = serde_json::json!({
+    let tool = canonical_tool_name(&request.resource.id);
+    let mut facts = serde_json::json!({
+        "listed": catalog.is_some(),
+        "classification": catalog.map(|c| c.classification.clone()).unwrap_or_default(),
+    });
+    if let Some(domain) = catalog.and_then(|c| c.domain.as_ref()) {
+        facts["domain"] = serde_json::Value::String(domain.clone());
+    }
+    if let Some(risk) = catalog.and_then(|c| c.risk) {
+        facts["risk"] = serde_json::Value::String(risk.as_str().to_owned());
+    }
+    let context = serde_json::json!({
         "intent": request.context.intent,
-        "tool": request.resource.id,
+        "tool": tool,
         "subject": request.subject.id,
         "arguments": request.context.arguments,
         "numbers": numbers,
+        "catalog": facts,
     });
-    if let Some(data) = &request.context.data {
-        context["data"] =
-            serde_json::to_value(data).map_err(|e| PolicyError::Request(e.to_string()))?;
-    }
     let context =
         Context::from_json_value(context, None).map_err(|e| PolicyError::Request(e.to_string()))?;
     Request::new(
         uid("Agent", request.actor.id.as_str())?,
         uid("Action", &request.action.name)?,
-        uid("Tool", &request.resource.id)?,
+        uid("Tool", &tool)?,
         context,
         None,
     )

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -14,18 +14,23 @@ use crate::policy::Policies;
 use crate::state::AppState;
 use crate::store::SqliteStore;
 
-/// Builds the state for `config`: opens the database, loads and validates policies.
+/// Builds the state for `config`: loads and validates policies, opens the database.
 pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
-    let store = SqliteStore::open(&config.database)
-        .with_context(|| format!("opening {}", config.database.display()))?;
     let policies = match &config.policies {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Policies::load(&text)?
+            Policies::load(&text).with_context(|| format!("loading {}", path.display()))?
         }
-        None => Policies::demo()?,
+        None if config.demo => Policies::demo()?,
+        None => bail!(
+            "no policy file: set `policies = \"/path/to/policies.cedar\"` in the configuration \
+             (crates/broker/policies/template.cedar is a default-deny starting point). Only a \
+             demo broker (`demo = true`) runs the built-in demo policies."
+        ),
     };
+    let store = SqliteStore::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
     Ok(Arc::new(AppState::new(config, Arc::new(store), policies)?))
 }
 
@@ -65,7 +70,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningBroker> {
     let app = crate::api::router(state.clone());
     let sweeper = tokio::spawn(sweep(state.clone()));
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "server stopped");
         }
         sweeper.abort();
@@ -88,14 +94,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("loading the TLS certificate and key")?;
             axum_server::bind_rustls(listen, rustls)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;
         }
         None => {
             let listener = TcpListener::bind(listen).await?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown())
-                .await?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
+            .await?;
         }
     }
     Ok(())
@@ -105,9 +114,11 @@ async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Expires pending actions whose time has passed, and tells their owners and agents.
+/// Expires pending actions whose time has passed, and tells their owners and agents; reloads
+/// the approver registry when an administrator changed it; applies retention once a minute.
 async fn sweep(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_purge = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         match state.store.expire_due(state.now()) {
@@ -118,6 +129,22 @@ async fn sweep(state: Arc<AppState>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+        }
+        match state.refresh_registry() {
+            Ok(true) => tracing::info!("approver registry reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "reloading the approver registry failed"),
+        }
+        if last_purge.elapsed() >= Duration::from_secs(60) {
+            last_purge = tokio::time::Instant::now();
+            let retention = state.config.retention.into();
+            match state.store.purge(&retention, state.now()) {
+                Ok(purged) if purged != crate::store::Purged::default() => {
+                    tracing::info!(?purged, "retention applied");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+            }
         }
     }
 }

@@ -9,13 +9,14 @@ use countersign_protocol::ActionRequest;
 use countersign_protocol::action::{
     ActionName, Actor, ActorChain, Context, DataTouched, Resource, Status, Subject,
 };
-use countersign_protocol::api::{EvaluationResponse, Outcome, RedeemRequest, RequestStatus};
+use countersign_protocol::api::{
+    EvaluationRequest, EvaluationResponse, Outcome, RedeemRequest, RequestStatus,
+};
 use countersign_protocol::spiffe::SpiffeId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::EvaluationRequest;
-use crate::config::{AgentConfig, Config, GatewayConfig, secret_hash};
+use crate::config::{AgentConfig, Config, GatewayConfig, ToolConfig, secret_hash};
 
 /// Plaintext secrets the simulator uses (written by `countersign-broker demo-init`; demo only).
 #[derive(Clone, Debug, Deserialize)]
@@ -70,11 +71,14 @@ impl SmallFleet {
         }
     }
 
-    /// A broker configuration for this fleet, with its database at `database`.
+    /// A broker configuration for this fleet, with its database at `database`: a demo broker
+    /// (the built-in demo policies) with the demo tool catalog.
     pub fn config(&self, database: std::path::PathBuf, listen: std::net::SocketAddr) -> Config {
         Config {
             listen,
             database,
+            demo: true,
+            tools: demo_catalog(),
             agents: self
                 .secrets
                 .agents
@@ -156,6 +160,36 @@ pub fn demo_fleet(owner: &str) -> (FleetSecrets, Vec<AgentConfig>, Vec<GatewayCo
         });
     }
     (secrets, agent_configs, gateway_configs)
+}
+
+/// The demo's tool catalog: what each demo tool touches and how risky it is. Policy decides on
+/// these facts, not on the `data` agents claim in their requests.
+pub fn demo_catalog() -> Vec<ToolConfig> {
+    use countersign_protocol::action::Risk;
+    let tool = |name: &str, domain: &str, classes: &[&str], risk| ToolConfig {
+        name: name.into(),
+        domain: Some(domain.into()),
+        classification: classes.iter().map(|c| (*c).to_owned()).collect(),
+        risk: Some(risk),
+    };
+    vec![
+        tool(
+            "stripe/refunds.create",
+            "payments",
+            &["financial"],
+            Risk::High,
+        ),
+        tool(
+            "github/repos.delete",
+            "source",
+            &["internal"],
+            Risk::Critical,
+        ),
+        tool("postgres/query", "crm", &["pii"], Risk::Medium),
+        tool("postgres/drop_database", "crm", &["pii"], Risk::Critical),
+        tool("gmail/send", "mail", &["confidential"], Risk::Medium),
+        tool("calendar/events.list", "calendar", &["internal"], Risk::Low),
+    ]
 }
 
 /// A 256-bit random secret, base64url.

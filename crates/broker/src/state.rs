@@ -2,6 +2,7 @@
 //! hub, rate limits and metrics.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -15,7 +16,7 @@ use countersign_protocol::{ApproverRegistry, GrantVerifier, VerifierConfig};
 use tokio::sync::broadcast;
 
 use crate::config::{AgentConfig, Config, Credentials, GatewayConfig};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::policy::Policies;
 use crate::store::{Store, StoreError};
 
@@ -28,11 +29,14 @@ pub struct AppState {
     pub policies: Policies,
     pub clock: Arc<dyn Clock>,
     registry: RwLock<Arc<ApproverRegistry>>,
+    /// The store's registry version the registry was built from.
+    registry_version: AtomicI64,
     /// Events for approvers, with the owner they are for.
     pub events: broadcast::Sender<(String, ApproverEvent)>,
     /// Ids of requests whose status changed (wakes long-polls).
     pub changes: broadcast::Sender<String>,
     limiter: Mutex<HashMap<String, Bucket>>,
+    pairing_limiter: Mutex<HashMap<IpAddr, Bucket>>,
     pub metrics: Metrics,
     pub public_url: String,
     /// Set when the broker stops: open event streams end, so clients see the disconnect.
@@ -45,6 +49,7 @@ impl AppState {
         store: Arc<dyn Store>,
         policies: Policies,
     ) -> Result<Self, StoreError> {
+        let registry_version = store.registry_version()?;
         let registry = build_registry(store.as_ref())?;
         let (events, _) = broadcast::channel(4096);
         let (changes, _) = broadcast::channel(4096);
@@ -56,9 +61,11 @@ impl AppState {
             policies,
             clock: Arc::new(SystemClock),
             registry: RwLock::new(Arc::new(registry)),
+            registry_version: AtomicI64::new(registry_version),
             events,
             changes,
             limiter: Mutex::new(HashMap::new()),
+            pairing_limiter: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })
@@ -76,20 +83,40 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Rebuilds the registry after pairing or enrolment.
+    /// Rebuilds the registry after a change to approvers (here, or by an administrator's
+    /// command against the database).
     pub fn reload_registry(&self) -> ApiResult<()> {
+        let version = self.store.registry_version()?;
         let registry = Arc::new(build_registry(self.store.as_ref())?);
         match self.registry.write() {
             Ok(mut guard) => *guard = registry,
             Err(poisoned) => *poisoned.into_inner() = registry,
         }
+        self.registry_version.store(version, Ordering::Release);
         Ok(())
     }
 
-    /// A grant verifier acting for `audience`, over the broker's SQLite replay store.
+    /// Reloads the registry when the store's version moved (an approver removed from the
+    /// command line, say). Cheap enough to run every sweep.
+    pub fn refresh_registry(&self) -> Result<bool, StoreError> {
+        let version = self.store.registry_version()?;
+        if version == self.registry_version.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let registry = Arc::new(build_registry(self.store.as_ref())?);
+        match self.registry.write() {
+            Ok(mut guard) => *guard = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
+        }
+        self.registry_version.store(version, Ordering::Release);
+        Ok(true)
+    }
+
+    /// A grant verifier acting for `audience`, accepting this broker's grants, over the
+    /// broker's SQLite replay store.
     pub fn verifier(&self, audience: &str) -> GrantVerifier {
         GrantVerifier::new(
-            VerifierConfig::new(audience),
+            VerifierConfig::new(audience, self.public_url.clone()),
             self.registry(),
             self.store.clone(),
             self.store.clone(),
@@ -116,7 +143,7 @@ impl AppState {
         self.credentials
             .agent(secret)
             .cloned()
-            .ok_or_else(|| ApiError::unauthorized("unauthenticated", "unknown agent credential"))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "unknown agent credential"))
     }
 
     /// The gateway a bearer secret belongs to.
@@ -125,7 +152,7 @@ impl AppState {
         self.credentials
             .gateway(secret)
             .cloned()
-            .ok_or_else(|| ApiError::unauthorized("unauthenticated", "unknown gateway credential"))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "unknown gateway credential"))
     }
 
     /// The approver whose device signed this request's proof (fresh, unreplayed).
@@ -160,46 +187,81 @@ impl AppState {
 
     /// Takes one token from `agent`'s bucket, or says how long to wait.
     pub fn rate_limit(&self, agent: &str) -> ApiResult<()> {
-        let limit = self.config.rate_limit;
         let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(agent.to_owned()).or_insert_with(|| Bucket {
-            tokens: f64::from(limit.burst),
-            at: Instant::now(),
-        });
-        let rate = f64::from(limit.per_minute) / 60.0;
-        let elapsed = bucket.at.elapsed().as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(f64::from(limit.burst));
-        bucket.at = Instant::now();
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
+        take(&mut buckets, agent.to_owned(), self.config.rate_limit).map_err(|wait| {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!("agent {agent} is over its rate limit"),
+            )
+            .retry_after(wait)
+        })
+    }
+
+    /// Takes one pairing attempt from `peer`'s bucket: guessing codes costs the guesser.
+    pub fn pairing_limit(&self, peer: IpAddr) -> ApiResult<()> {
+        let mut buckets = self
+            .pairing_limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Forget idle addresses now and then, so the map cannot grow without bound.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| b.at.elapsed().as_secs() < 600);
         }
-        self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let wait = if rate > 0.0 {
-            ((1.0 - bucket.tokens) / rate).ceil()
-        } else {
-            60.0
-        };
-        let mut error = ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("agent {agent} is over its rate limit"),
-        );
-        // wait is a small positive number of seconds.
-        error.retry_after = Some(wait.clamp(1.0, 3600.0) as u64);
-        Err(error)
+        take(&mut buckets, peer, self.config.pairing_rate_limit).map_err(|wait| {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many pairing attempts from this address",
+            )
+            .retry_after(wait)
+        })
     }
 }
 
+/// Takes one token from `key`'s bucket, or says how many seconds until there is one.
+fn take<K: std::hash::Hash + Eq>(
+    buckets: &mut HashMap<K, Bucket>,
+    key: K,
+    limit: crate::config::RateLimit,
+) -> Result<(), u64> {
+    let bucket = buckets.entry(key).or_insert_with(|| Bucket {
+        tokens: f64::from(limit.burst),
+        at: Instant::now(),
+    });
+    let rate = f64::from(limit.per_minute) / 60.0;
+    let elapsed = bucket.at.elapsed().as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate).min(f64::from(limit.burst));
+    bucket.at = Instant::now();
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        return Ok(());
+    }
+    let wait = if rate > 0.0 {
+        ((1.0 - bucket.tokens) / rate).ceil()
+    } else {
+        60.0
+    };
+    // wait is a small positive number of seconds.
+    Err(wait.clamp(1.0, 3600.0) as u64)
+}
+
+/// The registry of every stored approver that is valid; one that is not (stored by an older
+/// broker, or edited by hand) is reported and skipped, never fatal.
 fn build_registry(store: &dyn Store) -> Result<ApproverRegistry, StoreError> {
     let document = RegistryDocument {
         approvers: store.approvers()?,
     };
-    ApproverRegistry::new(document).map_err(|e| {
-        StoreError::Json(serde_json::Error::io(std::io::Error::other(format!(
-            "stored registry: {e}"
-        ))))
-    })
+    let (registry, skipped) = ApproverRegistry::lenient(document);
+    for (approver, error) in skipped {
+        tracing::error!(
+            %approver,
+            %error,
+            "skipping a stored approver that is not valid; remove it with \
+             `countersign-broker approvers remove`"
+        );
+    }
+    Ok(registry)
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
@@ -208,7 +270,7 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("unauthenticated", "missing bearer credential"))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer credential"))
 }
 
 #[derive(Debug)]

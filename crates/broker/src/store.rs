@@ -8,6 +8,7 @@ use countersign_protocol::PendingAction;
 use countersign_protocol::action::Status;
 use countersign_protocol::api::{ApproverEvent, EventKind, RequestView};
 use countersign_protocol::registry::ApproverEntry;
+
 use countersign_protocol::replay::{ReplayStore, SignCounterStore};
 
 /// Why storage failed.
@@ -67,6 +68,86 @@ pub enum DecideOutcome {
     NotFound,
 }
 
+/// What holding a new request did.
+#[derive(Debug)]
+pub enum HoldOutcome {
+    /// Held as a new item, or merged into an identical pending one.
+    Held(Box<StoredRequest>, Box<ApproverEvent>),
+    /// The owner already has the most pending items the broker holds for one owner.
+    OverCap,
+}
+
+/// What a redemption came to, decided in one transaction with the consumption.
+#[derive(Debug)]
+pub enum RedeemOutcome {
+    /// Consumed; the item is now `redeemed`.
+    Redeemed(Box<StoredRequest>, Box<ApproverEvent>),
+    /// The `jti` was consumed before.
+    Replayed,
+    /// The grant was revoked.
+    Revoked,
+    /// No item `txn` holds this grant as approved for this owner and audience: the broker
+    /// never accepted it.
+    NotAccepted,
+}
+
+/// The grant a gateway presents, as the verifier read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Redemption<'a> {
+    pub txn: &'a str,
+    pub jti: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a str,
+    pub exp: i64,
+}
+
+/// What pairing came to.
+#[derive(Debug)]
+pub enum PairOutcome {
+    Paired(ApproverEntry),
+    /// The code is unknown, used or expired (nothing was written).
+    CodeInvalid,
+    /// The device key or a credential is registered already (nothing was written; the code
+    /// stays unused).
+    Conflict,
+}
+
+/// What changing an approver's entry came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Updated,
+    /// A device key or credential of the new entry belongs to another approver.
+    Conflict,
+    NotFound,
+}
+
+/// One page of an owner's requests, newest first.
+#[derive(Debug)]
+pub struct Page {
+    pub requests: Vec<RequestView>,
+    /// Where the next (older) page starts, when there is one.
+    pub next: Option<i64>,
+}
+
+/// How long decided things are kept, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Decided, expired, redeemed and revoked items (approvers keep their own history).
+    pub items_secs: i64,
+    /// Events (the stream's replay window).
+    pub events_secs: i64,
+    /// Idempotency keys of decisions.
+    pub idempotency_secs: i64,
+}
+
+/// What one retention sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub items: usize,
+    pub events: usize,
+    pub idempotency_keys: usize,
+}
+
 /// An agent's standing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentState {
@@ -77,10 +158,18 @@ pub struct AgentState {
 /// The broker's storage.
 pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
     /// Holds `new`, or merges it into a pending item of the same agent with the same action
-    /// hash. Returns the item and the event to publish.
-    fn hold(&self, new: &NewPending, now: i64) -> Result<(StoredRequest, ApproverEvent)>;
+    /// hash; refuses a new item when its owner has `max_pending` unexpired pending items.
+    fn hold(&self, new: &NewPending, max_pending: u32, now: i64) -> Result<HoldOutcome>;
     fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
-    fn list(&self, owner: &str, status: Option<Status>) -> Result<Vec<RequestView>>;
+    /// A page of `owner`'s requests (of one status, or all), newest first, starting below the
+    /// cursor `before`.
+    fn list(
+        &self,
+        owner: &str,
+        status: Option<Status>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Page>;
     /// Records the first decision on a pending, unexpired item.
     fn decide(
         &self,
@@ -90,8 +179,10 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
         decision: &StoredDecision,
         now: i64,
     ) -> Result<DecideOutcome>;
-    /// Marks the item whose grant was redeemed.
-    fn redeemed(&self, txn: &str, now: i64) -> Result<Option<(StoredRequest, ApproverEvent)>>;
+    /// Redeems a verified grant against the broker's own record, in one transaction: the item
+    /// `txn` must be `approved` with this `jti`, owned by `sub`, for audience `aud`; then the
+    /// `jti` is consumed and the item becomes `redeemed`.
+    fn redeem(&self, grant: &Redemption<'_>, now: i64) -> Result<RedeemOutcome>;
     /// Revokes an approved, unredeemed grant.
     fn revoke(
         &self,
@@ -113,10 +204,23 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
     ) -> Result<ApproverEvent>;
 
     fn add_pairing_code(&self, code_hash: &str, owner: &str, expires_at: i64) -> Result<()>;
-    /// Uses a pairing code once; the owner it was made for, if valid.
-    fn use_pairing_code(&self, code_hash: &str, now: i64) -> Result<Option<String>>;
-    fn save_approver(&self, entry: &ApproverEntry, now: i64) -> Result<()>;
+    /// Whether a pairing code is known, unused and unexpired (nothing is written).
+    fn pairing_code_valid(&self, code_hash: &str, now: i64) -> Result<bool>;
+    /// Uses the pairing code and stores the approver (with `owner` set from the code) in one
+    /// transaction; a device key or credential already registered leaves everything as it was.
+    fn pair(&self, code_hash: &str, entry: &ApproverEntry, now: i64) -> Result<PairOutcome>;
+    /// Replaces an approver's entry (enrolment, credential removal), keeping every device key
+    /// and credential unique across approvers.
+    fn update_approver(&self, entry: &ApproverEntry, now: i64) -> Result<UpdateOutcome>;
+    /// Removes an approver and its keys and credentials; false if there was none.
+    fn remove_approver(&self, id: &str) -> Result<bool>;
     fn approvers(&self) -> Result<Vec<ApproverEntry>>;
+    /// A number that changes whenever any approver changes (so every instance reloads).
+    fn registry_version(&self) -> Result<i64>;
+    /// How many unexpired pending items `owner` has.
+    fn pending_count(&self, owner: &str, now: i64) -> Result<u32>;
+    /// Removes what retention no longer keeps.
+    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged>;
 
     /// Remembers a request-proof `jti`; false if it was seen.
     fn fresh_proof(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool>;

@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::Uri;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use countersign_protocol::api::ApproverEvent;
 use futures_util::Stream;
@@ -21,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiResult;
+use crate::http::ApproverCall;
 use crate::state::AppState;
 
 /// Events sent per backlog page.
@@ -28,14 +27,9 @@ const PAGE: usize = 500;
 
 pub(crate) async fn stream(
     State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
+    call: ApproverCall,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let proof = state.approver(&headers, "GET", &path, b"")?;
+    let (proof, headers) = (call.proof, call.headers);
     let after: i64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -90,11 +84,14 @@ async fn follow(
                 break;
             }
         }
-        // Live events, until the broker stops.
+        // Live events, until the connection or the broker goes away.
         loop {
             let received = tokio::select! {
                 received = live.recv() => received,
                 _ = closing.wait_for(|closed| *closed) => return,
+                // The client went away: the task ends with its connection, not at the next
+                // event for its owner.
+                () = tx.closed() => return,
             };
             match received {
                 Ok((to, event)) => {

@@ -168,7 +168,8 @@ enum AuthenticatorsCommand {
         name: String,
         new_name: String,
     },
-    /// Remove an authenticator from this device.
+    /// Remove an authenticator: at every paired broker first (it stops vouching there at
+    /// once), then on this device.
     Remove {
         name: String,
     },
@@ -412,7 +413,7 @@ async fn authenticators(
             });
         }
         AuthenticatorsCommand::Remove { name } => {
-            engine.remove_authenticator(&name)?;
+            engine.remove_authenticator(&name).await?;
             out.value(&json!({"removed": name}), || format!("Removed {name}."));
         }
     }
@@ -427,7 +428,7 @@ fn taken(
     applied: Result<Option<Change>, Error>,
 ) -> Result<Option<Change>, Error> {
     match applied {
-        Err(e @ (Error::Protocol(_) | Error::Json(_))) => {
+        Err(e @ (Error::Protocol(_) | Error::Json(_) | Error::ItemCollision { .. })) => {
             let item = countersign_approver::display::visible(item);
             out.line(
                 &json!({"event": "not_taken", "item": item, "code": e.code(), "message": e.to_string()}),
@@ -437,6 +438,33 @@ fn taken(
         }
         other => other,
     }
+}
+
+/// Reports what a reconciliation did beyond changing items (those are returned): decisions
+/// delivered or refused, items not taken.
+fn reconciled(out: &Out, report: countersign_approver::engine::SyncReport) -> Vec<Change> {
+    let _ = flushed(
+        out,
+        Ok(Flushed {
+            delivered: report.delivered,
+            rejected: report.rejected,
+        }),
+    );
+    for failed in &report.failed {
+        let item = countersign_approver::display::visible(&failed.item);
+        let error = countersign_approver::display::visible(&failed.error);
+        out.line(
+            &json!({"event": "not_taken", "item": item, "message": error}),
+            || format!("item {item} not taken: {error}"),
+        );
+    }
+    report
+        .received
+        .into_iter()
+        .map(Change::Received)
+        .chain(report.refused.into_iter().map(Change::Refused))
+        .chain(report.updated.into_iter().map(Change::Updated))
+        .collect()
 }
 
 /// Reports what sending the outbox did; a temporary failure leaves the decisions queued.
@@ -498,21 +526,33 @@ async fn pending(
             delivery = rx.recv() => {
                 let Some((broker, delivery)) = delivery else { break };
                 let changes = match delivery {
-                    Delivery::Reconciled(views) => {
-                        let mut changes = Vec::new();
-                        for view in &views {
-                            changes.extend(taken(out, &view.pending.id, engine.apply(&broker, view))?);
+                    Delivery::Reconciled(listing) => {
+                        let Some(client) = engine.clients()?.into_iter().find(|c| c.base() == broker) else { continue };
+                        match engine.reconcile(&client, listing).await {
+                            Ok(report) => reconciled(out, report),
+                            Err(e) if e.is_transient() => {
+                                out.line(&json!({"event": "queued", "code": e.code(), "message": countersign_approver::display::visible(&e.to_string())}), || {
+                                    format!("{broker}: {}", countersign_approver::display::visible(&e.to_string()))
+                                });
+                                Vec::new()
+                            }
+                            Err(e) => return Err(e),
                         }
-                        if let Some(client) = engine.clients()?.into_iter().find(|c| c.base() == broker) {
-                            flushed(out, engine.flush(&client).await)?;
-                        }
-                        changes
+                    }
+                    Delivery::Unreadable(unreadable) => {
+                        let item = countersign_approver::display::visible(&unreadable.item);
+                        let reason = countersign_approver::display::visible(&unreadable.reason);
+                        out.line(&json!({"event": "not_taken", "item": item, "message": reason}), || {
+                            format!("item {item} not taken: {reason}")
+                        });
+                        Vec::new()
                     }
                     Delivery::Event(event) => {
                         let id = event.request.as_ref().map(|r| r.pending.id.clone()).unwrap_or_default();
                         taken(out, &id, engine.apply_event(&broker, &event))?.into_iter().collect()
                     }
                     Delivery::Disconnected { retry_in, reason } => {
+                        let reason = countersign_approver::display::visible(&reason);
                         out.line(&json!({"event": "disconnected", "broker": broker, "reason": reason, "retry_in_ms": retry_in.as_millis()}), || {
                             format!("{broker}: disconnected ({reason}); retrying in {} ms", retry_in.as_millis())
                         });

@@ -65,29 +65,39 @@ impl Out {
         eprintln!("{text}");
     }
 
-    /// Reports `error` and returns its exit code.
+    /// Reports `error` and returns its exit code. The message may carry a broker's words, so
+    /// it goes through the same filter as agent text (no escape sequences reach the terminal).
     pub(crate) fn fail(&self, error: &Error) -> ExitCode {
+        let message = error_text(error);
         if self.json {
             println!(
                 "{}",
-                json!({"error": {"code": error.code(), "message": error.to_string()}})
+                json!({"error": {"code": error.code(), "message": message}})
             );
         } else {
-            eprintln!("error: {error}");
+            eprintln!("error: {message}");
         }
         ExitCode::from(exit_code(error))
     }
 }
 
+/// An error's message as printed: through [`visible`], so no escape sequence or line break a
+/// broker put in it reaches the terminal.
+fn error_text(error: &Error) -> String {
+    visible(&error.to_string())
+}
+
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::Http(_) => EXIT_UNREACHABLE,
+        Error::Http(_) | Error::BrokersNotTold { .. } => EXIT_UNREACHABLE,
         e @ Error::Broker { .. } if e.is_transient() => EXIT_UNREACHABLE,
         Error::UnknownItem(_)
         | Error::UnknownBroker(_)
         | Error::UnknownAuthenticator(_)
         | Error::NoAuthenticator => EXIT_NOT_FOUND,
         Error::Broker { .. }
+        | Error::ApproverIdReused { .. }
+        | Error::ItemCollision { .. }
         | Error::NotPending { .. }
         | Error::GrantStillLive { .. }
         | Error::HashMismatch(_)
@@ -182,21 +192,60 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
     if r.hidden_characters {
         let _ = writeln!(
             t,
-            "!! Hidden or direction-changing characters were found; they are shown as [U+XXXX]."
+            "!! Hidden, direction-changing or look-alike characters were found; they are shown \
+             as [U+XXXX …]."
         );
     }
+    if r.line_breaks {
+        let _ = writeln!(
+            t,
+            "!  Line breaks in the agent's text are shown as [U+000A LF]: no value starts a line."
+        );
+    }
+    // Every value below is one line: `visible` marked each line break in it.
     let _ = writeln!(t, "Intent       {}", r.intent);
-    let _ = writeln!(t, "Agent        {}", r.agent);
-    let _ = writeln!(t, "Delegation   {}", r.delegation.join(" → "));
-    let _ = writeln!(t, "Tool         {}  (action {})", r.tool, r.action);
+    let _ = writeln!(
+        t,
+        "For          {}  ({}, the agent's owner, per the broker)",
+        r.subject, r.subject_type
+    );
+    json_field(&mut t, "  claims", r.subject_properties.as_ref());
+    let _ = writeln!(t, "Agent        {}  (authenticated by the broker)", r.agent);
+    let source = if r.delegation_verified {
+        "verified by the broker"
+    } else {
+        "claimed by the agent"
+    };
+    let _ = writeln!(t, "Delegation   {}  ({source})", r.delegation.join(" → "));
+    let _ = writeln!(
+        t,
+        "Tool         {}  ({}; action {})",
+        r.tool, r.resource_type, r.action
+    );
+    json_field(&mut t, "  tool props", r.resource_properties.as_ref());
+    json_field(&mut t, "  action props", r.action_properties.as_ref());
     let _ = writeln!(t, "Arguments");
     let arguments = serde_json::to_string_pretty(&r.arguments).unwrap_or_default();
     for line in arguments.lines() {
         let _ = writeln!(t, "    {line}");
     }
+    match &r.catalog {
+        Some(c) => {
+            let _ = writeln!(
+                t,
+                "Catalog      {}  {}  risk {}  (the broker's tool catalog)",
+                c.domain.as_deref().unwrap_or("(no domain)"),
+                c.classification.join(", "),
+                c.risk.as_deref().unwrap_or("unrated")
+            );
+        }
+        None => {
+            let _ = writeln!(t, "Catalog      (the tool is not in the broker's catalog)");
+        }
+    }
     let _ = writeln!(
         t,
-        "Data         {}  {}",
+        "Data         {}  {}  (claimed by the agent)",
         r.data_domain.as_deref().unwrap_or("(none stated)"),
         r.classification.join(", ")
     );
@@ -219,6 +268,16 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
         );
     }
     t.trim_end().to_owned()
+}
+
+/// A free-form JSON member (properties the agent sent), indented under its label.
+fn json_field(t: &mut String, label: &str, value: Option<&serde_json::Value>) {
+    let Some(value) = value else { return };
+    let _ = writeln!(t, "{label}");
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    for line in text.lines() {
+        let _ = writeln!(t, "    {line}");
+    }
 }
 
 pub(crate) fn items(items: &[ItemSummary]) -> String {
@@ -385,4 +444,23 @@ pub(crate) fn change(out: &Out, engine: &Engine, change: &Change) -> Result<(), 
         ),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_brokers_words_reach_the_terminal_as_text() {
+        let error = Error::Broker {
+            status: 403,
+            code: "x".into(),
+            message: "\u{1b}[2J\u{1b}[31mrefused\nerror: everything is fine".into(),
+            body: String::new(),
+        };
+        let text = error_text(&error);
+        assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text}");
+        assert!(text.contains("[U+001B][2J"), "{text}");
+        assert!(text.contains("refused[U+000A LF]error"), "{text}");
+    }
 }

@@ -29,6 +29,8 @@ use criterion::{Criterion, criterion_group};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// The broker whose grants the bench's verifier accepts.
+const BROKER: &str = "https://broker.example.com";
 const AUDIENCE: &str = "https://payments-gateway.example.com";
 
 struct Setup {
@@ -46,7 +48,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mut approver = DevApprover::new("apr_bench", "alice@example.com").expect("approver");
+    let mut approver =
+        DevApprover::new("apr_bench", "alice@example.com", BROKER).expect("approver");
     let action = ActionRequest {
         subject: Subject {
             kind: "user".into(),
@@ -92,6 +95,8 @@ fn setup() -> Setup {
                 id: "refunds".into(),
                 reason: "refunds over 1000".into(),
             },
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog: None,
         },
         action.clone(),
     )
@@ -104,7 +109,7 @@ fn setup() -> Setup {
     })
     .expect("registry");
     let verifier = GrantVerifier::new(
-        VerifierConfig::new(AUDIENCE),
+        VerifierConfig::new(AUDIENCE, BROKER),
         Arc::new(registry),
         Arc::new(MemoryReplayStore::new()),
         Arc::new(MemoryCounterStore::new()),

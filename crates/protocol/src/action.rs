@@ -19,11 +19,14 @@ pub const TOOL_CALL_TYPE: &str = "https://countersign.dev/tool-call";
 
 const MAX_ID: usize = 256;
 const MAX_TEXT: usize = 4096;
+/// Longest tool name (MCP's own limit).
+const MAX_TOOL_NAME: usize = 128;
 const MAX_CHAIN: usize = 8;
 const MAX_DETAILS: usize = 8;
 
 /// The human (or account) on whose behalf the agent acts. AuthZEN `subject`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Subject {
     #[serde(rename = "type")]
@@ -35,6 +38,7 @@ pub struct Subject {
 
 /// The agent that asked, authenticated by the broker, with who delegated to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     pub id: SpiffeId,
@@ -45,6 +49,7 @@ pub struct Actor {
 
 /// One link of an RFC 8693 `act` chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActorChain {
     pub sub: SpiffeId,
@@ -77,6 +82,7 @@ impl Actor {
 
 /// What is attempted. AuthZEN `action`; for MCP, `tools/call`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionName {
     pub name: String,
@@ -86,6 +92,7 @@ pub struct ActionName {
 
 /// What it is attempted on. AuthZEN `resource`; for MCP, `{type: "tool", id: <tool name>}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     #[serde(rename = "type")]
@@ -97,6 +104,7 @@ pub struct Resource {
 
 /// Why and with what. Every member is shown to the owner, and every member is hashed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Context {
     /// The agent's own account of what it is doing. Untrusted text.
@@ -109,6 +117,7 @@ pub struct Context {
 
 /// The data the call touches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataTouched {
     pub domain: String,
@@ -118,6 +127,7 @@ pub struct DataTouched {
 /// The part of a pending action that a grant binds: `{subject, actor, action, resource,
 /// context}`. A gateway presents exactly this for the call it is about to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub subject: Subject,
@@ -147,6 +157,9 @@ impl ActionRequest {
         text("action.name", &self.action.name, MAX_ID)?;
         text("resource.type", &self.resource.kind, MAX_ID)?;
         text("resource.id", &self.resource.id, MAX_ID)?;
+        if self.resource.kind == "tool" {
+            tool_name(&self.resource.id)?;
+        }
         text("context.intent", &self.context.intent, MAX_TEXT)?;
         if let Some(data) = &self.context.data {
             text("context.data.domain", &data.domain, MAX_ID)?;
@@ -168,6 +181,7 @@ impl ActionRequest {
 
 /// Where a pending action stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Status {
@@ -202,6 +216,7 @@ impl Status {
 
 /// An RFC 9396 authorization details object of type [`TOOL_CALL_TYPE`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationDetail {
     #[serde(rename = "type")]
@@ -214,17 +229,16 @@ pub struct AuthorizationDetail {
 }
 
 impl AuthorizationDetail {
-    /// The details object for a tool call at `audience`.
-    pub fn tool_call(audience: &str, request: &ActionRequest) -> Self {
+    /// The details object for a tool call at `audience`. Its `datatypes` are the broker's
+    /// catalog classification of the tool, never what the agent claims.
+    pub fn tool_call(audience: &str, request: &ActionRequest, catalog: Option<&ToolFacts>) -> Self {
         Self {
             kind: TOOL_CALL_TYPE.to_owned(),
             locations: vec![audience.to_owned()],
             actions: vec![request.action.name.clone()],
-            datatypes: request
-                .context
-                .data
-                .as_ref()
-                .map(|d| d.classification.clone()),
+            datatypes: catalog
+                .filter(|c| !c.classification.is_empty())
+                .map(|c| c.classification.clone()),
             identifier: request.resource.id.clone(),
         }
     }
@@ -249,8 +263,76 @@ impl AuthorizationDetail {
     }
 }
 
+/// How the broker knows the delegation chain in `actor.act`. The broker's own statement, not
+/// bound by `action_hash` (the chain itself is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Delegation {
+    /// The agent wrote the chain into its request and nothing verified it: shown to the owner
+    /// as the agent's claim. Every chain is this today.
+    #[default]
+    ClaimedByAgent,
+    /// The broker verified the chain from a credential of its own (an RFC 8693 actor token).
+    VerifiedByBroker,
+}
+
+/// How much harm a tool can do, as the broker's tool catalog rates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Risk {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// What the broker's tool catalog (its configuration, not the agent) says of a tool: the data
+/// it touches and how risky it is. Policy decides on these, never on the agent's own claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ToolFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classification: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
+}
+
+impl ToolFacts {
+    fn validate(&self) -> Result<(), ParseError> {
+        if let Some(domain) = &self.domain {
+            text("catalog.domain", domain, MAX_ID)?;
+        }
+        if self.classification.len() > MAX_DETAILS {
+            return Err(ParseError::invalid("catalog.classification", "more than 8"));
+        }
+        for class in &self.classification {
+            text("catalog.classification", class, MAX_ID)?;
+        }
+        Ok(())
+    }
+}
+
 /// The policy that held the call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRef {
     pub id: String,
@@ -314,6 +396,7 @@ impl From<Timestamp> for String {
 
 /// A held tool call, as the broker sends it to the owner's approvers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PendingAction {
     pub id: String,
@@ -330,6 +413,12 @@ pub struct PendingAction {
     pub authorization_details: Vec<AuthorizationDetail>,
     pub action_hash: ActionHash,
     pub policy: PolicyRef,
+    /// How the broker knows `actor.act`: claimed by the agent (the default) or verified.
+    #[serde(default)]
+    pub delegation: Delegation,
+    /// The broker's catalog entry for the tool, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<ToolFacts>,
 }
 
 /// The fields of a new pending action that the broker chooses.
@@ -340,13 +429,19 @@ pub struct PendingParts {
     pub expires_at: Timestamp,
     pub audience: String,
     pub policy: PolicyRef,
+    pub delegation: Delegation,
+    pub catalog: Option<ToolFacts>,
 }
 
 impl PendingAction {
     /// Builds a pending action for `request`, computing its details and hash.
     pub fn new(parts: PendingParts, request: ActionRequest) -> Result<Self, ParseError> {
         let action_hash = request.action_hash()?;
-        let authorization_details = vec![AuthorizationDetail::tool_call(&parts.audience, &request)];
+        let authorization_details = vec![AuthorizationDetail::tool_call(
+            &parts.audience,
+            &request,
+            parts.catalog.as_ref(),
+        )];
         let ActionRequest {
             subject,
             actor,
@@ -368,6 +463,8 @@ impl PendingAction {
             authorization_details,
             action_hash,
             policy: parts.policy,
+            delegation: parts.delegation,
+            catalog: parts.catalog,
         };
         pending.validate()?;
         Ok(pending)
@@ -426,6 +523,9 @@ impl PendingAction {
         text("policy.id", &self.policy.id, MAX_ID)?;
         text("policy.reason", &self.policy.reason, MAX_TEXT)?;
         AuthorizationDetail::validate(&self.authorization_details)?;
+        if let Some(catalog) = &self.catalog {
+            catalog.validate()?;
+        }
         self.request().validate()
     }
 }
@@ -445,6 +545,26 @@ pub(crate) fn audience(aud: &str) -> Result<(), ParseError> {
         ));
     }
     Ok(())
+}
+
+/// Checks a tool name: 1 to 128 characters of `A–Z a–z 0–9 _ . / -` (MCP's tool-name
+/// alphabet, plus `/` between a server and its tool). Nothing else, so that no two spellings
+/// that look alike, or that a tool server might treat alike, can slip past a policy.
+pub fn tool_name(name: &str) -> Result<(), ParseError> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-');
+    if name.is_empty() || name.len() > MAX_TOOL_NAME || !name.bytes().all(ok) {
+        return Err(ParseError::invalid(
+            "resource.id",
+            format!("{name:?} is not a tool name (1 to 128 of A-Z a-z 0-9 _ . / -)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The one form tool names are matched in (policy, the tool catalog, gateway routing): ASCII
+/// lowercase, so `github/Repos.delete` is `github/repos.delete` to every rule.
+pub fn canonical_tool_name(name: &str) -> String {
+    name.to_ascii_lowercase()
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<(), ParseError> {

@@ -1,22 +1,25 @@
-//! A software WebAuthn authenticator (webauthn-authenticator-rs `SoftPasskey`) driven through
-//! the same client code as a USB security key: real P-256 keys, real `clientDataJSON`, real
-//! signatures. For tests and the demo only; it exists only with the `dev-authenticator`
+//! A software WebAuthn authenticator (webauthn-authenticator-rs `SoftToken`, a CTAP2 token)
+//! driven the way a USB security key is: Countersign writes the `clientDataJSON` itself
+//! ([`crate::webauthn::client_data_get`]) and the token signs its hash with a real P-256 key. For tests and the demo only; it exists only with the `dev-authenticator`
 //! feature, and anything that uses it must say so loudly.
 
 use std::fmt;
 
 use serde_cbor_2::Value as Cbor;
-use webauthn_authenticator_rs::WebauthnAuthenticator as _;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use sha2::{Digest as _, Sha256};
+use webauthn_authenticator_rs::AuthenticatorBackendHashedClientData;
+use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_rs_proto::{
-    AllowCredentials, AuthenticatorSelectionCriteria, CreationChallengeResponse, PubKeyCredParams,
+    AllowCredentials, AuthenticatorSelectionCriteria, PubKeyCredParams,
     PublicKeyCredentialCreationOptions, PublicKeyCredentialRequestOptions,
-    RelyingParty as ProtoRelyingParty, RequestChallengeResponse, User, UserVerificationPolicy,
+    RelyingParty as ProtoRelyingParty, User, UserVerificationPolicy,
 };
 
 use crate::hash::{b64url, b64url_decode};
 use crate::registry::RegisteredCredential;
-use crate::webauthn::{CredentialJwk, RelyingParty, WebAuthnAssertion};
+use crate::webauthn::{
+    CredentialJwk, RelyingParty, WebAuthnAssertion, client_data_create, client_data_get,
+};
 
 /// Why the software authenticator failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,24 +29,24 @@ pub enum DevAuthenticatorError {
     Ceremony(webauthn_authenticator_rs::error::WebauthnCError),
     #[error("attestation object: {0}")]
     Attestation(String),
-    #[error("origin: {0}")]
-    Origin(String),
 }
 
 /// A software authenticator holding any number of credentials for one relying party.
 pub struct SoftAuthenticator {
-    passkey: SoftPasskey,
+    token: SoftToken,
     rp: RelyingParty,
 }
+
+/// How long a ceremony may take, in milliseconds (the token answers at once).
+const TIMEOUT_MS: u32 = 60_000;
 
 impl SoftAuthenticator {
     /// A new authenticator for `rp`. It reports user verification, as a platform
     /// authenticator that unlocked with the user's PIN would.
-    pub fn new(rp: RelyingParty) -> Self {
-        Self {
-            passkey: SoftPasskey::new(true),
-            rp,
-        }
+    pub fn new(rp: RelyingParty) -> Result<Self, DevAuthenticatorError> {
+        let (token, _attestation) =
+            SoftToken::new(true).map_err(DevAuthenticatorError::Ceremony)?;
+        Ok(Self { token, rp })
     }
 
     /// Runs a registration ceremony and returns the new credential as the registry holds it.
@@ -58,7 +61,7 @@ impl SoftAuthenticator {
                 name: user.into(),
                 display_name: user.into(),
             },
-            challenge: random_challenge(),
+            challenge: Vec::new(),
             pub_key_cred_params: vec![PubKeyCredParams {
                 type_: "public-key".into(),
                 alg: -7,
@@ -76,13 +79,14 @@ impl SoftAuthenticator {
             attestation_formats: None,
             extensions: None,
         };
-        let request = CreationChallengeResponse {
-            public_key: options,
-        };
-        let credential = self
-            .passkey
-            .do_registration(self.origin()?, request)
-            .map_err(DevAuthenticatorError::Ceremony)?;
+        let client_data = client_data_create(&self.rp, &random_challenge());
+        let credential = AuthenticatorBackendHashedClientData::perform_register(
+            &mut self.token,
+            Sha256::digest(&client_data).to_vec(),
+            options,
+            TIMEOUT_MS,
+        )
+        .map_err(DevAuthenticatorError::Ceremony)?;
         let public_key = credential_key(&credential.response.attestation_object)?;
         Ok(RegisteredCredential {
             id: b64url(&credential.raw_id),
@@ -101,7 +105,7 @@ impl SoftAuthenticator {
         let id = b64url_decode(credential_id)
             .ok_or_else(|| DevAuthenticatorError::Attestation("credential id".into()))?;
         let options = PublicKeyCredentialRequestOptions {
-            challenge: challenge.to_vec(),
+            challenge: Vec::new(),
             timeout: Some(60_000),
             rp_id: self.rp.rp_id().into(),
             allow_credentials: vec![AllowCredentials {
@@ -117,25 +121,21 @@ impl SoftAuthenticator {
             hints: None,
             extensions: None,
         };
-        let request = RequestChallengeResponse {
-            public_key: options,
-            mediation: None,
-        };
-        let credential = self
-            .passkey
-            .do_authentication(self.origin()?, request)
-            .map_err(DevAuthenticatorError::Ceremony)?;
+        let client_data = client_data_get(&self.rp, challenge);
+        let credential = AuthenticatorBackendHashedClientData::perform_auth(
+            &mut self.token,
+            Sha256::digest(&client_data).to_vec(),
+            options,
+            TIMEOUT_MS,
+        )
+        .map_err(DevAuthenticatorError::Ceremony)?;
         let response = credential.response;
         Ok(WebAuthnAssertion::from_parts(
             &credential.raw_id,
             &response.authenticator_data,
-            &response.client_data_json,
+            &client_data,
             &response.signature,
         ))
-    }
-
-    fn origin(&self) -> Result<url::Url, DevAuthenticatorError> {
-        url::Url::parse(self.rp.origin()).map_err(|e| DevAuthenticatorError::Origin(e.to_string()))
     }
 }
 
@@ -216,9 +216,14 @@ pub enum DevApproveError {
 }
 
 impl DevApprover {
-    /// A new approver `approver_id` owned by `owner`, with a fresh key and credential.
-    pub fn new(approver_id: &str, owner: &str) -> Result<Self, DevAuthenticatorError> {
-        let mut authenticator = SoftAuthenticator::new(RelyingParty::countersign());
+    /// A new approver `approver_id` owned by `owner` and paired with `broker`, with a fresh key
+    /// and credential.
+    pub fn new(
+        approver_id: &str,
+        owner: &str,
+        broker: &str,
+    ) -> Result<Self, DevAuthenticatorError> {
+        let mut authenticator = SoftAuthenticator::new(RelyingParty::countersign())?;
         let credential = authenticator.register(owner)?;
         Ok(Self {
             device: crate::DeviceSigningKey::generate(),
@@ -227,6 +232,7 @@ impl DevApprover {
             issuer: crate::grant::Issuer {
                 approver_id: approver_id.into(),
                 owner: owner.into(),
+                broker: broker.into(),
             },
         })
     }

@@ -28,6 +28,18 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// Every code [`Self::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "too_large",
+        "too_deep",
+        "duplicate_key",
+        "inexact_number",
+        "malformed_json",
+        "schema",
+        "invalid_field",
+        "not_canonical",
+    ];
+
     /// Stable code for APIs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -56,6 +68,8 @@ impl ParseError {
 pub enum MintError {
     #[error("the pending action's action_hash does not match its contents")]
     ActionHashMismatch,
+    #[error("the pending action acts for someone other than the approver's owner")]
+    SubjectNotOwner,
     #[error("grant lifetime of {requested} s is over the cap of {cap} s")]
     LifetimeTooLong { requested: i64, cap: i64 },
     #[error("the WebAuthn assertion was made for other claims")]
@@ -88,6 +102,8 @@ pub enum VerifyError {
     WrongSubject,
     #[error("audience {0:?} is not this verifier")]
     WrongAudience(String),
+    #[error("the grant was accepted by broker {0:?}, not this verifier's broker")]
+    WrongBroker(String),
     #[error("grant is not valid yet")]
     NotYetValid,
     #[error("grant has expired")]
@@ -98,6 +114,8 @@ pub enum VerifyError {
     ActionHashMismatch,
     #[error("the presented action is malformed: {0}")]
     Action(ParseError),
+    #[error("the presented action acts for someone other than the grant's sub")]
+    SubjectMismatch,
     #[error("the grant's act chain does not name the presented agent")]
     ActorMismatch,
     #[error("the grant's authorization_details do not describe the presented call")]
@@ -115,6 +133,32 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Every code [`Self::code`] can return (those of [`AssertionError`] included).
+    pub const CODES: &'static [&'static str] = &[
+        "malformed",
+        "wrong_type",
+        "algorithm_not_allowed",
+        "unknown_key",
+        "bad_signature",
+        "malformed_claims",
+        "unknown_issuer",
+        "wrong_subject",
+        "wrong_audience",
+        "wrong_broker",
+        "not_yet_valid",
+        "expired",
+        "bad_lifetime",
+        "action_hash_mismatch",
+        "malformed_action",
+        "subject_mismatch",
+        "actor_mismatch",
+        "details_mismatch",
+        "confirmation_mismatch",
+        "replayed",
+        "revoked",
+        "store_unavailable",
+    ];
+
     /// Stable code for APIs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -127,11 +171,13 @@ impl VerifyError {
             Self::UnknownIssuer(_) => "unknown_issuer",
             Self::WrongSubject => "wrong_subject",
             Self::WrongAudience(_) => "wrong_audience",
+            Self::WrongBroker(_) => "wrong_broker",
             Self::NotYetValid => "not_yet_valid",
             Self::Expired => "expired",
             Self::BadLifetime => "bad_lifetime",
             Self::ActionHashMismatch => "action_hash_mismatch",
             Self::Action(_) => "malformed_action",
+            Self::SubjectMismatch => "subject_mismatch",
             Self::ActorMismatch => "actor_mismatch",
             Self::DetailsMismatch => "details_mismatch",
             Self::Assertion(e) => e.code(),
@@ -178,6 +224,23 @@ pub enum AssertionError {
 }
 
 impl AssertionError {
+    /// Every code [`Self::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "assertion_encoding",
+        "assertion_client_data",
+        "assertion_wrong_ceremony",
+        "assertion_challenge_mismatch",
+        "assertion_origin_mismatch",
+        "assertion_cross_origin",
+        "assertion_authenticator_data",
+        "assertion_rp_id_mismatch",
+        "assertion_user_not_present",
+        "assertion_user_not_verified",
+        "assertion_unknown_credential",
+        "assertion_bad_signature",
+        "assertion_counter_regressed",
+    ];
+
     /// Stable code for APIs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -195,5 +258,136 @@ impl AssertionError {
             Self::BadSignature => "assertion_bad_signature",
             Self::CounterRegressed { .. } => "assertion_counter_regressed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant; the matches below are exhaustive, so a new variant does not compile
+    /// until it is listed here, and its code must then be in `CODES`.
+    #[test]
+    fn every_code_is_listed() {
+        let parse = [
+            ParseError::TooLarge {
+                limit: 0,
+                actual: 0,
+            },
+            ParseError::TooDeep { limit: 0 },
+            ParseError::DuplicateKey { key: String::new() },
+            ParseError::InexactNumber {
+                number: String::new(),
+            },
+            ParseError::Json(String::new()),
+            ParseError::Schema(String::new()),
+            ParseError::invalid("f", ""),
+            ParseError::NotCanonical(String::new()),
+        ];
+        for e in &parse {
+            match e {
+                ParseError::TooLarge { .. }
+                | ParseError::TooDeep { .. }
+                | ParseError::DuplicateKey { .. }
+                | ParseError::InexactNumber { .. }
+                | ParseError::Json(_)
+                | ParseError::Schema(_)
+                | ParseError::InvalidField { .. }
+                | ParseError::NotCanonical(_) => assert!(ParseError::CODES.contains(&e.code())),
+            }
+        }
+        assert_eq!(parse.len(), ParseError::CODES.len());
+        let assertion = [
+            AssertionError::Encoding("x"),
+            AssertionError::ClientData(String::new()),
+            AssertionError::WrongCeremony,
+            AssertionError::ChallengeMismatch,
+            AssertionError::OriginMismatch(String::new()),
+            AssertionError::CrossOrigin,
+            AssertionError::AuthenticatorDataTooShort,
+            AssertionError::RpIdMismatch,
+            AssertionError::UserNotPresent,
+            AssertionError::UserNotVerified,
+            AssertionError::UnknownCredential(String::new()),
+            AssertionError::BadSignature,
+            AssertionError::CounterRegressed {
+                stored: 0,
+                presented: 0,
+            },
+        ];
+        for e in &assertion {
+            match e {
+                AssertionError::Encoding(_)
+                | AssertionError::ClientData(_)
+                | AssertionError::WrongCeremony
+                | AssertionError::ChallengeMismatch
+                | AssertionError::OriginMismatch(_)
+                | AssertionError::CrossOrigin
+                | AssertionError::AuthenticatorDataTooShort
+                | AssertionError::RpIdMismatch
+                | AssertionError::UserNotPresent
+                | AssertionError::UserNotVerified
+                | AssertionError::UnknownCredential(_)
+                | AssertionError::BadSignature
+                | AssertionError::CounterRegressed { .. } => {
+                    assert!(AssertionError::CODES.contains(&e.code()));
+                }
+            }
+        }
+        assert_eq!(assertion.len(), AssertionError::CODES.len());
+        let verify = [
+            VerifyError::Malformed(String::new()),
+            VerifyError::WrongType,
+            VerifyError::AlgorithmNotAllowed(String::new()),
+            VerifyError::UnknownKey(String::new()),
+            VerifyError::BadSignature,
+            VerifyError::Claims(ParseError::Json(String::new())),
+            VerifyError::UnknownIssuer(String::new()),
+            VerifyError::WrongSubject,
+            VerifyError::WrongAudience(String::new()),
+            VerifyError::WrongBroker(String::new()),
+            VerifyError::NotYetValid,
+            VerifyError::Expired,
+            VerifyError::BadLifetime,
+            VerifyError::ActionHashMismatch,
+            VerifyError::Action(ParseError::Json(String::new())),
+            VerifyError::SubjectMismatch,
+            VerifyError::ActorMismatch,
+            VerifyError::DetailsMismatch,
+            VerifyError::ConfirmationMismatch,
+            VerifyError::Replayed,
+            VerifyError::Revoked,
+            VerifyError::StoreUnavailable(String::new()),
+        ];
+        for e in &verify {
+            match e {
+                VerifyError::Assertion(_) => unreachable!("listed with AssertionError"),
+                VerifyError::Malformed(_)
+                | VerifyError::WrongType
+                | VerifyError::AlgorithmNotAllowed(_)
+                | VerifyError::UnknownKey(_)
+                | VerifyError::BadSignature
+                | VerifyError::Claims(_)
+                | VerifyError::UnknownIssuer(_)
+                | VerifyError::WrongSubject
+                | VerifyError::WrongAudience(_)
+                | VerifyError::WrongBroker(_)
+                | VerifyError::NotYetValid
+                | VerifyError::Expired
+                | VerifyError::BadLifetime
+                | VerifyError::ActionHashMismatch
+                | VerifyError::Action(_)
+                | VerifyError::SubjectMismatch
+                | VerifyError::ActorMismatch
+                | VerifyError::DetailsMismatch
+                | VerifyError::ConfirmationMismatch
+                | VerifyError::Replayed
+                | VerifyError::Revoked
+                | VerifyError::StoreUnavailable(_) => {
+                    assert!(VerifyError::CODES.contains(&e.code()));
+                }
+            }
+        }
+        assert_eq!(verify.len(), VerifyError::CODES.len());
     }
 }

@@ -46,6 +46,9 @@ pub struct ApprovalClaims {
     pub iss: String,
     pub sub: String,
     pub aud: String,
+    /// The broker that held the call and accepted this grant (its URL, as the approver paired
+    /// with it). A verifier accepts only the grants of its own broker.
+    pub broker: String,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -74,11 +77,13 @@ pub struct GrantClaims {
     pub webauthn: WebAuthnAssertion,
 }
 
-/// The approver that mints: its registered id and its owner.
+/// The approver that mints: its registered id, its owner, and the broker it is paired with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issuer {
     pub approver_id: String,
     pub owner: String,
+    /// The broker's URL, as the approver reaches it (request proofs are bound to the same URL).
+    pub broker: String,
 }
 
 /// Choices for one grant.
@@ -123,6 +128,10 @@ impl GrantDraft {
         if !pending.verify_hash() {
             return Err(MintError::ActionHashMismatch);
         }
+        // A grant is never made for an action on someone else's behalf.
+        if pending.subject.id != issuer.owner {
+            return Err(MintError::SubjectNotOwner);
+        }
         if options.lifetime_secs <= 0 || options.lifetime_secs > MAX_LIFETIME_SECS {
             return Err(MintError::LifetimeTooLong {
                 requested: options.lifetime_secs,
@@ -135,6 +144,7 @@ impl GrantDraft {
             iss: issuer.approver_id.clone(),
             sub: issuer.owner.clone(),
             aud: pending.audience.clone(),
+            broker: issuer.broker.clone(),
             iat: options.now,
             nbf: options.now,
             exp: options.now + options.lifetime_secs,

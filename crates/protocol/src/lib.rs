@@ -28,6 +28,13 @@
 //! Neither signature alone is enough: a stolen device key cannot produce the assertion, and a
 //! stolen assertion is bound to claims whose JWS only the device key can produce.
 //!
+//! Beyond the agent: a hostile broker cannot make the app sign what it does not show, and
+//! cannot obtain a grant another broker accepts (each paired broker has its own device key, and
+//! the `broker` claim names the one that accepted the grant); a cloned authenticator can sign
+//! valid grants offline, which is why a broker redeems only a grant it accepted itself, after
+//! the sign counter was judged (see below). The action's `subject.id` must be the grant's `sub`:
+//! a grant never covers an action on someone else's behalf.
+//!
 //! Input that standard parsers could read differently is refused before any check (see
 //! [`json`]): duplicate keys, integers beyond ±(2^53−1), unknown fields, oversized or deeply
 //! nested documents. Every refusal is a typed error variant with a stable code.
@@ -40,11 +47,12 @@
 //! 3. the key by `kid` from the pinned registry (unknown `kid` refused; `crit` refused);
 //! 4. the Ed25519 signature over the signing input;
 //! 5. the payload, parsed strictly; `iss` is the approver owning that key, `sub` its owner, `aud`
-//!    exactly this verifier;
+//!    exactly this verifier, `broker` exactly the broker this verifier trusts;
 //! 6. `iat ≤ nbf < exp`, `exp − iat` ≤ the lifetime cap (120 s), and now within ±60 s skew:
 //!    refused as not yet valid when `now < nbf − skew`, as expired when `now ≥ exp + skew`;
 //! 7. the recomputed `action_hash` of the presented call equals the claim (constant time), the
-//!    `act` chain names the presented agent, and `authorization_details` describe the call;
+//!    presented action's `subject.id` is the grant's `sub`, the `act` chain names the presented
+//!    agent, and `authorization_details` describe the call;
 //! 8. the WebAuthn assertion: type `webauthn.get`, challenge = hash of the claims, origin,
 //!    not cross-origin, rpId hash, UP and UV flags, ES256 signature by a credential registered to
 //!    the issuing approver;
@@ -58,7 +66,10 @@
 //! exceed it (when either is non-zero). Ceremonies reach the broker in the order the
 //! authenticator made them, so this is exact there; at redemption it would not be, because
 //! independent agents redeem their grants in any order, and a strict check would refuse
-//! legitimate grants. An agent only obtains a grant through the broker, after that check.
+//! legitimate grants. So a broker redeems only a grant it accepted itself: the item `txn` it
+//! holds as approved, with that grant's `jti`, of the same owner and audience (a grant that is
+//! cryptographically valid but never went through a decision is refused — this is what stops a
+//! cloned authenticator from dodging the counter check).
 
 //! Revocation is folded into the atomic consumption (a revoked `jti` is a `jti` that can never
 //! be consumed), so no redemption can slip between a revocation check and the consumption.
@@ -83,6 +94,8 @@ pub mod json;
 pub mod proof;
 pub mod registry;
 pub mod replay;
+#[cfg(feature = "schema")]
+mod schema;
 pub mod spiffe;
 pub mod verify;
 pub mod webauthn;

@@ -49,6 +49,19 @@ pub enum ProofError {
 
 impl ProofError {
     /// Stable code for APIs.
+    /// Every code [`Self::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "proof_missing",
+        "proof_malformed",
+        "proof_wrong_type",
+        "proof_unknown_key",
+        "proof_bad_signature",
+        "proof_wrong_request",
+        "proof_wrong_body",
+        "proof_stale",
+        "proof_replayed",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Missing => "proof_missing",

@@ -16,6 +16,7 @@ use crate::webauthn::{CredentialJwk, CredentialKey};
 /// An approver device's public signing key: an RFC 8037 OKP JWK. `kid` is its RFC 7638
 /// thumbprint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceJwk {
     pub kty: String,
@@ -81,6 +82,7 @@ fn okp_thumbprint(x: &str) -> String {
 
 /// A WebAuthn credential registered to an approver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisteredCredential {
     /// Credential id, base64url.
@@ -90,6 +92,7 @@ pub struct RegisteredCredential {
 
 /// One paired approver device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApproverEntry {
     /// The approver id, the `iss` of its grants.
@@ -102,6 +105,7 @@ pub struct ApproverEntry {
 
 /// The registry document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegistryDocument {
     pub approvers: Vec<ApproverEntry>,
@@ -128,65 +132,139 @@ pub struct ApproverRegistry {
     keys: HashMap<String, IndexedKey>,
 }
 
+/// The largest credential id WebAuthn allows, in bytes.
+const MAX_CREDENTIAL_ID: usize = 1023;
+
+impl RegisteredCredential {
+    /// Checks the credential as a registry must before storing it: an id of 1 to 1023 bytes in
+    /// base64url without padding, and an ES256 key on P-256.
+    pub fn validate(&self) -> Result<CredentialKey, ParseError> {
+        let raw = b64url_decode(&self.id)
+            .ok_or_else(|| ParseError::invalid("credential.id", "not base64url"))?;
+        if raw.is_empty() || raw.len() > MAX_CREDENTIAL_ID {
+            return Err(ParseError::invalid("credential.id", "not 1 to 1023 bytes"));
+        }
+        self.public_key.to_key()
+    }
+}
+
+impl DeviceJwk {
+    /// Checks the key as a registry must before storing it (see [`ApproverRegistry::new`]).
+    pub fn validate(&self) -> Result<(), ParseError> {
+        self.decode().map(drop)
+    }
+}
+
+/// Indexes entries one at a time, each checked whole before anything of it is kept.
+#[derive(Default)]
+struct Builder {
+    entries: Vec<ApproverEntry>,
+    approvers: Vec<Approver>,
+    keys: HashMap<String, IndexedKey>,
+    ids: HashMap<String, ()>,
+    credential_ids: HashMap<String, ()>,
+}
+
+impl Builder {
+    fn add(&mut self, entry: &ApproverEntry) -> Result<(), ParseError> {
+        if entry.id.trim().is_empty() || entry.owner.trim().is_empty() {
+            return Err(ParseError::invalid("approvers", "empty id or owner"));
+        }
+        if self.ids.contains_key(&entry.id) {
+            return Err(ParseError::invalid(
+                "approvers",
+                format!("{:?} twice", entry.id),
+            ));
+        }
+        let index = self.approvers.len();
+        let mut keys = Vec::with_capacity(entry.device_keys.len());
+        for jwk in &entry.device_keys {
+            let key = jwk.decode()?;
+            if self.keys.contains_key(&jwk.kid) || keys.iter().any(|(kid, _)| kid == &jwk.kid) {
+                return Err(ParseError::invalid(
+                    "device_keys",
+                    format!("kid {} twice", jwk.kid),
+                ));
+            }
+            keys.push((jwk.kid.clone(), key));
+        }
+        let mut credentials = HashMap::new();
+        for cred in &entry.credentials {
+            let key = cred.validate()?;
+            if self.credential_ids.contains_key(&cred.id)
+                || credentials.insert(cred.id.clone(), key).is_some()
+            {
+                return Err(ParseError::invalid(
+                    "credentials",
+                    format!("{} twice", cred.id),
+                ));
+            }
+        }
+        // Every check passed: keep it all.
+        self.ids.insert(entry.id.clone(), ());
+        for (kid, key) in keys {
+            self.keys.insert(
+                kid,
+                IndexedKey {
+                    approver: index,
+                    key,
+                },
+            );
+        }
+        for id in credentials.keys() {
+            self.credential_ids.insert(id.clone(), ());
+        }
+        self.approvers.push(Approver {
+            id: entry.id.clone(),
+            owner: entry.owner.clone(),
+            credentials,
+        });
+        self.entries.push(entry.clone());
+        Ok(())
+    }
+
+    fn build(self) -> ApproverRegistry {
+        ApproverRegistry {
+            document: RegistryDocument {
+                approvers: self.entries,
+            },
+            approvers: self.approvers,
+            keys: self.keys,
+        }
+    }
+}
+
 impl ApproverRegistry {
     /// Checks and indexes a registry document. Duplicate approver ids, kids or credential ids
     /// are refused, since each must name exactly one thing.
     pub fn new(document: RegistryDocument) -> Result<Self, ParseError> {
-        let mut approvers = Vec::with_capacity(document.approvers.len());
-        let mut keys = HashMap::new();
-        let mut ids = HashMap::new();
-        let mut credential_ids = HashMap::new();
-        for (index, entry) in document.approvers.iter().enumerate() {
-            if entry.id.is_empty() || entry.owner.is_empty() {
-                return Err(ParseError::invalid("approvers", "empty id or owner"));
-            }
-            if ids.insert(entry.id.as_str(), ()).is_some() {
-                return Err(ParseError::invalid(
-                    "approvers",
-                    format!("{:?} twice", entry.id),
-                ));
-            }
-            for jwk in &entry.device_keys {
-                let key = jwk.decode()?;
-                if keys
-                    .insert(
-                        jwk.kid.clone(),
-                        IndexedKey {
-                            approver: index,
-                            key,
-                        },
-                    )
-                    .is_some()
-                {
-                    return Err(ParseError::invalid(
-                        "device_keys",
-                        format!("kid {} twice", jwk.kid),
-                    ));
-                }
-            }
-            let mut credentials = HashMap::new();
-            for cred in &entry.credentials {
-                b64url_decode(&cred.id)
-                    .ok_or_else(|| ParseError::invalid("credentials", "id is not base64url"))?;
-                if credential_ids.insert(cred.id.as_str(), ()).is_some() {
-                    return Err(ParseError::invalid(
-                        "credentials",
-                        format!("{} twice", cred.id),
-                    ));
-                }
-                credentials.insert(cred.id.clone(), cred.public_key.to_key()?);
-            }
-            approvers.push(Approver {
-                id: entry.id.clone(),
-                owner: entry.owner.clone(),
-                credentials,
-            });
+        let mut builder = Builder::default();
+        for entry in &document.approvers {
+            builder.add(entry)?;
         }
-        Ok(Self {
-            document,
-            approvers,
-            keys,
-        })
+        Ok(builder.build())
+    }
+
+    /// Indexes every entry that passes the checks of [`Self::new`] and skips the others,
+    /// naming each skipped approver and why: one bad entry never takes the others down.
+    pub fn lenient(document: RegistryDocument) -> (Self, Vec<(String, ParseError)>) {
+        let mut builder = Builder::default();
+        let mut skipped = Vec::new();
+        for entry in &document.approvers {
+            if let Err(e) = builder.add(entry) {
+                skipped.push((entry.id.clone(), e));
+            }
+        }
+        (builder.build(), skipped)
+    }
+
+    /// Whether `entry` could join this registry: it is valid and reuses no approver id, device
+    /// key or credential id already registered.
+    pub fn admits(&self, entry: &ApproverEntry) -> Result<(), ParseError> {
+        let mut document = self.document.clone();
+        document.approvers.retain(|a| a.id != entry.id);
+        document.approvers.push(entry.clone());
+        Self::new(document).map(drop)
     }
 
     /// Parses and indexes a registry document (strict JSON).
@@ -216,5 +294,46 @@ impl ApproverRegistry {
     pub(crate) fn key(&self, kid: &str) -> Option<(&Approver, &ed25519_dalek::VerifyingKey)> {
         let key = self.keys.get(kid)?;
         Some((self.approvers.get(key.approver)?, &key.key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeviceSigningKey;
+
+    fn entry(id: &str, credential: &str) -> ApproverEntry {
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        ApproverEntry {
+            id: id.into(),
+            owner: "alice@example.com".into(),
+            device_keys: vec![DeviceSigningKey::generate().public_jwk()],
+            credentials: vec![RegisteredCredential {
+                id: credential.into(),
+                public_key: CredentialJwk::from_key(key.verifying_key()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_bad_or_duplicate_entry_is_skipped_and_named_the_others_stay() {
+        let good = entry("apr_good", "Y3JlZC1h");
+        let bad_id = entry("apr_bad", "not base64url!");
+        let reused = entry("apr_reuse", "Y3JlZC1h");
+        let empty = entry("apr_empty", "");
+        let document = RegistryDocument {
+            approvers: vec![good.clone(), bad_id, reused, empty],
+        };
+        assert!(ApproverRegistry::new(document.clone()).is_err());
+        let (registry, skipped) = ApproverRegistry::lenient(document);
+        assert_eq!(registry.document().approvers, vec![good.clone()]);
+        let names: Vec<&str> = skipped.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(names, ["apr_bad", "apr_reuse", "apr_empty"]);
+        // What pairing asks before it stores anything.
+        assert!(registry.admits(&entry("apr_new", "Y3JlZC1i")).is_ok());
+        assert!(registry.admits(&entry("apr_new", "Y3JlZC1h")).is_err());
+        let mut same_key = entry("apr_new", "Y3JlZC1j");
+        same_key.device_keys = good.device_keys;
+        assert!(registry.admits(&same_key).is_err());
     }
 }

@@ -25,6 +25,9 @@ pub const MAX_GRANT_BYTES: usize = 96 * 1024;
 pub struct VerifierConfig {
     /// This verifier's identity; a grant's `aud` must equal it exactly.
     pub audience: String,
+    /// The broker whose grants this verifier accepts (its URL); a grant's `broker` must equal
+    /// it exactly.
+    pub broker: String,
     /// The WebAuthn relying party assertions must be made for.
     pub relying_party: RelyingParty,
     /// Clock skew tolerated on `nbf`, `iat` and `exp`; at most [`MAX_SKEW_SECS`].
@@ -34,10 +37,11 @@ pub struct VerifierConfig {
 }
 
 impl VerifierConfig {
-    /// The defaults for a verifier named `audience`.
-    pub fn new(audience: impl Into<String>) -> Self {
+    /// The defaults for a verifier named `audience` that accepts the grants of `broker`.
+    pub fn new(audience: impl Into<String>, broker: impl Into<String>) -> Self {
         Self {
             audience: audience.into(),
+            broker: broker.into(),
             relying_party: RelyingParty::countersign(),
             max_skew_secs: MAX_SKEW_SECS,
             max_lifetime_secs: MAX_LIFETIME_SECS,
@@ -217,6 +221,9 @@ impl GrantVerifier {
         if claims.aud != self.config.audience {
             return Err(VerifyError::WrongAudience(claims.aud));
         }
+        if claims.broker != self.config.broker {
+            return Err(VerifyError::WrongBroker(claims.broker));
+        }
 
         // 6. Lifetime: iat ≤ nbf < exp, exp − iat within the cap, now within skew.
         self.check_times(&claims, now)?;
@@ -228,6 +235,9 @@ impl GrantVerifier {
             .map_err(VerifyError::Action)?;
         if presented != claims.action_hash {
             return Err(VerifyError::ActionHashMismatch);
+        }
+        if presentation.action.subject.id != claims.sub {
+            return Err(VerifyError::SubjectMismatch);
         }
         if claims.act != presentation.action.actor.to_act_claim() {
             return Err(VerifyError::ActorMismatch);

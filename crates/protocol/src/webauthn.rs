@@ -27,7 +27,6 @@ pub const FLAG_UV: u8 = 0x04;
 #[derive(Clone, Debug)]
 pub struct RelyingParty {
     rp_id: String,
-    origin: url::Origin,
     origin_text: String,
     rp_id_hash: [u8; 32],
 }
@@ -53,7 +52,6 @@ impl RelyingParty {
         }
         Ok(Self {
             rp_id: rp_id.to_owned(),
-            origin: url.origin(),
             origin_text: url.origin().ascii_serialization(),
             rp_id_hash: Sha256::digest(rp_id.as_bytes()).into(),
         })
@@ -82,6 +80,7 @@ fn unreachable_rp() -> RelyingParty {
 /// `AuthenticationResponseJSON` / `AuthenticatorAssertionResponseJSON`; binary values are
 /// base64url without padding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebAuthnAssertion {
     /// The credential id.
@@ -154,6 +153,7 @@ impl CollectedClientData {
 /// A registered WebAuthn credential's public key, as an RFC 7517 EC JWK (`kty` EC, `crv`
 /// P-256, COSE algorithm ES256).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CredentialJwk {
     pub kty: String,
@@ -254,7 +254,7 @@ pub fn verify_assertion<'k>(
     if !bool::from(presented.ct_eq(challenge)) {
         return Err(AssertionError::ChallengeMismatch);
     }
-    if !same_origin(&client.origin, &rp.origin) {
+    if !same_origin(&client.origin, &rp.origin_text) {
         return Err(AssertionError::OriginMismatch(client.origin));
     }
     if client.cross_origin == Some(true) || client.top_origin.is_some() {
@@ -294,19 +294,44 @@ pub fn verify_assertion<'k>(
     })
 }
 
-/// Whether the `origin` member names `expected` (clients write it with or without a trailing
-/// slash; nothing else may follow).
-fn same_origin(origin: &str, expected: &url::Origin) -> bool {
-    match url::Url::parse(origin) {
-        Ok(url) => {
-            url.origin() == *expected
-                && matches!(url.path(), "" | "/")
-                && url.query().is_none()
-                && url.fragment().is_none()
-                && url.username().is_empty()
-        }
-        Err(_) => false,
+/// Whether the `origin` member is exactly the relying party's origin, serialised as WebAuthn
+/// and HTML serialise an origin (`https://host[:port]`, no trailing slash). Relying parties that
+/// compare origins as strings refuse anything else, so Countersign never writes anything else
+/// and refuses anything else.
+fn same_origin(origin: &str, expected: &str) -> bool {
+    bool::from(origin.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// The `clientDataJSON` of a `get` ceremony over `challenge` for `rp`, as Countersign (the
+/// WebAuthn client) writes it: `{"type":"webauthn.get","challenge":…,"origin":…,
+/// "crossOrigin":false}` with the origin serialised exactly and no `tokenBinding` member.
+pub fn client_data_get(rp: &RelyingParty, challenge: &[u8]) -> Vec<u8> {
+    client_data("webauthn.get", rp, challenge)
+}
+
+/// The `clientDataJSON` of a `create` (registration) ceremony; see [`client_data_get`].
+pub fn client_data_create(rp: &RelyingParty, challenge: &[u8]) -> Vec<u8> {
+    client_data("webauthn.create", rp, challenge)
+}
+
+fn client_data(kind: &str, rp: &RelyingParty, challenge: &[u8]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ClientData<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        challenge: String,
+        origin: &'a str,
+        #[serde(rename = "crossOrigin")]
+        cross_origin: bool,
     }
+    // Serialising a struct of strings and a bool cannot fail.
+    serde_json::to_vec(&ClientData {
+        kind,
+        challenge: b64url(challenge),
+        origin: rp.origin(),
+        cross_origin: false,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -321,17 +346,29 @@ mod tests {
     }
 
     #[test]
-    fn origins_compare_as_origins() {
+    fn origins_compare_exactly() {
         let rp = RelyingParty::countersign();
-        assert!(same_origin("https://countersign.dev", &rp.origin));
-        assert!(same_origin("https://countersign.dev/", &rp.origin));
-        assert!(!same_origin("https://countersign.dev/x", &rp.origin));
-        assert!(!same_origin("http://countersign.dev", &rp.origin));
+        assert!(same_origin("https://countersign.dev", rp.origin()));
+        // A URL serialiser's trailing slash is not the origin's serialisation.
+        assert!(!same_origin("https://countersign.dev/", rp.origin()));
+        assert!(!same_origin("https://countersign.dev/x", rp.origin()));
+        assert!(!same_origin("http://countersign.dev", rp.origin()));
+        assert!(!same_origin("https://COUNTERSIGN.dev", rp.origin()));
         assert!(!same_origin(
             "https://countersign.dev.evil.example",
-            &rp.origin
+            rp.origin()
         ));
-        assert!(!same_origin("https://countersign.dev:8443", &rp.origin));
+        assert!(!same_origin("https://countersign.dev:8443", rp.origin()));
+    }
+
+    #[test]
+    fn client_data_is_exact() {
+        let rp = RelyingParty::countersign();
+        let text = String::from_utf8(client_data_get(&rp, &[1, 2, 3])).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"webauthn.get","challenge":"AQID","origin":"https://countersign.dev","crossOrigin":false}"#
+        );
     }
 
     #[test]

@@ -61,6 +61,14 @@ describe("segments", () => {
   });
   test("markup stays plain text", () => {
     expect(segments("<script>alert(1)</script>")).toEqual([{ text: "<script>alert(1)</script>", marker: false }]);
+    // Names of several words, scripts of look-alike letters, line breaks.
+    expect(segments("a[U+2800 BRAILLE BLANK]b")).toEqual([
+      { text: "a", marker: false },
+      { text: "[U+2800 BRAILLE BLANK]", marker: true },
+      { text: "b", marker: false },
+    ]);
+    expect(segments("p[U+0430 CYRILLIC]ypal").map((s) => s.marker)).toEqual([false, true, false]);
+    expect(segments("one[U+000A LF]Tool: x").map((s) => s.text)).toEqual(["one", "[U+000A LF]", "Tool: x"]);
   });
 });
 

@@ -56,7 +56,9 @@ export interface Segment {
   marker: boolean;
 }
 
-const MARKER = /\[U\+[0-9A-F]{4,6}(?: [A-Z]+)?\]/g;
+// Names may have several words (`[U+2800 BRAILLE BLANK]`); look-alike letters are marked with
+// their script (`[U+0430 CYRILLIC]`), line breaks with theirs (`[U+000A LF]`).
+const MARKER = /\[U\+[0-9A-F]{4,6}(?: [A-Z]+)*\]/g;
 
 export function segments(text: string): Segment[] {
   const out: Segment[] = [];

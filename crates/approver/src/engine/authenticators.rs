@@ -137,16 +137,34 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes an authenticator from this device. The last one cannot be removed while brokers
-    /// are paired (nothing could approve any more). Brokers keep the public key in their
-    /// registry until their administrator removes it.
-    pub fn remove_authenticator(&mut self, name: &str) -> Result<()> {
+    /// Removes an authenticator: first at every paired broker (so it stops vouching for grants
+    /// there at once), then here. When a broker cannot be told, nothing is removed here and the
+    /// error names it, so the removal can be tried again. The last one cannot be removed while
+    /// brokers are paired (nothing could approve any more).
+    pub async fn remove_authenticator(&mut self, name: &str) -> Result<()> {
         let all = self.authenticators()?;
-        if !all.iter().any(|a| a.name == name) {
-            return Err(Error::UnknownAuthenticator(name.to_owned()));
-        }
-        if all.len() == 1 && !self.brokers()?.is_empty() {
+        let target = all
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Error::UnknownAuthenticator(name.to_owned()))?;
+        let brokers = self.brokers()?;
+        if all.len() == 1 && !brokers.is_empty() {
             return Err(Error::LastAuthenticator);
+        }
+        let mut untold = Vec::new();
+        for broker in &brokers {
+            let told = match self.client(broker) {
+                Ok(client) => client.remove_credential(&target.credential.id).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = told {
+                untold.push(format!("{} ({e})", broker.url));
+            }
+        }
+        if !untold.is_empty() {
+            return Err(Error::BrokersNotTold {
+                brokers: untold.join(", "),
+            });
         }
         self.history.transaction(|tx| {
             tx.execute("DELETE FROM authenticators WHERE name = ?1", [name])?;

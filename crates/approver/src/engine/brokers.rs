@@ -22,6 +22,9 @@ pub struct Paired {
     pub added_at: i64,
     /// The pinned certificate fingerprint (https brokers).
     pub fingerprint: Option<String>,
+    /// The keyring name of this broker's own device key.
+    #[serde(skip)]
+    pub key: String,
 }
 
 impl Engine {
@@ -29,7 +32,7 @@ impl Engine {
     pub fn brokers(&self) -> Result<Vec<Paired>> {
         self.history.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT url, approver_id, owner, added_at, pin FROM brokers ORDER BY added_at, rowid",
+                "SELECT url, approver_id, owner, added_at, pin, key FROM brokers ORDER BY added_at, rowid",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Paired {
@@ -38,6 +41,7 @@ impl Engine {
                     owner: r.get(2)?,
                     added_at: r.get(3)?,
                     fingerprint: r.get(4)?,
+                    key: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -63,7 +67,21 @@ impl Engine {
                 broker.url
             )));
         }
-        BrokerClient::pinned(&broker.url, &broker.approver_id, self.device_key()?, pin)
+        BrokerClient::pinned(
+            &broker.url,
+            &broker.approver_id,
+            self.vault.device_key(&broker.key)?,
+            pin,
+        )
+    }
+
+    /// The issuer of this broker's grants: its approver id, its owner, and the broker's URL.
+    pub(super) fn issuer(broker: &Paired) -> countersign_protocol::grant::Issuer {
+        countersign_protocol::grant::Issuer {
+            approver_id: broker.approver_id.clone(),
+            owner: broker.owner.clone(),
+            broker: broker.url.clone(),
+        }
     }
 
     /// Pairs with the broker at `url` using its one-time `code`. Needs an enrolled
@@ -71,6 +89,10 @@ impl Engine {
     /// is sent; every other enrolled authenticator is then enrolled at the broker too. An https
     /// broker's certificate is pinned: to `fingerprint` when given (any issuer), otherwise to
     /// the certificate seen, which must then verify with the public web PKI.
+    ///
+    /// Each broker gets a device key of its own, made here, so that no broker can obtain a
+    /// grant another broker's registry accepts; and an approver id that another paired broker
+    /// already uses is refused (a hostile broker answering with another broker's identity).
     pub async fn pair(
         &mut self,
         url: &str,
@@ -93,15 +115,51 @@ impl Engine {
         }))?;
         self.ceremonies(prompt)
             .assert(chosen.kind, &chosen.credential, &challenge)?;
-        let (client, response) = BrokerClient::pair_pinned(
-            &url,
-            code,
-            self.device_key()?,
-            chosen.credential.clone(),
-            device_name,
-            pin,
-        )
-        .await?;
+        let (key_name, key) = self.vault.new_device_key()?;
+        let paired = self
+            .pair_with_key(
+                &url,
+                code,
+                key,
+                &key_name,
+                &chosen,
+                device_name,
+                pin,
+                prompt,
+            )
+            .await;
+        if paired.is_err() {
+            // Nothing refers to the new key: it goes, whatever the broker kept.
+            let _ = self.vault.delete(&key_name);
+        }
+        paired
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one private step of `pair`")]
+    async fn pair_with_key(
+        &mut self,
+        url: &str,
+        code: &str,
+        key: countersign_protocol::DeviceSigningKey,
+        key_name: &str,
+        chosen: &super::Enrolled,
+        device_name: Option<String>,
+        pin: Option<Fingerprint>,
+        prompt: &dyn Prompt,
+    ) -> Result<Paired> {
+        let (client, response) =
+            BrokerClient::pair_pinned(url, code, key, chosen.credential.clone(), device_name, pin)
+                .await?;
+        if let Some(other) = self
+            .brokers()?
+            .into_iter()
+            .find(|b| b.approver_id == response.approver_id)
+        {
+            return Err(Error::ApproverIdReused {
+                approver: response.approver_id,
+                broker: other.url,
+            });
+        }
         for other in self.authenticators()? {
             if other.credential.id == chosen.credential.id {
                 continue;
@@ -117,20 +175,22 @@ impl Engine {
                 .starts_with("https://")
                 .then(|| client.fingerprint().map(|f| f.to_string()))
                 .flatten(),
-            url,
+            url: url.to_owned(),
             approver_id: response.approver_id,
             owner: response.owner,
             added_at: self.now(),
+            key: key_name.to_owned(),
         };
         self.history.transaction(|tx| {
             tx.execute(
-                "INSERT INTO brokers (url, approver_id, owner, added_at, pin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO brokers (url, approver_id, owner, added_at, pin, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     paired.url,
                     paired.approver_id,
                     paired.owner,
                     paired.added_at,
-                    paired.fingerprint
+                    paired.fingerprint,
+                    paired.key
                 ],
             )?;
             Ok(())
@@ -138,14 +198,15 @@ impl Engine {
         Ok(paired)
     }
 
-    /// Forgets a broker (its items stay in the history).
+    /// Forgets a broker (its items stay in the history) and its device key.
     pub fn remove_broker(&mut self, url: &str) -> Result<()> {
         let url = url.trim_end_matches('/');
-        let changed = self
-            .history
+        let broker = self.broker(url)?;
+        self.history
             .transaction(|tx| Ok(tx.execute("DELETE FROM brokers WHERE url = ?1", [url])?))?;
-        if changed == 0 {
-            return Err(Error::UnknownBroker(url.to_owned()));
+        // The key shared by brokers paired before keys were per broker stays while any uses it.
+        if !self.brokers()?.iter().any(|b| b.key == broker.key) {
+            self.vault.delete(&broker.key)?;
         }
         Ok(())
     }

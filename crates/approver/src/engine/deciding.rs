@@ -1,6 +1,5 @@
 //! Deciding: approve (the ceremony, the grant, the outbox) and deny, then delivery.
 
-use countersign_protocol::grant::Issuer;
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
 
@@ -34,11 +33,8 @@ impl Engine {
     ) -> Result<Queued> {
         let broker = self.item_broker(item)?;
         let chosen = self.authenticator(with)?;
-        let device = self.device_key()?;
-        let issuer = Issuer {
-            approver_id: broker.approver_id.clone(),
-            owner: broker.owner,
-        };
+        let device = self.vault.device_key(&broker.key)?;
+        let issuer = Self::issuer(&broker);
         let now = self.now();
         let mut ceremony = Ceremony {
             authenticators: Authenticators::new(

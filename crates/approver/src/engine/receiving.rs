@@ -2,11 +2,10 @@
 
 use countersign_protocol::action::Status;
 use countersign_protocol::api::{ApproverEvent, RequestView};
-use rusqlite::OptionalExtension as _;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::{BrokerClient, DecisionOutcome};
+use crate::client::{BrokerClient, DecisionOutcome, Listing, Unreadable};
 use crate::error::{Error, Result};
 use crate::history::EntryKind;
 use crate::notify::{Notice, Notifier};
@@ -27,6 +26,8 @@ pub struct SyncReport {
     pub broker: String,
     /// Items seen for the first time.
     pub received: Vec<String>,
+    /// Items seen for the first time and refused (their hash disagrees with what they show).
+    pub refused: Vec<String>,
     /// Items whose status moved.
     pub updated: Vec<String>,
     /// Decisions from the outbox the broker acknowledged.
@@ -68,6 +69,17 @@ impl Engine {
     pub fn apply(&mut self, broker: &str, view: &RequestView) -> Result<Option<Change>> {
         let now = self.now();
         let id = view.pending.id.clone();
+        // Items are the broker's: one broker's view never touches another broker's item, even
+        // one with the same id (a hostile broker that learnt it).
+        if let Some(other) = self.history.item_broker(&id)?
+            && other != broker
+        {
+            return Err(Error::ItemCollision {
+                item: id,
+                broker: broker.to_owned(),
+                other,
+            });
+        }
         let Some((_, local)) = self.history.item(&id)? else {
             // Brokers already bound what agents send; a broker that does not is refused here.
             countersign_protocol::json::parse_value(
@@ -177,8 +189,8 @@ impl Engine {
         Ok(done)
     }
 
-    /// Syncs with every paired broker: the listing is applied, local expiry runs, and the
-    /// outbox is flushed. Brokers that cannot be reached are reported, not fatal.
+    /// Syncs with every paired broker (see [`Self::reconcile`]), then runs local expiry.
+    /// Brokers that cannot be reached are reported, not fatal.
     pub async fn sync(&mut self) -> Result<Vec<std::result::Result<SyncReport, (String, Error)>>> {
         let mut reports = Vec::new();
         for broker in self.brokers()? {
@@ -191,36 +203,94 @@ impl Engine {
 
     async fn sync_one(&mut self, broker: &Paired) -> Result<SyncReport> {
         let client = self.client(broker)?;
-        let mut report = SyncReport {
-            broker: broker.url.clone(),
-            ..SyncReport::default()
-        };
         // Queued decisions first (their grants are the ones ageing); a temporary failure leaves
         // them queued and the listing is still fetched.
-        match self.flush(&client).await {
-            Ok(flushed) => {
-                report.delivered = flushed.delivered;
-                report.rejected = flushed.rejected;
+        let flushed = match self.flush(&client).await {
+            Ok(flushed) => flushed,
+            Err(e) if e.is_transient() => Flushed::default(),
+            Err(e) => return Err(e),
+        };
+        let listing = client.pending().await?;
+        let mut report = self.reconcile(&client, listing).await?;
+        report.delivered.extend(flushed.delivered);
+        report.rejected.extend(flushed.rejected);
+        Ok(report)
+    }
+
+    /// Brings this broker's items up to date after a (re)connection: applies the pending
+    /// listing (every page), asks the broker for each item still open here that the listing no
+    /// longer holds (decided elsewhere, expired, redeemed while this app was away), and sends
+    /// the outbox. Items it will not take are reported with why; the rest are applied.
+    pub async fn reconcile(
+        &mut self,
+        client: &BrokerClient,
+        listing: Listing,
+    ) -> Result<SyncReport> {
+        let broker = client.base().to_owned();
+        let mut report = SyncReport {
+            broker: broker.clone(),
+            ..SyncReport::default()
+        };
+        let listed: std::collections::HashSet<String> = listing
+            .requests
+            .iter()
+            .map(|v| v.pending.id.clone())
+            .collect();
+        for view in &listing.requests {
+            self.take(&broker, view, &mut report)?;
+        }
+        for Unreadable { item, reason } in listing.unreadable {
+            report.failed.push(ItemError {
+                item,
+                error: reason,
+            });
+        }
+        // Brokers keep decided items for 30 days by default; older ones are no longer there.
+        let since = self.now() - 30 * 86_400;
+        for id in self.history.open_items(&broker, since)? {
+            if listed.contains(&id) {
+                continue;
             }
-            // Still queued; the listing below tells whether the broker is there at all.
+            match client.request(&id).await? {
+                Some(Ok(view)) => self.take(&broker, &view, &mut report)?,
+                Some(Err(Unreadable { item, reason })) => {
+                    report.failed.push(ItemError {
+                        item,
+                        error: reason,
+                    });
+                }
+                // Gone at the broker (retention): local expiry still ends a pending item.
+                None => {}
+            }
+        }
+        match self.flush(client).await {
+            Ok(flushed) => {
+                report.delivered.extend(flushed.delivered);
+                report.rejected.extend(flushed.rejected);
+            }
             Err(e) if e.is_transient() => {}
             Err(e) => return Err(e),
         }
-        let listing = client.list(None).await?;
-        for view in &listing.requests {
-            match self.apply(&broker.url, view) {
-                Ok(Some(Change::Received(id) | Change::Refused(id))) => report.received.push(id),
-                Ok(Some(Change::Updated(id))) => report.updated.push(id),
-                Ok(None) => {}
-                // One item the engine will not take must not stop the others.
-                Err(e @ (Error::Protocol(_) | Error::Json(_))) => report.failed.push(ItemError {
+        Ok(report)
+    }
+
+    /// Applies one view into `report`; an item this engine will not take is reported there.
+    fn take(&mut self, broker: &str, view: &RequestView, report: &mut SyncReport) -> Result<()> {
+        match self.apply(broker, view) {
+            Ok(Some(Change::Received(id))) => report.received.push(id),
+            Ok(Some(Change::Refused(id))) => report.refused.push(id),
+            Ok(Some(Change::Updated(id))) => report.updated.push(id),
+            Ok(None) => {}
+            // One item the engine will not take must not stop the others.
+            Err(e @ (Error::Protocol(_) | Error::Json(_) | Error::ItemCollision { .. })) => {
+                report.failed.push(ItemError {
                     item: view.pending.id.clone(),
                     error: e.to_string(),
-                }),
-                Err(e) => return Err(e),
+                });
             }
+            Err(e) => return Err(e),
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Sends the outbox's decisions for `client`'s broker and applies what the broker says of
@@ -253,13 +323,10 @@ impl Engine {
 
     /// The paired broker an item came from.
     pub(super) fn item_broker(&self, item: &str) -> Result<Paired> {
-        let url: String = self.history.read(|conn| {
-            conn.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .ok_or_else(|| Error::UnknownItem(item.to_owned()))
-        })?;
+        let url = self
+            .history
+            .item_broker(item)?
+            .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
         self.broker(&url)
     }
 

@@ -29,7 +29,7 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
     let url = format!("http://{}", broker.addr);
     let code = code(&broker);
 
-    let dev = DevApprover::new("unpaired", OWNER).unwrap();
+    let dev = DevApprover::new("unpaired", OWNER, "http://unpaired.invalid").unwrap();
     let key = countersign_protocol::DeviceSigningKey::from_secret(&dev.device.secret());
     let (client, paired) = BrokerClient::pair(
         &url,
@@ -41,12 +41,13 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
     .await
     .unwrap();
     assert_eq!(paired.owner, OWNER);
-    // A code works once.
+    // A code works once (and a device or credential pairs once: another device is used).
+    let other = DevApprover::new("unpaired", OWNER, "http://unpaired.invalid").unwrap();
     let again = BrokerClient::pair(
         &url,
         &code,
         countersign_protocol::DeviceSigningKey::generate(),
-        dev.credential.clone(),
+        other.credential.clone(),
         None,
     )
     .await;
@@ -61,7 +62,10 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
         let c = client.clone();
         tokio::spawn(async move { c.follow(tx).await })
     };
-    assert_eq!(next(&mut rx).await, Delivery::Reconciled(vec![]));
+    assert_eq!(
+        next(&mut rx).await,
+        Delivery::Reconciled(countersign_approver::client::Listing::default())
+    );
 
     let mut history = History::open(&dir.path().join("history.db")).unwrap();
     let sim = agent(&url);
@@ -138,9 +142,23 @@ async fn pair_follow_decide_and_survive_a_broker_restart() {
             other => panic!("{other:?}"),
         }
     };
-    let ids: Vec<&str> = reconciled.iter().map(|v| v.pending.id.as_str()).collect();
-    assert!(ids.contains(&ticket.id.as_str()), "{ids:?}");
-    let mut views: Vec<_> = reconciled.iter().map(|v| v.pending.clone()).collect();
+    let ids: Vec<&str> = reconciled
+        .requests
+        .iter()
+        .map(|v| v.pending.id.as_str())
+        .collect();
+    // The listing holds what is pending; a decided item is asked for by its id.
+    assert!(!ids.contains(&ticket.id.as_str()), "{ids:?}");
+    let Some(Ok(decided)) = client.request(&ticket.id).await.unwrap() else {
+        panic!("the decided item, by its id")
+    };
+    assert_eq!(decided.status, countersign_protocol::action::Status::Denied);
+    assert_eq!(client.request("pa_unknown").await.unwrap(), None);
+    let mut views: Vec<_> = reconciled
+        .requests
+        .iter()
+        .map(|v| v.pending.clone())
+        .collect();
     if !ids.contains(&missed.id.as_str()) {
         let Delivery::Event(event) = next(&mut rx).await else {
             panic!("the missed item as an event")

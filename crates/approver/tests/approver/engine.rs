@@ -26,6 +26,8 @@ fn view(id: &str, arguments: serde_json::Value) -> RequestView {
             created_at: Timestamp::from_unix(now).unwrap(),
             expires_at: Timestamp::from_unix(now + 300).unwrap(),
             audience: "https://tools.example.com".into(),
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog: None,
             policy: PolicyRef {
                 id: "refunds".into(),
                 reason: "<b>big</b> refund".into(),
@@ -162,7 +164,7 @@ async fn repeated_requests_show_as_one_item_with_their_count() {
     let agent = sim(&p.url);
     let request = agent.request(&scenarios()[0]).unwrap();
     let first = agent.evaluate(&request).await.unwrap();
-    let listing = p.client.list(Some("pending")).await.unwrap();
+    let listing = p.client.pending().await.unwrap();
     assert_eq!(listing.requests.len(), 1);
     let id = listing.requests[0].pending.id.clone();
     assert_eq!(
@@ -178,13 +180,7 @@ async fn repeated_requests_show_as_one_item_with_their_count() {
             "merged into the held request"
         );
     }
-    let view = p
-        .client
-        .list(Some("pending"))
-        .await
-        .unwrap()
-        .requests
-        .remove(0);
+    let view = p.client.pending().await.unwrap().requests.remove(0);
     assert_eq!(view.merged, 3);
     assert_eq!(
         engine.apply(&p.url, &view).unwrap(),

@@ -19,6 +19,8 @@ fn item(id: &str, agent: &str, tool: &str, intent: &str, at: i64) -> PendingActi
             created_at: Timestamp::from_unix(at).unwrap(),
             expires_at: Timestamp::from_unix(at + 300).unwrap(),
             audience: "https://tools-gateway.example.com".into(),
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog: None,
             policy: PolicyRef { id: "p".into(), reason: "r".into() },
         },
         ActionRequest {

@@ -9,6 +9,8 @@
 mod client;
 mod engine;
 mod history;
+mod interop;
 mod outbox;
+mod review;
 mod support;
 mod vault;

@@ -47,7 +47,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
         .unwrap();
     let path = dir.path().join("history.db");
     let mut history = History::open(&path).unwrap();
-    for view in p.client.list(Some("pending")).await.unwrap().requests {
+    for view in p.client.pending().await.unwrap().requests {
         history.receive(p.client.base(), &view.pending, 1).unwrap();
     }
 
@@ -118,13 +118,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
         .approval
         .unwrap();
     let mut history = History::open(&dir.path().join("history.db")).unwrap();
-    let view = p
-        .client
-        .list(Some("pending"))
-        .await
-        .unwrap()
-        .requests
-        .remove(0);
+    let view = p.client.pending().await.unwrap().requests.remove(0);
 
     // An item whose contents disagree with its hash is refused on arrival and cannot be approved.
     let mut lying = view.pending.clone();
@@ -191,7 +185,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
         requests.push(request);
     }
     let mut history = History::open(&dir.path().join("history.db")).unwrap();
-    for view in p.client.list(Some("pending")).await.unwrap().requests {
+    for view in p.client.pending().await.unwrap().requests {
         history.receive(p.client.base(), &view.pending, 1).unwrap();
     }
     let (stale, live) = (&tickets[0], &tickets[1]);

@@ -39,7 +39,7 @@ pub struct Soft {
 
 impl Soft {
     pub fn new() -> Self {
-        let mut inner = SoftAuthenticator::new(RelyingParty::countersign());
+        let mut inner = SoftAuthenticator::new(RelyingParty::countersign()).unwrap();
         let credential = inner.register(OWNER).unwrap();
         Self { inner, credential }
     }
@@ -98,6 +98,7 @@ pub async fn paired(dir: &Path) -> Paired {
     let issuer = Issuer {
         approver_id: paired.approver_id,
         owner: paired.owner,
+        broker: url.clone(),
     };
     Paired {
         broker,

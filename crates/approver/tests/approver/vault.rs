@@ -43,16 +43,25 @@ fn secrets_round_trip_through_the_os_keyring() {
 }
 
 #[test]
-fn the_device_key_is_made_once_kept_in_the_keyring_and_never_in_files() {
+fn device_keys_are_made_per_broker_kept_in_the_keyring_and_never_in_files() {
     let name = profile();
     let dir = tempfile::tempdir().unwrap();
-    let first = Vault::platform(&name).unwrap().device_key().unwrap();
+    let (key_name, first) = Vault::platform(&name).unwrap().new_device_key().unwrap();
     // Another process would open its own connection: so does this one.
-    let again = Vault::platform(&name).unwrap().device_key().unwrap();
+    let again = Vault::platform(&name)
+        .unwrap()
+        .device_key(&key_name)
+        .unwrap();
     assert_eq!(first.public_jwk(), again.public_jwk());
-    // A different profile has a different key.
-    let other = Vault::platform(&profile()).unwrap().device_key().unwrap();
-    assert_ne!(first.public_jwk(), other.public_jwk());
+    // Each broker gets a key of its own.
+    let (second_name, second) = Vault::platform(&name).unwrap().new_device_key().unwrap();
+    assert_ne!(key_name, second_name);
+    assert_ne!(first.public_jwk(), second.public_jwk());
+    // A different profile does not see it.
+    assert!(matches!(
+        Vault::platform(&profile()).unwrap().device_key(&key_name),
+        Err(Error::KeyringCorrupt(_))
+    ));
 
     // The app's files hold no trace of the secret.
     let mut history = History::open(&dir.path().join("history.db")).unwrap();

@@ -12,7 +12,8 @@ use countersign_protocol::replay::{ConsumeError, ReplayStore, SignCounterStore};
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
 use super::{
-    AgentState, DecideOutcome, NewPending, Result, Store, StoreError, StoredDecision, StoredRequest,
+    AgentState, DecideOutcome, HoldOutcome, NewPending, Page, PairOutcome, Purged, RedeemOutcome,
+    Redemption, Result, Retention, Store, StoreError, StoredDecision, StoredRequest, UpdateOutcome,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -53,7 +54,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE agents (id TEXT PRIMARY KEY, suspended INTEGER NOT NULL DEFAULT 0, quarantined INTEGER NOT NULL DEFAULT 0);
     CREATE TABLE denials (agent TEXT NOT NULL, at INTEGER NOT NULL);
     CREATE INDEX denials_agent ON denials(agent, at);",
+    // Approvers' device keys and credentials, one row each: no two approvers can share one, and
+    // a bad entry can never be stored next to a good one. A version that every change bumps,
+    // so instances reload their registry. Events reference their request instead of copying
+    // it (an agent's 250 KiB item merged 30 times is stored once, not 31 times). Listing newest
+    // first by owner.
+    "CREATE TABLE approver_keys (kid TEXT PRIMARY KEY, approver TEXT NOT NULL);
+    CREATE TABLE approver_credentials (id TEXT PRIMARY KEY, approver TEXT NOT NULL);
+    INSERT OR IGNORE INTO approver_keys (kid, approver)
+        SELECT k.value ->> '$.kid', a.id FROM approvers a, json_each(a.entry, '$.device_keys') k;
+    INSERT OR IGNORE INTO approver_credentials (id, approver)
+        SELECT c.value ->> '$.id', a.id FROM approvers a, json_each(a.entry, '$.credentials') c;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('registry_version', 1);
+    CREATE TABLE events_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        request TEXT,
+        agent TEXT,
+        detail TEXT,
+        at INTEGER NOT NULL
+    );
+    INSERT INTO events_v2 (id, owner, kind, request, agent, detail, at)
+        SELECT id, owner, body ->> '$.kind', body ->> '$.request.pending.id', body ->> '$.agent',
+               body ->> '$.detail', at FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_owner ON events(owner, id);
+    CREATE INDEX events_request ON events(request);
+    CREATE INDEX events_at ON events(at);
+    CREATE INDEX requests_owner ON requests(owner);
+    CREATE INDEX requests_decided ON requests(status, decided_at);
+    CREATE INDEX idempotency_at ON idempotency(at);",
 ];
+
+/// The statuses an item ends in.
+const FINAL_STATUSES: &str = "('denied', 'expired', 'cancelled', 'redeemed', 'revoked')";
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -118,19 +155,36 @@ struct Row {
     grant_exp: Option<i64>,
 }
 
+/// [`REQUEST_COLUMNS`] with the `requests` table's alias, for joins.
+const PREFIXED_COLUMNS: &str = "r.pending, r.status, r.merged, r.reason, r.decided_by, r.owner, r.agent, \
+     r.grant_token, r.grant_jti, r.grant_exp";
+
 fn read_request(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    read_request_at(row, 0)
+}
+
+/// A [`Row`] from the columns of [`REQUEST_COLUMNS`] starting at `at`.
+fn read_request_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Row> {
     Ok(Row {
-        pending: row.get(0)?,
-        status: row.get(1)?,
-        merged: row.get(2)?,
-        reason: row.get(3)?,
-        decided_by: row.get(4)?,
-        owner: row.get(5)?,
-        agent: row.get(6)?,
-        grant: row.get(7)?,
-        grant_jti: row.get(8)?,
-        grant_exp: row.get(9)?,
+        pending: row.get(at)?,
+        status: row.get(at + 1)?,
+        merged: row.get(at + 2)?,
+        reason: row.get(at + 3)?,
+        decided_by: row.get(at + 4)?,
+        owner: row.get(at + 5)?,
+        agent: row.get(at + 6)?,
+        grant: row.get(at + 7)?,
+        grant_jti: row.get(at + 8)?,
+        grant_exp: row.get(at + 9)?,
     })
+}
+
+fn pending_count(conn: &Connection, owner: &str, now: i64) -> Result<u32> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM requests WHERE owner = ?1 AND status = 'pending' AND expires_at > ?2",
+        params![owner, now],
+        |r| r.get(0),
+    )?)
 }
 
 fn to_request(row: Row) -> Result<StoredRequest> {
@@ -184,23 +238,90 @@ fn append_event(
     detail: Option<&str>,
     now: i64,
 ) -> Result<ApproverEvent> {
-    let mut event = ApproverEvent {
-        id: 0,
+    tx.execute(
+        "INSERT INTO events (owner, kind, request, agent, detail, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            owner,
+            kind_text(kind)?,
+            request.map(|r| r.view.pending.id.as_str()),
+            agent,
+            detail,
+            now
+        ],
+    )?;
+    Ok(ApproverEvent {
+        id: tx.last_insert_rowid(),
         kind,
         request: request.map(|r| r.view.clone()),
         agent: agent.map(str::to_owned),
         detail: detail.map(str::to_owned),
-    };
+    })
+}
+
+fn kind_text(kind: EventKind) -> Result<String> {
+    match serde_json::to_value(kind)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// Bumps the registry version inside the transaction that changed an approver.
+fn bump_registry(tx: &Connection) -> Result<()> {
     tx.execute(
-        "INSERT INTO events (owner, body, at) VALUES (?1, '', ?2)",
-        params![owner, now],
+        "UPDATE meta SET value = value + 1 WHERE key = 'registry_version'",
+        [],
     )?;
-    event.id = tx.last_insert_rowid();
+    Ok(())
+}
+
+/// Writes an approver's entry with one row per device key and credential; a key or credential
+/// another approver holds fails the unique index, and the caller's transaction is dropped.
+fn write_approver(tx: &Connection, entry: &ApproverEntry, now: i64) -> Result<bool> {
     tx.execute(
-        "UPDATE events SET body = ?1 WHERE id = ?2",
-        params![serde_json::to_string(&event)?, event.id],
+        "INSERT INTO approvers (id, owner, entry, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET entry = excluded.entry, updated_at = excluded.updated_at",
+        params![entry.id, entry.owner, serde_json::to_string(entry)?, now],
     )?;
-    Ok(event)
+    tx.execute("DELETE FROM approver_keys WHERE approver = ?1", [&entry.id])?;
+    tx.execute(
+        "DELETE FROM approver_credentials WHERE approver = ?1",
+        [&entry.id],
+    )?;
+    for key in &entry.device_keys {
+        if !insert_unique(
+            tx,
+            "INSERT INTO approver_keys (kid, approver) VALUES (?1, ?2)",
+            &key.kid,
+            &entry.id,
+        )? {
+            return Ok(false);
+        }
+    }
+    for credential in &entry.credentials {
+        if !insert_unique(
+            tx,
+            "INSERT INTO approver_credentials (id, approver) VALUES (?1, ?2)",
+            &credential.id,
+            &entry.id,
+        )? {
+            return Ok(false);
+        }
+    }
+    bump_registry(tx)?;
+    Ok(true)
+}
+
+/// Runs an insert; false when a unique constraint refused it.
+fn insert_unique(tx: &Connection, sql: &str, a: &str, b: &str) -> Result<bool> {
+    match tx.execute(sql, params![a, b]) {
+        Ok(_) => Ok(true),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn set_status(tx: &Connection, id: &str, status: Status) -> Result<()> {
@@ -212,7 +333,7 @@ fn set_status(tx: &Connection, id: &str, status: Status) -> Result<()> {
 }
 
 impl Store for SqliteStore {
-    fn hold(&self, new: &NewPending, now: i64) -> Result<(StoredRequest, ApproverEvent)> {
+    fn hold(&self, new: &NewPending, max_pending: u32, now: i64) -> Result<HoldOutcome> {
         self.with_tx(|tx| {
             let existing: Option<String> = tx
                 .query_row(
@@ -226,7 +347,10 @@ impl Store for SqliteStore {
                 tx.execute("UPDATE requests SET merged = merged + 1 WHERE id = ?1", [&id])?;
                 let request = load_existing(tx, &id)?;
                 let event = append_event(tx, &new.owner, EventKind::Merged, Some(&request), None, None, now)?;
-                return Ok((request, event));
+                return Ok(HoldOutcome::Held(Box::new(request), Box::new(event)));
+            }
+            if pending_count(tx, &new.owner, now)? >= max_pending {
+                return Ok(HoldOutcome::OverCap);
             }
             let p = &new.pending;
             tx.execute(
@@ -244,7 +368,7 @@ impl Store for SqliteStore {
             )?;
             let request = load_existing(tx, &p.id)?;
             let event = append_event(tx, &new.owner, EventKind::Pending, Some(&request), None, None, now)?;
-            Ok((request, event))
+            Ok(HoldOutcome::Held(Box::new(request), Box::new(event)))
         })
     }
 
@@ -253,15 +377,42 @@ impl Store for SqliteStore {
         load(&conn, id)
     }
 
-    fn list(&self, owner: &str, status: Option<Status>) -> Result<Vec<RequestView>> {
+    fn list(
+        &self,
+        owner: &str,
+        status: Option<Status>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Page> {
         let conn = self.lock()?;
         let status = status.map(status_text).transpose()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE owner = ?1 AND (?2 IS NULL OR status = ?2)
-             ORDER BY expires_at, id LIMIT 10000"
+        let limit = limit.clamp(1, countersign_protocol::api::MAX_PAGE);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT rowid, {REQUEST_COLUMNS} FROM requests
+             WHERE owner = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR rowid < ?3)
+             ORDER BY rowid DESC LIMIT ?4"
         ))?;
-        let rows = stmt.query_map(params![owner, status], read_request)?;
-        rows.map(|r| Ok(to_request(r?)?.view)).collect()
+        // One more than asked for tells whether there is a next page.
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![owner, status, before, fetch], |r| {
+            Ok((r.get::<_, i64>(0)?, read_request_at(r, 1)?))
+        })?;
+        let mut requests = Vec::with_capacity(limit);
+        let mut last = None;
+        let mut more = false;
+        for row in rows {
+            let (rowid, row) = row?;
+            if requests.len() == limit {
+                more = true;
+                break;
+            }
+            requests.push(to_request(row)?.view);
+            last = Some(rowid);
+        }
+        Ok(Page {
+            requests,
+            next: if more { last } else { None },
+        })
     }
 
     fn decide(
@@ -303,18 +454,49 @@ impl Store for SqliteStore {
         })
     }
 
-    fn redeemed(&self, txn: &str, now: i64) -> Result<Option<(StoredRequest, ApproverEvent)>> {
+    fn redeem(&self, grant: &Redemption<'_>, now: i64) -> Result<RedeemOutcome> {
         self.with_tx(|tx| {
-            let changed = tx.execute(
-                "UPDATE requests SET status = 'redeemed', redeemed_at = ?1 WHERE id = ?2 AND status = 'approved'",
-                params![now, txn],
-            )?;
-            if changed == 0 {
-                return Ok(None);
+            let state: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM grant_ids WHERE jti = ?1",
+                    [grant.jti],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match state.as_deref() {
+                Some("revoked") => return Ok(RedeemOutcome::Revoked),
+                Some(_) => return Ok(RedeemOutcome::Replayed),
+                None => {}
             }
-            let request = load_existing(tx, txn)?;
-            let event = append_event(tx, &request.owner, EventKind::Redeemed, Some(&request), None, None, now)?;
-            Ok(Some((request, event)))
+            let Some(item) = load(tx, grant.txn)? else {
+                return Ok(RedeemOutcome::NotAccepted);
+            };
+            let accepted = item.view.status == Status::Approved
+                && item.grant_jti.as_deref() == Some(grant.jti)
+                && item.owner == grant.sub
+                && item.view.pending.audience == grant.aud;
+            if !accepted {
+                return Ok(RedeemOutcome::NotAccepted);
+            }
+            tx.execute(
+                "INSERT INTO grant_ids (jti, state, exp) VALUES (?1, 'consumed', ?2)",
+                params![grant.jti, grant.exp],
+            )?;
+            tx.execute(
+                "UPDATE requests SET status = 'redeemed', redeemed_at = ?1 WHERE id = ?2",
+                params![now, grant.txn],
+            )?;
+            let request = load_existing(tx, grant.txn)?;
+            let event = append_event(
+                tx,
+                &request.owner,
+                EventKind::Redeemed,
+                Some(&request),
+                None,
+                None,
+                now,
+            )?;
+            Ok(RedeemOutcome::Redeemed(Box::new(request), Box::new(event)))
         })
     }
 
@@ -369,13 +551,41 @@ impl Store for SqliteStore {
 
     fn events_after(&self, owner: &str, after: i64, limit: usize) -> Result<Vec<ApproverEvent>> {
         let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare("SELECT body FROM events WHERE owner = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT e.id, e.kind, e.agent, e.detail, r.id IS NOT NULL, {PREFIXED_COLUMNS}
+             FROM events e LEFT JOIN requests r ON r.id = e.request
+             WHERE e.owner = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(
             params![owner, after, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| r.get::<_, String>(0),
+            |r| {
+                let request = if r.get::<_, bool>(4)? {
+                    Some(read_request_at(r, 5)?)
+                } else {
+                    None
+                };
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    request,
+                ))
+            },
         )?;
-        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        let mut events = Vec::new();
+        for row in rows {
+            let (id, kind, agent, detail, request) = row?;
+            events.push(ApproverEvent {
+                id,
+                kind: serde_json::from_value(serde_json::Value::String(kind))?,
+                // The request as it stands now: a replayed event never shows a stale state.
+                request: request.map(to_request).transpose()?.map(|r| r.view),
+                agent,
+                detail,
+            });
+        }
+        Ok(events)
     }
 
     fn last_event_id(&self, owner: &str) -> Result<i64> {
@@ -406,37 +616,135 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn use_pairing_code(&self, code_hash: &str, now: i64) -> Result<Option<String>> {
-        self.with_tx(|tx| {
-            let changed = tx.execute(
-                "UPDATE pairing_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1",
-                params![now, code_hash],
-            )?;
-            if changed == 0 {
-                return Ok(None);
-            }
-            Ok(Some(tx.query_row(
-                "SELECT owner FROM pairing_codes WHERE code_hash = ?1",
-                [code_hash],
-                |r| r.get(0),
-            )?))
-        })
+    fn pairing_code_valid(&self, code_hash: &str, now: i64) -> Result<bool> {
+        Ok(self
+            .lock()?
+            .query_row(
+                "SELECT 1 FROM pairing_codes WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                params![code_hash, now],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false))
     }
 
-    fn save_approver(&self, entry: &ApproverEntry, now: i64) -> Result<()> {
-        self.lock()?.execute(
-            "INSERT INTO approvers (id, owner, entry, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET entry = excluded.entry, updated_at = excluded.updated_at",
-            params![entry.id, entry.owner, serde_json::to_string(entry)?, now],
+    fn pair(&self, code_hash: &str, entry: &ApproverEntry, now: i64) -> Result<PairOutcome> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE pairing_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1",
+            params![now, code_hash],
         )?;
-        Ok(())
+        if changed == 0 {
+            return Ok(PairOutcome::CodeInvalid);
+        }
+        let owner: String = tx.query_row(
+            "SELECT owner FROM pairing_codes WHERE code_hash = ?1",
+            [code_hash],
+            |r| r.get(0),
+        )?;
+        let mut entry = entry.clone();
+        entry.owner = owner;
+        if !write_approver(&tx, &entry, now)? {
+            // Dropping the transaction rolls back the code's use too.
+            return Ok(PairOutcome::Conflict);
+        }
+        tx.commit()?;
+        Ok(PairOutcome::Paired(entry))
+    }
+
+    fn update_approver(&self, entry: &ApproverEntry, now: i64) -> Result<UpdateOutcome> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM approvers WHERE id = ?1", [&entry.id], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .unwrap_or(false);
+        if !exists {
+            return Ok(UpdateOutcome::NotFound);
+        }
+        if !write_approver(&tx, entry, now)? {
+            return Ok(UpdateOutcome::Conflict);
+        }
+        tx.commit()?;
+        Ok(UpdateOutcome::Updated)
+    }
+
+    fn remove_approver(&self, id: &str) -> Result<bool> {
+        self.with_tx(|tx| {
+            let removed = tx.execute("DELETE FROM approvers WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM approver_keys WHERE approver = ?1", [id])?;
+            tx.execute("DELETE FROM approver_credentials WHERE approver = ?1", [id])?;
+            if removed > 0 {
+                bump_registry(tx)?;
+            }
+            Ok(removed > 0)
+        })
     }
 
     fn approvers(&self) -> Result<Vec<ApproverEntry>> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT entry FROM approvers ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        let mut stmt = conn.prepare("SELECT id, entry FROM approvers ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, entry) = row?;
+            // A row that does not parse is reported and skipped: it must not take the others
+            // (or the broker) down with it.
+            match serde_json::from_str(&entry) {
+                Ok(entry) => out.push(entry),
+                Err(e) => {
+                    tracing::error!(approver = %id, error = %e, "skipping an unreadable approver row");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn registry_version(&self) -> Result<i64> {
+        Ok(self.lock()?.query_row(
+            "SELECT value FROM meta WHERE key = 'registry_version'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn pending_count(&self, owner: &str, now: i64) -> Result<u32> {
+        let conn = self.lock()?;
+        pending_count(&conn, owner, now)
+    }
+
+    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
+        self.with_tx(|tx| {
+            let before = now.saturating_sub(retention.items_secs);
+            let gone: Vec<String> = {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT id FROM requests WHERE
+                       (status IN {FINAL_STATUSES} AND COALESCE(redeemed_at, decided_at, expires_at) < ?1)
+                       OR (status = 'approved' AND grant_exp < ?1)
+                     LIMIT 5000"
+                ))?;
+                let rows = stmt.query_map([before], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut purged = Purged::default();
+            for id in &gone {
+                tx.execute("DELETE FROM events WHERE request = ?1", [id])?;
+                purged.items += tx.execute("DELETE FROM requests WHERE id = ?1", [id])?;
+            }
+            purged.events = tx.execute(
+                "DELETE FROM events WHERE at < ?1",
+                [now.saturating_sub(retention.events_secs)],
+            )?;
+            purged.idempotency_keys = tx.execute(
+                "DELETE FROM idempotency WHERE at < ?1",
+                [now.saturating_sub(retention.idempotency_secs)],
+            )?;
+            tx.execute("DELETE FROM pairing_codes WHERE expires_at < ?1", [now - 86_400])?;
+            Ok(purged)
+        })
     }
 
     fn fresh_proof(&self, jti: &str, expires_at: i64, _now: i64) -> Result<bool> {

@@ -10,9 +10,11 @@
 mod flow;
 mod hygiene;
 mod input;
+mod openapi;
 mod pairing;
 mod policy;
 mod restart;
+mod review;
 mod stream;
 mod support;
 mod tls;

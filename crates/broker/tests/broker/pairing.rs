@@ -59,7 +59,7 @@ async fn a_pairing_code_works_once_and_pins_the_device_in_the_registry() {
 async fn a_second_authenticator_needs_an_assertion_by_the_first() {
     let broker = TestBroker::start().await;
     let mut approver = broker.approver(OWNER).await;
-    let mut key = SoftAuthenticator::new(RelyingParty::countersign());
+    let mut key = SoftAuthenticator::new(RelyingParty::countersign()).unwrap();
     let credential = key.register(OWNER).unwrap();
 
     // Vouched for by the new key itself: refused.

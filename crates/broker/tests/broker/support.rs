@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 pub const OWNER: &str = "alice@example.com";
 pub const BILLING: &str = "spiffe://example.com/agent/billing";
 pub const DEVOPS: &str = "spiffe://example.com/agent/devops";
+/// A second owner, with an agent of their own.
+pub const BOB: &str = "bob@example.com";
+pub const BOBS: &str = "spiffe://example.com/agent/bobs-assistant";
 pub const PAYMENTS: &str = "https://payments-gateway.example.com";
 pub const TOOLS: &str = "https://tools-gateway.example.com";
 
@@ -45,8 +48,9 @@ impl TestBroker {
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let agents = [
-            (BILLING, "billing-secret-0123456789abcdefghijklmn"),
-            (DEVOPS, "devops-secret-0123456789abcdefghijklmno"),
+            (BILLING, OWNER, "billing-secret-0123456789abcdefghijklmn"),
+            (DEVOPS, OWNER, "devops-secret-0123456789abcdefghijklmno"),
+            (BOBS, BOB, "bobs-secret-0123456789abcdefghijklmnopq"),
         ];
         let gateways = [
             (
@@ -59,6 +63,13 @@ impl TestBroker {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: dir.path().join("broker.db"),
+            policies: Some(demo_policies()),
+            tools: countersign_broker::simulate::demo_catalog(),
+            // Tests pair many devices from one address; the throttle has a test of its own.
+            pairing_rate_limit: RateLimit {
+                per_minute: 600,
+                burst: 100,
+            },
             rate_limit: RateLimit {
                 per_minute: 6000,
                 burst: 1000,
@@ -69,9 +80,9 @@ impl TestBroker {
             },
             agents: agents
                 .iter()
-                .map(|(id, secret)| AgentConfig {
+                .map(|(id, owner, secret)| AgentConfig {
                     id: (*id).into(),
-                    owner: OWNER.into(),
+                    owner: (*owner).into(),
                     secret_sha256: secret_hash(secret),
                 })
                 .collect(),
@@ -90,7 +101,7 @@ impl TestBroker {
             owner: OWNER.into(),
             agents: agents
                 .iter()
-                .map(|(id, secret)| AgentSecret {
+                .map(|(id, _, secret)| AgentSecret {
                     id: (*id).into(),
                     secret: (*secret).into(),
                     delegated_by: Some("spiffe://example.com/agent/planner".into()),
@@ -115,24 +126,42 @@ impl TestBroker {
         }
     }
 
-    /// Stops the broker and starts it again on the same database (a new port).
+    /// Stops the broker and starts it again on the same database and address (its URL is its
+    /// identity in the grants it accepts).
     pub async fn restart(&mut self) {
         if let Some(broker) = self.broker.take() {
-            broker.stop();
+            self.config.listen = broker.addr;
+            broker.shut_down().await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let broker = spawn(self.config.clone()).await.unwrap();
         self.url = format!("http://{}", broker.addr);
         self.broker = Some(broker);
+    }
+
+    /// The running broker's state (its real store, for tests that need many rows fast).
+    pub fn state(&self) -> &std::sync::Arc<countersign_broker::state::AppState> {
+        &self.broker.as_ref().unwrap().state
     }
 
     pub fn database(&self) -> PathBuf {
         self.config.database.clone()
     }
 
+    /// A simulated agent, acting for its configured owner.
     pub fn agent(&self, id: &str) -> SimulatedAgent {
         let secret = self.secrets.agents.iter().find(|a| a.id == id).unwrap();
-        SimulatedAgent::new(&self.url, &self.secrets, secret).unwrap()
+        let owner = &self
+            .config
+            .agents
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .owner;
+        let secrets = FleetSecrets {
+            owner: owner.clone(),
+            ..self.secrets.clone()
+        };
+        SimulatedAgent::new(&self.url, &secrets, secret).unwrap()
     }
 
     pub fn agent_secret(&self, id: &str) -> String {
@@ -184,6 +213,11 @@ impl TestBroker {
     }
 }
 
+/// The demo policy file shipped with the broker.
+pub fn demo_policies() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/demo.cedar"))
+}
+
 pub fn scenario(tool: &str) -> Scenario {
     scenarios().into_iter().find(|s| s.tool == tool).unwrap()
 }
@@ -203,7 +237,7 @@ pub struct TestApprover {
 impl TestApprover {
     pub fn new(url: &str, owner: &str) -> Self {
         Self {
-            dev: DevApprover::new("unpaired", owner).unwrap(),
+            dev: DevApprover::new("unpaired", owner, url).unwrap(),
             id: String::new(),
             url: url.into(),
             http: reqwest::Client::new(),
@@ -271,6 +305,7 @@ impl TestApprover {
         self.dev.issuer = Issuer {
             approver_id: paired.approver_id.clone(),
             owner: paired.owner.clone(),
+            broker: self.url.clone(),
         };
         Ok(paired)
     }
@@ -297,9 +332,13 @@ impl TestApprover {
     }
 
     pub fn grant(&mut self, view: &RequestView) -> String {
+        self.grant_for(&view.pending)
+    }
+
+    /// A real grant for `pending`, made here and never sent to the broker.
+    pub fn grant_for(&mut self, pending: &countersign_protocol::PendingAction) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let draft =
-            GrantDraft::new(&view.pending, &self.dev.issuer, GrantOptions::at(now)).unwrap();
+        let draft = GrantDraft::new(pending, &self.dev.issuer, GrantOptions::at(now)).unwrap();
         self.dev.sign(draft).unwrap().token().to_owned()
     }
 

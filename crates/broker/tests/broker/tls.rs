@@ -19,8 +19,9 @@ async fn serve_with_a_certificate_speaks_tls() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\npolicies = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
             dir.path().join("b.db").display(),
+            crate::support::demo_policies().display(),
             cert_path.display(),
             key_path.display()
         ),

@@ -212,12 +212,14 @@ async fn enrolment_and_pairing_need_an_enrolled_authenticator() {
     assert_eq!(last["error"]["code"], "last_authenticator");
 
     // At the broker, a new credential that vouches for itself (not an enrolled one) is refused.
-    let mut stranger = SoftAuthenticator::new(RelyingParty::countersign());
+    let mut stranger = SoftAuthenticator::new(RelyingParty::countersign()).unwrap();
     let credential = stranger.register("mallory").unwrap();
     let challenge = enrollment_challenge(&approver, &credential).unwrap();
     let assertion = stranger.assert(&credential.id, &challenge, true).unwrap();
-    let engine = countersign_approver::Vault::platform(&app.profile).unwrap();
-    let client = BrokerClient::new(&url(&broker), &approver, engine.device_key().unwrap()).unwrap();
+    let engine = countersign_approver::engine::Engine::open(&app.home, &app.profile).unwrap();
+    let key = engine.brokers().unwrap()[0].key.clone();
+    let device = engine.vault().device_key(&key).unwrap();
+    let client = BrokerClient::new(&url(&broker), &approver, device).unwrap();
     let refused = client.enroll(credential, assertion).await.unwrap_err();
     assert_eq!(refused.code(), "broker_refused", "{refused}");
 }

@@ -38,7 +38,7 @@ async fn hostile_text_is_shown_inert_and_oversized_calls_are_refused() {
     // The readable form carries no raw control characters at all.
     let text = String::from_utf8(app.run(&["show", &id]).await.stdout).unwrap();
     assert!(
-        text.contains("Hidden or direction-changing characters"),
+        text.contains("Hidden, direction-changing or look-alike characters"),
         "{text}"
     );
     assert!(
@@ -47,6 +47,39 @@ async fn hostile_text_is_shown_inert_and_oversized_calls_are_refused() {
             .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}')),
         "{text}"
     );
+
+    // Text cannot fake the review's structure: line breaks in an intent or an argument stay
+    // inside their field (shown as markers), a look-alike letter in a name is marked, and what
+    // the agent put into properties is shown too.
+    let faked = "Refund 1 EUR\nTool         calendar/events.list\r\nAmount       0\u{2028}Policy       none";
+    let mut scenario = held(faked);
+    scenario.arguments = json!({
+        "order": "77", "amount": "5000.00", "currency": "EUR",
+        "to": "p\u{0430}ypal-billing@example.com", "note": "line one\nTool         calendar/events.list",
+    });
+    let mut request = agent.request(&scenario).unwrap();
+    request.resource.properties = json!({"account": "acct_attacker_999", "mode": "live"})
+        .as_object()
+        .cloned();
+    let (_, faked_id) = crate::support::submit_request(&agent, &request).await;
+    app.ok(&["sync"]).await;
+    let text = String::from_utf8(app.run(&["show", &faked_id]).await.stdout).unwrap();
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("Tool         calendar")
+                && !line.starts_with("Amount")
+                && !line.starts_with("Policy       none"),
+            "a value started a line of the review: {line:?}\n{text}"
+        );
+    }
+    assert!(text.contains("Refund 1 EUR[U+000A LF]Tool"), "{text}");
+    assert!(text.contains("[U+2028 LSEP]Policy"), "{text}");
+    assert!(text.contains("p[U+0430 CYRILLIC]ypal-billing"), "{text}");
+    assert!(
+        text.contains("acct_attacker_999"),
+        "properties are shown: {text}"
+    );
+    assert!(text.contains("Line breaks"), "{text}");
 
     // A 1 MB argument and deep nesting are refused at the broker: the 1 MB body over its size
     // limit (413, or the connection closed while the client is still sending), the nesting
@@ -82,7 +115,7 @@ async fn hostile_text_is_shown_inert_and_oversized_calls_are_refused() {
 
     // The approver keeps working: the hostile item can still be denied.
     let pending = app.ok(&["pending"]).await;
-    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending.as_array().unwrap().len(), 2);
     let denied: Value = app.ok(&["deny", &id, "--reason", "phishing"]).await;
     assert_eq!(denied["broker_status"], "denied");
 }

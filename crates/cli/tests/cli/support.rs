@@ -48,7 +48,15 @@ pub fn held(intent: &str) -> Scenario {
 
 /// Submits `scenario` and returns the request and the id of its pending action.
 pub async fn submit(agent: &SimulatedAgent, scenario: &Scenario) -> (ActionRequest, String) {
-    let request = agent.request(scenario).unwrap();
+    submit_request(agent, &agent.request(scenario).unwrap()).await
+}
+
+/// Submits `request`, which policy must hold, and returns it with its item id.
+pub async fn submit_request(
+    agent: &SimulatedAgent,
+    request: &ActionRequest,
+) -> (ActionRequest, String) {
+    let request = request.clone();
     let response = agent.evaluate(&request).await.unwrap();
     let id = response
         .context

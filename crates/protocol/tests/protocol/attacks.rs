@@ -231,6 +231,64 @@ fn issuer_must_be_the_approver_that_owns_the_key() {
     assert_eq!(verify(&fx, &token), Err(VerifyError::WrongSubject));
 }
 
+/// A grant names the broker that held the call; a verifier accepts only its own broker's.
+#[test]
+fn a_grant_accepted_by_another_broker_is_refused() {
+    let mut fx = Fixture::new();
+    let grant = fx.mint(&pending());
+    assert_eq!(grant.claims().approval.broker, crate::support::BROKER);
+    let elsewhere = countersign_protocol::GrantVerifier::new(
+        countersign_protocol::VerifierConfig::new(AUDIENCE, "https://other-broker.example.com"),
+        fx.registry.clone(),
+        fx.replay.clone(),
+        fx.counters.clone(),
+        fx.clock.clone(),
+    );
+    assert_eq!(
+        elsewhere
+            .check(&present(grant.token(), &request()))
+            .map(drop),
+        Err(VerifyError::WrongBroker(crate::support::BROKER.into()))
+    );
+    // And a grant whose broker claim was changed no longer matches its assertion or JWS; one
+    // re-signed by the approver's own keys (a compromised approver) names the other broker.
+    let (header, mut payload) = decode(grant.token());
+    payload["broker"] = json!("https://other-broker.example.com");
+    let token = fx.reassert_and_sign(&header, &mut payload);
+    assert_eq!(
+        verify(&fx, &token),
+        Err(VerifyError::WrongBroker(
+            "https://other-broker.example.com".into()
+        ))
+    );
+}
+
+/// The action's subject is the grant's `sub`: an approver's grant never covers an action on
+/// someone else's behalf, even one whose hash it signed.
+#[test]
+fn an_action_for_another_subject_is_refused() {
+    let mut fx = Fixture::new();
+    let mut for_bob = request();
+    for_bob.subject.id = "bob@example.com".into();
+    // The approver's side refuses to make such a grant at all.
+    assert!(matches!(
+        GrantDraft::new(
+            &crate::support::pending_for(for_bob.clone()),
+            &fx.issuer,
+            countersign_protocol::grant::GrantOptions::at(NOW)
+        ),
+        Err(countersign_protocol::MintError::SubjectNotOwner)
+    ));
+    // A compromised approver makes one anyway: its hash binds bob's action, its sub is alice.
+    let token = mint_claims(&mut fx, |claims| {
+        claims.action_hash = for_bob.action_hash().unwrap();
+    });
+    assert_eq!(
+        fx.verifier().check(&present(&token, &for_bob)).map(drop),
+        Err(VerifyError::SubjectMismatch)
+    );
+}
+
 #[test]
 fn expiry_and_not_before_honour_the_skew_bound_exactly() {
     let mut fx = Fixture::new();

@@ -130,7 +130,13 @@ fn hostile_text_is_kept_verbatim_for_the_display_to_neutralise() {
 
 #[test]
 fn field_rules_are_enforced() {
-    let cases: [(&str, Value); 9] = [
+    let cases: [(&str, Value); 13] = [
+        // Tool names: MCP's alphabet only, so no two spellings that look alike can pass policy
+        // separately (a Cyrillic с, a space, a fullwidth letter, or too long).
+        ("/resource/id", json!("stripe/refunds.\u{0441}reate")),
+        ("/resource/id", json!("github/repos delete")),
+        ("/resource/id", json!("github/\u{FF52}epos.delete")),
+        ("/resource/id", json!("x".repeat(129))),
         ("/actor/id", json!("https://example.com/agent")),
         ("/actor/act/sub", json!("spiffe://Example.com/x")),
         ("/audience", json!("ftp://gateway.example.com")),
@@ -155,6 +161,17 @@ fn field_rules_are_enforced() {
             ..
         })
     ));
+}
+
+#[test]
+fn tool_names_match_in_one_canonical_form() {
+    use countersign_protocol::action::{canonical_tool_name, tool_name};
+    assert_eq!(
+        canonical_tool_name("github/Repos.delete"),
+        canonical_tool_name("github/repos.delete")
+    );
+    assert!(tool_name("mcp__github__delete_repo").is_ok());
+    assert!(tool_name("").is_err());
 }
 
 #[test]

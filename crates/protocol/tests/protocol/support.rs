@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 pub const AUDIENCE: &str = "https://payments-gateway.example.com";
 pub const OWNER: &str = "alice@example.com";
 pub const APPROVER: &str = "apr_laptop";
+/// The broker whose grants the fixture's verifiers accept.
+pub const BROKER: &str = "https://broker.example.com";
 /// 2026-09-21T…Z; any fixed time works, tests move the clock explicitly.
 pub const NOW: i64 = 1_790_000_000;
 
@@ -41,7 +43,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        let approver = DevApprover::new(APPROVER, OWNER).unwrap();
+        let approver = DevApprover::new(APPROVER, OWNER, BROKER).unwrap();
         let document = RegistryDocument {
             approvers: vec![approver.registry_entry()],
         };
@@ -76,7 +78,7 @@ impl Fixture {
 
     pub fn verifier_for(&self, audience: &str) -> GrantVerifier {
         GrantVerifier::new(
-            VerifierConfig::new(audience),
+            VerifierConfig::new(audience, BROKER),
             self.registry.clone(),
             self.replay.clone(),
             self.counters.clone(),
@@ -176,6 +178,8 @@ pub fn pending_for(request: ActionRequest) -> PendingAction {
                 id: "refunds-over-1000".into(),
                 reason: "refunds over 1000 need the owner".into(),
             },
+            delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
+            catalog: None,
         },
         request,
     )

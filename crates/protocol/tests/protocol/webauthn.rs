@@ -42,7 +42,7 @@ fn an_assertion_without_user_verification_is_refused() {
 #[test]
 fn an_assertion_by_an_unregistered_credential_is_refused() {
     let fx = Fixture::new();
-    let mut stranger = SoftAuthenticator::new(RelyingParty::countersign());
+    let mut stranger = SoftAuthenticator::new(RelyingParty::countersign()).unwrap();
     let credential = stranger.register("mallory@example.com").unwrap();
     let draft = fx.draft(&pending());
     let assertion = stranger
@@ -76,7 +76,7 @@ fn an_assertion_for_another_relying_party_is_refused() {
     let mut fx = Fixture::new();
     // Same credential, but the client ran the ceremony for another rp_id and origin.
     let evil = RelyingParty::new("evil.example", "https://evil.example").unwrap();
-    let mut elsewhere = SoftAuthenticator::new(evil);
+    let mut elsewhere = SoftAuthenticator::new(evil).unwrap();
     let credential = elsewhere.register("alice@example.com").unwrap();
     let mut document = countersign_protocol::registry::RegistryDocument {
         approvers: vec![fx.entry()],
@@ -95,7 +95,7 @@ fn an_assertion_for_another_relying_party_is_refused() {
 
     // A sub-origin of the rp_id is a valid WebAuthn origin, but not the Countersign app's.
     let sub = RelyingParty::new(RP_ID, "https://app.countersign.dev").unwrap();
-    let mut subdomain = SoftAuthenticator::new(sub);
+    let mut subdomain = SoftAuthenticator::new(sub).unwrap();
     let credential = subdomain.register("alice@example.com").unwrap();
     let mut document = countersign_protocol::registry::RegistryDocument {
         approvers: vec![fx.entry()],
@@ -109,8 +109,66 @@ fn an_assertion_for_another_relying_party_is_refused() {
     let grant = draft.sign(assertion, &fx.device).unwrap();
     assert_eq!(
         assertion_error(&fx, grant.token()),
-        AssertionError::OriginMismatch("https://app.countersign.dev/".into())
+        AssertionError::OriginMismatch("https://app.countersign.dev".into())
     );
+}
+
+/// The origin is compared as WebAuthn serialises it, exactly: a URL's trailing slash (what a
+/// URL type writes) is refused, as a relying party that compares strings refuses it.
+#[test]
+fn an_origin_that_is_not_exactly_the_apps_is_refused() {
+    let mut fx = Fixture::new();
+    let raw = RawAuthenticator::new();
+    let mut document = countersign_protocol::registry::RegistryDocument {
+        approvers: vec![fx.entry()],
+    };
+    document.approvers[0].credentials.push(raw.credential());
+    fx.with_registry(document);
+    let (header, mut payload) = decode(fx.mint(&pending()).token());
+    let challenge = challenge_of(&payload);
+    for (counter, origin) in [
+        "https://countersign.dev/",
+        "https://countersign.dev:443",
+        "https://COUNTERSIGN.DEV",
+        " https://countersign.dev",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = client_data("webauthn.get", &challenge, origin);
+        payload["webauthn"] = serde_json::to_value(raw.assertion(
+            &client,
+            RP_ID,
+            FLAG_UP | FLAG_UV,
+            u32::try_from(counter).unwrap() + 1,
+        ))
+        .unwrap();
+        let token = sign_token(&header, &payload, &fx.device);
+        assert_eq!(
+            assertion_error(&fx, &token),
+            AssertionError::OriginMismatch(origin.into()),
+            "{origin:?}"
+        );
+    }
+}
+
+/// What Countersign's own ceremonies write: exactly `{type, challenge, origin, crossOrigin}`,
+/// the origin serialised as WebAuthn does, no `tokenBinding` (no WebAuthn level defines null).
+#[test]
+fn real_assertions_carry_the_exact_origin_and_no_token_binding() {
+    let mut fx = Fixture::new();
+    let (_, payload) = decode(fx.mint(&pending()).token());
+    let client = countersign_protocol::hash::b64url_decode(
+        payload["webauthn"]["clientDataJSON"].as_str().unwrap(),
+    )
+    .unwrap();
+    let client: serde_json::Value = serde_json::from_slice(&client).unwrap();
+    assert_eq!(client["origin"], "https://countersign.dev");
+    assert_eq!(client["type"], "webauthn.get");
+    assert_eq!(client["crossOrigin"], false);
+    let keys: Vec<&String> = client.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 4, "{client}");
+    assert!(client.get("tokenBinding").is_none());
 }
 
 /// Ceremonies no honest authenticator produces, made with a spec-written P-256 authenticator.
