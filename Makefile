@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-cli setup check ui fmt lint unit e2e bundle appimage measure-app bench deny
+.PHONY: test demo demo-cli setup check ui fmt lint unit e2e screenshots bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -36,12 +36,18 @@ lint:
 unit:
 	scripts/session.sh $(CARGO) test --workspace --locked
 
-## The real desktop app, driven through WebDriver in demo mode; saves docs/screenshots/.
-## (Built with the UI embedded, and copied aside: `cargo test` rebuilds target/debug's binary.)
+## The real desktop app, driven through WebDriver in demo mode; its screenshots go to
+## target/e2e-screenshots/ (the tree stays clean). (Built with the UI embedded, and copied
+## aside: `cargo test` rebuilds target/debug's binary.)
 e2e:
+	npm --prefix ui run build
 	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
 	cp target/debug/countersign-desktop target/countersign-desktop-e2e
 	scripts/session.sh python3 e2e/run.py target/countersign-desktop-e2e
+
+## The same run, refreshing the README's screenshots in docs/screenshots/.
+screenshots:
+	COUNTERSIGN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(MAKE) e2e
 
 ## The release build, packaged as a .deb (target/release/bundle/deb/), and checked.
 bundle:

@@ -7,7 +7,8 @@ Checks: requests arrive and are notified (dunst's history); a click on a notific
 request; review; approve with the dev authenticator, the agent's gateway redeems, history shows
 it redeemed and the chain verifies; deny, and deny-and-suspend; export; hostile content; rename,
 autostart; countersign://pair links. Saves screenshots of Pending, Review, History and Settings in light
-and dark to docs/screenshots/.
+and dark to $COUNTERSIGN_SCREENSHOTS (default target/e2e-screenshots; `make screenshots` refreshes
+docs/screenshots/).
 """
 import base64
 import json
@@ -20,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOTS = os.path.join(ROOT, "docs", "screenshots")
+SHOTS = os.environ.get("COUNTERSIGN_SCREENSHOTS") or os.path.join(ROOT, "target", "e2e-screenshots")
 PORT = int(os.environ.get("E2E_WEBDRIVER_PORT", "4446"))
 BASE = f"http://127.0.0.1:{PORT}"
 
@@ -83,7 +84,7 @@ class Session:
         os.makedirs(SHOTS, exist_ok=True)
         with open(os.path.join(SHOTS, f"{name}.png"), "wb") as f:
             f.write(png)
-        print(f"screenshot docs/screenshots/{name}.png")
+        print(f"screenshot {os.path.relpath(os.path.join(SHOTS, name + '.png'), ROOT)}")
 
     def button(self, label):
         for el in self.find_all("button"):
@@ -125,13 +126,16 @@ def select(s, tool):
     return s.wait(f"the review of {tool}", opened)
 
 
-def evaluate(demo, agent, intent, arguments):
+def evaluate(demo, agent, intent, arguments, resource_properties=None):
     """Submits a call as one of the demo agents; returns (HTTP status or error text, body)."""
+    resource = {"type": "tool", "id": "stripe/refunds.create"}
+    if resource_properties:
+        resource["properties"] = resource_properties
     body = {
         "subject": {"type": "user", "id": demo["owner"]},
         "actor": {"id": agent["id"], **({"act": {"sub": agent["delegated_by"]}} if agent["delegated_by"] else {})},
         "action": {"name": "tools/call"},
-        "resource": {"type": "tool", "id": "stripe/refunds.create"},
+        "resource": resource,
         "context": {"intent": intent, "arguments": arguments, "data": {"domain": "payments", "classification": ["financial"]}},
     }
     req = urllib.request.Request(demo["broker"] + "/access/v1/evaluation", data=json.dumps(body).encode(),
@@ -247,9 +251,12 @@ def hostile(s):
     demo = demo_info()
     agent = demo["agents"][0]
     script = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
-    status, body = evaluate(demo, agent, f"Refund {script} to \u202emoc.liame\u202c", {
-        "order": "6666", "amount": "9000.00", "currency": "EUR",
-        "note": "pay to \u202egnp.exe\u202c now\u200b", "blob": "B" * 200_000})
+    # Markup, bidi overrides, a line break posing as a line of the review, a Cyrillic look-alike,
+    # properties the review must show too, and a 200 KB value.
+    status, body = evaluate(demo, agent, f"Refund {script} to \u202emoc.liame\u202c\nTool: calendar/read", {
+        "order": "6666", "amount": "9000.00", "currency": "EUR", "payee": "p\u0430ypal",
+        "note": "pay to \u202egnp.exe\u202c now\u200b", "blob": "B" * 200_000},
+        resource_properties={"account": "acct_attacker_999", "mode": "live"})
     assert status == 200 and not body["decision"], (status, body)
     item = body["context"]["approval"]["id"]
     huge, _ = evaluate(demo, agent, "Refund with a 1 MB argument", {"order": "1", "amount": "9000.00", "blob": "A" * (1 << 20)})
@@ -268,6 +275,11 @@ def hostile(s):
         return heads and "moc.liame" in s.text(heads[0]) and s.text(heads[0])
     text = s.wait("its review", review)
     assert "<script>" in text and "[U+202E RLO]" in text, text
+    assert "[U+000A LF]Tool: calendar/read" in text, "a line break stays inside its field: " + text
+    page = s.text(s.find_all("article.review")[0])
+    assert "acct_attacker_999" in page and "About the tool" in page, "properties are shown"
+    assert "p[U+0430 CYRILLIC]ypal" in page, "a look-alike letter is marked"
+    assert "line breaks" in page and "claimed by the agent" in page
     marks = s.find_all("article.review mark.hidden-char")
     assert len(marks) >= 3, len(marks)
     folded = s.button("… show all")

@@ -66,7 +66,9 @@ fn pending_items(engine: &Engine) -> Reply<Vec<PendingItem>> {
             agent: review.agent,
             tool: review.tool,
             intent: review.intent,
-            classification: review.classification,
+            // What the broker's catalog says the tool touches (what policy decided on), not
+            // the agent's claim.
+            classification: review.catalog.map(|c| c.classification).unwrap_or_default(),
             policy_id: review.policy_id,
             merged: item.merged,
             created_at: pending.created_at.unix(),

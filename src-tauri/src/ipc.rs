@@ -13,7 +13,8 @@ pub struct PendingItem {
     pub agent: String,
     pub tool: String,
     pub intent: String,
-    /// The data classifications it touches (its risk, as policy and the agent state it).
+    /// The data classes the broker's tool catalog says the tool touches (empty when the tool
+    /// is not in the catalog); the agent's own claim is shown in the review.
     pub classification: Vec<String>,
     pub policy_id: String,
     /// How many identical requests of the agent it stands for (1: itself alone); the broker

@@ -107,6 +107,20 @@ fn path_of(uri: &axum::http::Uri) -> String {
         .unwrap_or_else(|| uri.path().to_owned())
 }
 
+/// Reads the whole body and checks the approver's proof over the method, the URL and exactly
+/// those bytes (fresh and unreplayed).
+async fn proved(
+    req: Request,
+    state: &Arc<AppState>,
+) -> Result<(VerifiedProof, HeaderMap, Bytes), ApiError> {
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let path = path_of(req.uri());
+    let Body(bytes) = Body::from_request(req, state).await?;
+    let proof = state.approver(&headers, method.as_str(), &path, &bytes)?;
+    Ok((proof, headers, bytes))
+}
+
 /// An approver's call without a JSON body (a GET, the stream, a revocation): the device-key
 /// proof, checked (fresh and unreplayed) over the method, the URL and the bytes received.
 #[derive(Debug)]
@@ -119,11 +133,7 @@ impl FromRequest<Arc<AppState>> for ApproverCall {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let method = req.method().clone();
-        let headers = req.headers().clone();
-        let path = path_of(req.uri());
-        let Body(bytes) = Body::from_request(req, state).await?;
-        let proof = state.approver(&headers, method.as_str(), &path, &bytes)?;
+        let (proof, headers, _) = proved(req, state).await?;
         Ok(Self { proof, headers })
     }
 }
@@ -142,11 +152,7 @@ impl<T: DeserializeOwned + serde::Serialize> FromRequest<Arc<AppState>> for Appr
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let method = req.method().clone();
-        let headers = req.headers().clone();
-        let path = path_of(req.uri());
-        let Body(bytes) = Body::from_request(req, state).await?;
-        let proof = state.approver(&headers, method.as_str(), &path, &bytes)?;
+        let (proof, headers, bytes) = proved(req, state).await?;
         let body = json_body(&headers, &bytes, SMALL)?;
         Ok(Self {
             proof,

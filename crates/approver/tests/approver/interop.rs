@@ -6,13 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use countersign_approver::authn::{Kind, Unattended};
 use countersign_approver::engine::Engine;
 use serde_json::{Value, json};
 
-use crate::support::{GATEWAY, broker_config, code, sim};
+use crate::support::{GATEWAY, broker_config, code, grant_of, held, sim};
 
 fn python_deps() -> PathBuf {
     let deps = PathBuf::from(concat!(
@@ -54,23 +53,10 @@ async fn real_grants_verify_with_an_independent_relying_party() {
         let request = agent
             .request(&countersign_broker::simulate::scenarios()[scenario])
             .unwrap();
-        let ticket = agent
-            .evaluate(&request)
-            .await
-            .unwrap()
-            .context
-            .unwrap()
-            .approval
-            .unwrap();
+        let id = held(&agent, &request).await;
         engine.sync().await.unwrap();
-        engine.approve(&ticket.id, None, &Unattended).await.unwrap();
-        let grant = agent
-            .wait(&ticket.id, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .grant
-            .unwrap();
-        grants.push((grant, request));
+        engine.approve(&id, None, &Unattended).await.unwrap();
+        grants.push((grant_of(&agent, &id).await, request));
     }
     let registry: Value = reqwest::get(format!("{url}/v1/registry"))
         .await

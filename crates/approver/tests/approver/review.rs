@@ -19,7 +19,7 @@ use countersign_protocol::registry::RegistryDocument;
 use countersign_protocol::spiffe::SpiffeId;
 use serde_json::{Value, json};
 
-use crate::support::{OWNER, broker_config, code, sim};
+use crate::support::{OWNER, broker_config, code, grant_of, held, sim};
 
 /// Every leaf path of a JSON Schema, following `$ref`s into `$defs`. A free-form object (a map
 /// of any JSON) and a recursive reference end a path.
@@ -342,22 +342,10 @@ async fn brokers_cannot_borrow_each_others_identity_or_grants() {
     let request = agent_c
         .request(&countersign_broker::simulate::scenarios()[0])
         .unwrap();
-    let ticket = agent_c
-        .evaluate(&request)
-        .await
-        .unwrap()
-        .context
-        .unwrap()
-        .approval
-        .unwrap();
+    let id = held(&agent_c, &request).await;
     engine.sync().await.unwrap();
-    engine.approve(&ticket.id, None, &Unattended).await.unwrap();
-    let grant = agent_c
-        .wait(&ticket.id, std::time::Duration::from_secs(5))
-        .await
-        .unwrap()
-        .grant
-        .unwrap();
+    engine.approve(&id, None, &Unattended).await.unwrap();
+    let grant = grant_of(&agent_c, &id).await;
     let claims = grant.split('.').nth(1).unwrap();
     let claims: Value =
         serde_json::from_slice(&countersign_protocol::hash::b64url_decode(claims).unwrap())

@@ -113,3 +113,25 @@ pub async fn paired(dir: &Path) -> Paired {
 pub fn now() -> i64 {
     countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock)
 }
+
+/// Submits `request`, which policy must hold for its owner, and returns the item's id.
+pub async fn held(agent: &SimulatedAgent, request: &countersign_protocol::ActionRequest) -> String {
+    agent
+        .evaluate(request)
+        .await
+        .unwrap()
+        .context
+        .and_then(|c| c.approval)
+        .expect("held for approval")
+        .id
+}
+
+/// The grant the agent receives once its owner approved `id`.
+pub async fn grant_of(agent: &SimulatedAgent, id: &str) -> String {
+    agent
+        .wait(id, std::time::Duration::from_secs(5))
+        .await
+        .unwrap()
+        .grant
+        .expect("approved with a grant")
+}

@@ -38,6 +38,21 @@ async fn redeem(broker: &TestBroker, grant: &str, action: &ActionRequest) -> (St
     .await
 }
 
+/// Submits `request` as the billing agent: the status and body, refusals included.
+async fn evaluate_raw(broker: &TestBroker, request: &ActionRequest) -> (StatusCode, Value) {
+    post_raw(
+        &format!("{}/access/v1/evaluation", broker.url),
+        &broker.agent_secret(BILLING),
+        "application/json",
+        serde_json::to_vec(&json!({
+            "subject": request.subject, "action": request.action, "resource": request.resource,
+            "context": request.context, "actor": request.actor,
+        }))
+        .unwrap(),
+    )
+    .await
+}
+
 /// A pairing request from a fresh device of `owner`, with `edit` applied to its body.
 async fn pair_with(
     broker: &TestBroker,
@@ -267,17 +282,7 @@ async fn identities_come_from_credentials_only() {
     let agent = broker.agent(BILLING);
     let mut spoofed = agent.request(&big_refund()).unwrap();
     spoofed.subject.id = BOB.into();
-    let (status, body) = post_raw(
-        &format!("{}/access/v1/evaluation", broker.url),
-        &broker.agent_secret(BILLING),
-        "application/json",
-        serde_json::to_vec(&json!({
-            "subject": spoofed.subject, "action": spoofed.action, "resource": spoofed.resource,
-            "context": spoofed.context, "actor": spoofed.actor,
-        }))
-        .unwrap(),
-    )
-    .await;
+    let (status, body) = evaluate_raw(&broker, &spoofed).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("subject_mismatch")),
@@ -416,17 +421,7 @@ async fn agents_cannot_grow_broker_storage_without_bound() {
     }
     let mut sixth = agent.request(&big_refund()).unwrap();
     sixth.context.intent = "one more".into();
-    let (status, body) = post_raw(
-        &format!("{}/access/v1/evaluation", broker.url),
-        &broker.agent_secret(BILLING),
-        "application/json",
-        serde_json::to_vec(&json!({
-            "subject": sixth.subject, "action": sixth.action, "resource": sixth.resource,
-            "context": sixth.context, "actor": sixth.actor,
-        }))
-        .unwrap(),
-    )
-    .await;
+    let (status, body) = evaluate_raw(&broker, &sixth).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::TOO_MANY_REQUESTS, Some("pending_cap_reached")),
@@ -518,6 +513,15 @@ async fn stream_tasks_end_with_their_connections() {
     let mut open = Vec::new();
     for _ in 0..50 {
         open.push(alice.stream(None).await);
+    }
+    // Each stream's task starts as its response goes out: wait until all 50 run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while streams().await < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "50 streams never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(streams().await, 50);
     for stream in open {

@@ -5,7 +5,8 @@
  */
 export type PendingItem = { id: string, agent: string, tool: string, intent: string, 
 /**
- * The data classifications it touches (its risk, as policy and the agent state it).
+ * The data classes the broker's tool catalog says the tool touches (empty when the tool
+ * is not in the catalog); the agent's own claim is shown in the review.
  */
 classification: Array<string>, policy_id: string, 
 /**
