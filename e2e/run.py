@@ -277,9 +277,11 @@ def hostile(s):
     assert "<script>" in text and "[U+202E RLO]" in text, text
     assert "[U+000A LF]Tool: calendar/read" in text, "a line break stays inside its field: " + text
     page = s.text(s.find_all("article.review")[0])
-    assert "acct_attacker_999" in page and "About the tool" in page, "properties are shown"
-    assert "p[U+0430 CYRILLIC]ypal" in page, "a look-alike letter is marked"
-    assert "line breaks" in page and "claimed by the agent" in page
+    # Headings are shown in capitals (CSS): compare words case-blind, markers exactly.
+    words = page.lower()
+    assert "acct_attacker_999" in page and "about the tool" in words, "properties are shown: " + page
+    assert "p[U+0430 CYRILLIC]ypal" in page, "a look-alike letter is marked: " + page
+    assert "line breaks" in words and "claimed by the agent" in words, page
     marks = s.find_all("article.review mark.hidden-char")
     assert len(marks) >= 3, len(marks)
     folded = s.button("… show all")
