@@ -2,10 +2,14 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo demo-cli setup check ui fmt lint unit e2e screenshots bundle appimage measure-app bench deny
+.PHONY: test test-core demo demo-cli setup check ui fmt lint unit e2e screenshots bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
+
+## The core crates' tests only (protocol, broker, approver, CLI): no desktop build, no webkit.
+test-core: setup
+	scripts/session.sh $(CARGO) test --locked --workspace --exclude countersign-desktop
 
 ## The desktop app in demo mode: embedded broker, simulated agents, development authenticator.
 demo:

@@ -111,7 +111,7 @@ pub(crate) async fn pair(
     }
     if !state
         .store
-        .fresh_proof(&claims.jti, claims.iat + 120, now)?
+        .fresh_proof(&claims.jti, claims.keep_until(), now)?
     {
         return Err(ProofError::Replayed.into());
     }
@@ -212,15 +212,7 @@ pub(crate) async fn enroll(
         asserted.sign_count,
     )
     .map_err(|e| ApiError::internal("sign counter", &e))?;
-    if (previous != 0 || asserted.sign_count != 0) && asserted.sign_count <= previous {
-        return Err(countersign_protocol::VerifyError::from(
-            countersign_protocol::AssertionError::CounterRegressed {
-                stored: previous,
-                presented: asserted.sign_count,
-            },
-        )
-        .into());
-    }
+    countersign_protocol::verify::counter_advances(previous, asserted.sign_count)?;
     save(&state, &entry)?;
     Ok(axum::Json(entry))
 }

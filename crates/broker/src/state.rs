@@ -175,7 +175,7 @@ impl AppState {
             now: self.now(),
         };
         let proof = self.registry().verify_proof(token, &request)?;
-        let keep_until = proof.claims.iat + 2 * countersign_protocol::grant::MAX_SKEW_SECS;
+        let keep_until = proof.claims.keep_until();
         if !self
             .store
             .fresh_proof(&proof.claims.jti, keep_until, self.now())?

@@ -89,6 +89,14 @@ pub struct ProofClaims {
     pub bh: String,
 }
 
+impl ProofClaims {
+    /// Until when a verifier must remember this proof's `jti` to refuse a replay: past it, the
+    /// time check refuses the proof anyway.
+    pub fn keep_until(&self) -> i64 {
+        self.iat + 2 * MAX_SKEW_SECS
+    }
+}
+
 /// The request a proof must match.
 #[derive(Clone, Copy, Debug)]
 pub struct ProofRequest<'a> {

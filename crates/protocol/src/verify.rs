@@ -307,7 +307,8 @@ fn decode_object(part: &str, limits: Limits) -> Result<serde_json::Map<String, V
 }
 
 /// WebAuthn §7.2 step 22: when either counter is non-zero, the presented one must be greater.
-fn counter_advances(stored: u32, presented: u32) -> Result<(), VerifyError> {
+/// (The one place this rule lives: the broker's enrolment uses it too.)
+pub fn counter_advances(stored: u32, presented: u32) -> Result<(), VerifyError> {
     if (stored != 0 || presented != 0) && presented <= stored {
         return Err(AssertionError::CounterRegressed { stored, presented }.into());
     }
