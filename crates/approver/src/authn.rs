@@ -211,14 +211,7 @@ impl<'a> Authenticators<'a> {
                 "only P-256 (ES256) keys are supported".into(),
             ));
         }
-        let public_key = CredentialJwk {
-            kty: "EC".into(),
-            crv: "P-256".into(),
-            x: b64url(&key.x),
-            y: b64url(&key.y),
-            alg: Some("ES256".into()),
-        };
-        public_key.to_key()?;
+        let public_key = CredentialJwk::p256_checked(&key.x, &key.y)?;
         Ok(RegisteredCredential {
             id: b64url(&credential.cred_id),
             public_key,

@@ -399,8 +399,5 @@ pub fn acknowledge(
 }
 
 fn idempotency_key() -> String {
-    use rand_core::RngCore as _;
-    let mut bytes = [0u8; 16];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    countersign_protocol::hash::b64url(&bytes)
+    countersign_protocol::hash::random_b64url::<16>()
 }

@@ -87,10 +87,10 @@ impl Vault {
 
     /// A fresh device key, stored under a new name that is returned with it.
     pub fn new_device_key(&self) -> Result<(String, DeviceSigningKey)> {
-        use rand_core::RngCore as _;
-        let mut bytes = [0u8; 12];
-        rand_core::OsRng.fill_bytes(&mut bytes);
-        let name = format!("device-key/{}", countersign_protocol::hash::b64url(&bytes));
+        let name = format!(
+            "device-key/{}",
+            countersign_protocol::hash::random_b64url::<12>()
+        );
         let key = DeviceSigningKey::generate();
         self.put(&name, key.secret().as_ref())?;
         Ok((name, key))

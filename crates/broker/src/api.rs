@@ -15,6 +15,7 @@ use countersign_protocol::api::{
     ApprovalTicket, EvaluationContext, EvaluationRequest, EvaluationResponse, Outcome,
     RedeemRequest, RedeemResponse, RequestStatus,
 };
+use countersign_protocol::hash::random_b64url;
 use countersign_protocol::json::Limits;
 use countersign_protocol::spiffe::SpiffeId;
 use countersign_protocol::{ActionRequest, PendingAction, Presentation};
@@ -160,7 +161,7 @@ async fn evaluate(
     let to_ts = |t| Timestamp::from_unix(t).map_err(ApiError::from);
     let pending = PendingAction::new(
         PendingParts {
-            id: format!("pa_{}", random_id()),
+            id: format!("pa_{}", random_b64url::<12>()),
             created_at: to_ts(now)?,
             expires_at: to_ts(now + state.config.pending_ttl_secs)?,
             audience,
@@ -359,12 +360,4 @@ async fn openapi() -> Response {
         crate::openapi::render(),
     )
         .into_response()
-}
-
-/// 96 random bits, base64url.
-pub fn random_id() -> String {
-    use rand_core::RngCore as _;
-    let mut bytes = [0u8; 12];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    countersign_protocol::hash::b64url(&bytes)
 }

@@ -19,7 +19,6 @@ use countersign_protocol::registry::ApproverEntry;
 use countersign_protocol::webauthn::{RelyingParty, verify_assertion};
 use serde::Deserialize;
 
-use crate::api::random_id;
 use crate::config::secret_hash;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::{ApproverCall, ApproverJson, Body, IdPath, SMALL, StrictQuery, json_body};
@@ -97,7 +96,7 @@ pub(crate) async fn pair(
     body.device_key.validate()?;
     body.credential.validate()?;
     let entry = ApproverEntry {
-        id: format!("apr_{}", random_id()),
+        id: format!("apr_{}", countersign_protocol::hash::random_b64url::<12>()),
         // Set from the code when it is used.
         owner: "(pairing)".into(),
         device_keys: vec![body.device_key],

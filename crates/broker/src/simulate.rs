@@ -194,10 +194,7 @@ pub fn demo_catalog() -> Vec<ToolConfig> {
 
 /// A 256-bit random secret, base64url.
 pub fn random_secret() -> String {
-    use rand_core::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    countersign_protocol::hash::b64url(&bytes)
+    countersign_protocol::hash::random_b64url::<32>()
 }
 
 /// What happened to one simulated call.
@@ -461,9 +458,15 @@ impl SimulatedAgent {
     }
 
     fn audience_of(&self, grant: &str) -> anyhow::Result<String> {
-        let payload = grant.split('.').nth(1).context("grant is not a JWS")?;
-        let bytes = countersign_protocol::hash::b64url_decode(payload).context("grant payload")?;
-        let claims: Value = serde_json::from_slice(&bytes)?;
+        let compact =
+            countersign_protocol::jws::split(grant, countersign_protocol::verify::MAX_GRANT_BYTES)?;
+        let payload = compact
+            .payload()
+            .context("grant payload is not base64url")?;
+        let claims = countersign_protocol::json::parse_value(
+            &payload,
+            countersign_protocol::json::Limits::GRANT,
+        )?;
         claims["aud"]
             .as_str()
             .map(str::to_owned)

@@ -184,15 +184,7 @@ fn credential_key(attestation_object: &[u8]) -> Result<CredentialJwk, DevAuthent
     let (Some(Cbor::Bytes(x)), Some(Cbor::Bytes(y))) = (int(-2), int(-3)) else {
         return Err(bad("no coordinates"));
     };
-    let jwk = CredentialJwk {
-        kty: "EC".into(),
-        crv: "P-256".into(),
-        x: b64url(x),
-        y: b64url(y),
-        alg: Some("ES256".into()),
-    };
-    jwk.to_key().map_err(|e| bad(&e.to_string()))?;
-    Ok(jwk)
+    CredentialJwk::p256_checked(x, y).map_err(|e| bad(&e.to_string()))
 }
 
 /// A complete development approver: a device key, a software authenticator with one enrolled

@@ -8,13 +8,13 @@
 use std::fmt;
 
 use ed25519_dalek::Signer as _;
-use rand_core::{OsRng, RngCore as _};
+use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::action::{ActorChain, AuthorizationDetail, PendingAction};
 use crate::error::{MintError, ParseError};
-use crate::hash::{ActionHash, b64url, canonical_sha256};
+use crate::hash::{ActionHash, canonical_sha256, random_b64url};
 use crate::registry::DeviceJwk;
 use crate::webauthn::WebAuthnAssertion;
 
@@ -138,8 +138,6 @@ impl GrantDraft {
                 cap: MAX_LIFETIME_SECS,
             });
         }
-        let mut jti = [0u8; 16];
-        OsRng.fill_bytes(&mut jti);
         Self::from_claims(ApprovalClaims {
             iss: issuer.approver_id.clone(),
             sub: issuer.owner.clone(),
@@ -148,7 +146,7 @@ impl GrantDraft {
             iat: options.now,
             nbf: options.now,
             exp: options.now + options.lifetime_secs,
-            jti: b64url(&jti),
+            jti: random_b64url::<16>(),
             txn: pending.id.clone(),
             act: pending.actor.to_act_claim(),
             cnf: options.confirmation,
@@ -192,14 +190,9 @@ impl GrantDraft {
             webauthn: assertion,
         };
         let header = serde_json::json!({"alg": GRANT_ALG, "kid": signer.kid(), "typ": GRANT_TYP});
-        let header = serde_json::to_vec(&header).map_err(|e| MintError::Signer(e.to_string()))?;
         let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Signer(e.to_string()))?;
-        let signing_input = format!("{}.{}", b64url(&header), b64url(&payload));
-        let signature = signer.sign(signing_input.as_bytes())?;
-        Ok(Grant {
-            token: format!("{signing_input}.{}", b64url(&signature)),
-            claims,
-        })
+        let token = crate::jws::compose(&header, &payload, |input| signer.sign(input))?;
+        Ok(Grant { token, claims })
     }
 }
 

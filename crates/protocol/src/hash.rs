@@ -92,6 +92,14 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
 
+/// `N` bytes from the OS random source, base64url: ids, `jti`s, idempotency keys.
+pub fn random_b64url<const N: usize>() -> String {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; N];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    b64url(&bytes)
+}
+
 /// Verifies a JWS Ed25519 signature (base64url) over `signing_input`, with the strict checks of
 /// RFC 8032 (canonical S, no small-order keys or points).
 pub fn verify_ed25519(

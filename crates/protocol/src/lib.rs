@@ -91,6 +91,7 @@ pub mod error;
 pub mod grant;
 pub mod hash;
 pub mod json;
+pub mod jws;
 pub mod proof;
 pub mod registry;
 pub mod replay;

@@ -7,15 +7,14 @@
 //! checks method, URL, time (±60 s), body hash and signature here, and remembers `jti`s to refuse
 //! replays.
 
-use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::grant::{DeviceSigningKey, GRANT_ALG, GrantSigner as _, MAX_SKEW_SECS};
-use crate::hash::{b64url, b64url_decode};
-use crate::json::{self, Limits};
+use crate::hash::{b64url, random_b64url};
+use crate::json;
+use crate::jws;
 use crate::registry::{ApproverRegistry, DeviceJwk};
 
 /// The JOSE `typ` of a request proof.
@@ -109,25 +108,28 @@ pub struct ProofRequest<'a> {
 
 /// Signs a proof for one request.
 pub fn sign_proof(key: &DeviceSigningKey, approver_id: &str, request: &ProofRequest<'_>) -> String {
-    let mut jti = [0u8; 16];
-    OsRng.fill_bytes(&mut jti);
     let claims = ProofClaims {
         iss: approver_id.to_owned(),
         htm: request.method.to_ascii_uppercase(),
         htu: target_uri(request.url),
         iat: request.now,
-        jti: b64url(&jti),
+        jti: random_b64url::<16>(),
         bh: body_hash(request.body),
     };
     let header = serde_json::json!({"alg": GRANT_ALG, "kid": key.kid(), "typ": PROOF_TYP});
-    let input = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(&serde_json::to_vec(&claims).unwrap_or_default())
-    );
-    let signature = key.sign_bytes(input.as_bytes());
-    format!("{input}.{}", b64url(&signature))
+    // A struct of strings and integers always serialises.
+    let payload = serde_json::to_vec(&claims).unwrap_or_default();
+    let signed = jws::compose(&header, &payload, |input| {
+        Ok::<_, std::convert::Infallible>(key.sign_bytes(input))
+    });
+    match signed {
+        Ok(token) => token,
+        Err(never) => match never {},
+    }
 }
+
+/// The largest request proof accepted, in bytes.
+const MAX_PROOF_BYTES: usize = 8192;
 
 /// A proof that verified: who sent it, and the `jti` to remember until `iat` + skew passes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,42 +178,22 @@ fn split_checked(
     request: &ProofRequest<'_>,
     key_for: impl FnOnce(&str) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(String, ProofClaims), ProofError> {
-    if token.len() > 8192 {
-        return Err(ProofError::Malformed("too long".into()));
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProofError::Malformed("not a compact JWS".into()));
-    };
-    let limits = Limits {
-        max_bytes: 4096,
-        max_depth: 4,
-    };
-    let header = b64url_decode(h)
-        .and_then(|raw| json::parse_value(&raw, limits).ok())
-        .ok_or_else(|| ProofError::Malformed("header".into()))?;
-    if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP)
-        || header.get("alg").and_then(Value::as_str) != Some(GRANT_ALG)
-        || header.get("crit").is_some()
-    {
-        return Err(ProofError::WrongType);
-    }
-    let kid = header
-        .get("kid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let compact =
+        jws::split(token, MAX_PROOF_BYTES).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    compact
+        .check_header(PROOF_TYP, GRANT_ALG)
+        .map_err(|_| ProofError::WrongType)?;
+    let kid = compact.kid().to_owned();
     let key = key_for(&kid).ok_or(ProofError::UnknownKey)?;
-    let input = &token[..h.len() + 1 + p.len()];
-    if !crate::hash::verify_ed25519(&key, input.as_bytes(), s) {
+    if !compact.verify_ed25519(&key) {
         return Err(ProofError::BadSignature);
     }
-    let claims: ProofClaims = b64url_decode(p)
+    let claims: ProofClaims = compact
+        .payload()
         .ok_or_else(|| ProofError::Malformed("payload".into()))
         .and_then(|raw| {
-            json::from_slice(&raw, limits).map_err(|e| ProofError::Malformed(e.to_string()))
+            json::from_slice(&raw, jws::HEADER_LIMITS)
+                .map_err(|e| ProofError::Malformed(e.to_string()))
         })?;
     if !claims.htm.eq_ignore_ascii_case(request.method) || claims.htu != target_uri(request.url) {
         return Err(ProofError::WrongRequest);

@@ -11,8 +11,9 @@ use crate::error::{AssertionError, ParseError, VerifyError};
 use crate::grant::{
     ApprovalClaims, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS, MAX_SKEW_SECS,
 };
-use crate::hash::{b64url_decode, canonical_value_sha256};
+use crate::hash::canonical_value_sha256;
 use crate::json::{self, Limits};
+use crate::jws::{self, HeaderRefusal, JwsError};
 use crate::registry::ApproverRegistry;
 use crate::replay::{ConsumeError, ReplayStore, SignCounterStore};
 use crate::webauthn::{RelyingParty, WebAuthnAssertion, verify_assertion};
@@ -148,59 +149,35 @@ impl GrantVerifier {
         now: i64,
         sender_constraint: bool,
     ) -> Result<VerifiedGrant, VerifyError> {
-        let token = presentation.grant;
-        if token.len() > MAX_GRANT_BYTES {
-            return Err(VerifyError::Malformed(format!(
-                "over {MAX_GRANT_BYTES} bytes"
-            )));
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(VerifyError::Malformed(
-                "not three dot-separated parts".into(),
-            ));
-        };
+        let compact = jws::split(presentation.grant, MAX_GRANT_BYTES).map_err(|e| match e {
+            JwsError::TooLarge(n) => VerifyError::Malformed(format!("over {n} bytes")),
+            JwsError::NotCompact => VerifyError::Malformed("not three dot-separated parts".into()),
+            other => VerifyError::Malformed(other.to_string()),
+        })?;
 
         // 1–3. Header: exact typ, alg from the allowlist, key by kid from the pinned registry.
         // jku, x5u, jwk and x5c are never read.
-        let header = decode_object(
-            header_b64,
-            Limits {
-                max_bytes: 4096,
-                max_depth: 4,
-            },
-        )
-        .map_err(|e| VerifyError::Malformed(format!("header: {e}")))?;
-        if header.get("typ").and_then(Value::as_str) != Some(GRANT_TYP) {
-            return Err(VerifyError::WrongType);
-        }
-        match header.get("alg").and_then(Value::as_str) {
-            Some(GRANT_ALG) => {}
-            other => {
-                return Err(VerifyError::AlgorithmNotAllowed(
-                    other.unwrap_or("").to_owned(),
-                ));
-            }
-        }
-        if header.contains_key("crit") {
-            return Err(VerifyError::Malformed("header has crit parameters".into()));
-        }
-        let kid = header.get("kid").and_then(Value::as_str).unwrap_or("");
+        compact
+            .check_header(GRANT_TYP, GRANT_ALG)
+            .map_err(|refusal| match refusal {
+                HeaderRefusal::WrongType => VerifyError::WrongType,
+                HeaderRefusal::Algorithm(alg) => VerifyError::AlgorithmNotAllowed(alg),
+                _ => VerifyError::Malformed("header has crit parameters".into()),
+            })?;
+        let kid = compact.kid();
         let (approver, key) = self
             .registry
             .key(kid)
             .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
 
         // 4. Signature over the JWS signing input.
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        if !crate::hash::verify_ed25519(key, signing_input.as_bytes(), signature_b64) {
+        if !compact.verify_ed25519(key) {
             return Err(VerifyError::BadSignature);
         }
 
         // The payload, parsed strictly; the challenge is the hash of it without `webauthn`.
-        let mut payload = decode_object(payload_b64, Limits::GRANT).map_err(VerifyError::Claims)?;
+        let mut payload =
+            payload_object(compact.payload(), Limits::GRANT).map_err(VerifyError::Claims)?;
         let webauthn = payload
             .remove("webauthn")
             .ok_or_else(|| VerifyError::Claims(ParseError::invalid("webauthn", "missing")))?;
@@ -298,8 +275,11 @@ impl GrantVerifier {
     }
 }
 
-fn decode_object(part: &str, limits: Limits) -> Result<serde_json::Map<String, Value>, ParseError> {
-    let bytes = b64url_decode(part).ok_or_else(|| ParseError::Json("not base64url".into()))?;
+fn payload_object(
+    bytes: Option<Vec<u8>>,
+    limits: Limits,
+) -> Result<serde_json::Map<String, Value>, ParseError> {
+    let bytes = bytes.ok_or_else(|| ParseError::Json("not base64url".into()))?;
     match json::parse_value(&bytes, limits)? {
         Value::Object(map) => Ok(map),
         _ => Err(ParseError::Schema("not a JSON object".into())),

@@ -168,11 +168,26 @@ impl CredentialJwk {
     /// The JWK of a P-256 public key.
     pub fn from_key(key: &VerifyingKey) -> Self {
         let point = key.to_encoded_point(false);
+        Self::p256(
+            point.x().map(|x| &x[..]).unwrap_or_default(),
+            point.y().map(|y| &y[..]).unwrap_or_default(),
+        )
+    }
+
+    /// The ES256 JWK of the P-256 point (`x`, `y`), checked to lie on the curve: the one
+    /// place a credential key is built, whatever it was read from (a COSE key, a registration).
+    pub fn p256_checked(x: &[u8], y: &[u8]) -> Result<Self, ParseError> {
+        let jwk = Self::p256(x, y);
+        jwk.to_key()?;
+        Ok(jwk)
+    }
+
+    fn p256(x: &[u8], y: &[u8]) -> Self {
         Self {
             kty: "EC".into(),
             crv: "P-256".into(),
-            x: b64url(point.x().map(|x| &x[..]).unwrap_or_default()),
-            y: b64url(point.y().map(|y| &y[..]).unwrap_or_default()),
+            x: b64url(x),
+            y: b64url(y),
             alg: Some("ES256".into()),
         }
     }
