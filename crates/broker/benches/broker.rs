@@ -182,7 +182,8 @@ impl Approver {
 
     fn proof(&self, method: &str, path: &str, body: &[u8]) -> String {
         let url = format!("{}{path}", self.url);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
         sign_proof(
             &self.dev.device,
             &self.id,
@@ -299,7 +300,7 @@ async fn redemption() {
     let mut approver = Approver::pair(&broker, &owner(0)).await;
     let http = reqwest::Client::new();
     let mut work = Vec::with_capacity(GRANTS);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
     // Pending items from the broker, grants from the real ceremony (not timed).
     let list: Value = {
         for n in 0..GRANTS {

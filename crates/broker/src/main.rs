@@ -256,7 +256,8 @@ fn approvers(config: &Config, command: ApproversCommand) -> anyhow::Result<()> {
                     entry.id
                 );
             }
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now =
+                countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
             match store.update_approver(&entry, now)? {
                 countersign_broker::store::UpdateOutcome::Updated => {
                     println!("removed {credential} from {}", entry.id);
@@ -273,7 +274,7 @@ fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
         bail!("--owner must name the human who owns the approver");
     }
     let store = SqliteStore::open(&config.database)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
     let code = countersign_broker::approver::issue_pairing_code(
         &store,
         owner,

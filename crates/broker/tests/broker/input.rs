@@ -205,7 +205,8 @@ async fn unsigned_stale_replayed_and_foreign_proofs_are_refused() {
             method: "GET",
             url: &url,
             body: b"",
-            now: time::OffsetDateTime::now_utc().unix_timestamp() - 600,
+            now: countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock)
+                - 600,
         },
     );
     let stale = http

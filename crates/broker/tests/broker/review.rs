@@ -19,7 +19,7 @@ use crate::support::{
 };
 
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock)
 }
 
 /// Redeems `grant` for `action` at the payments gateway: the status and the refusal code.

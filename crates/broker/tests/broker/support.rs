@@ -245,7 +245,8 @@ impl TestApprover {
     }
 
     pub fn proof(&self, method: &str, path: &str, body: &[u8]) -> String {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
         let url = format!("{}{path}", self.url);
         sign_proof(
             &self.dev.device,
@@ -337,7 +338,8 @@ impl TestApprover {
 
     /// A real grant for `pending`, made here and never sent to the broker.
     pub fn grant_for(&mut self, pending: &countersign_protocol::PendingAction) -> String {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now =
+            countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
         let draft = GrantDraft::new(pending, &self.dev.issuer, GrantOptions::at(now)).unwrap();
         self.dev.sign(draft).unwrap().token().to_owned()
     }
