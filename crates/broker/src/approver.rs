@@ -454,7 +454,7 @@ pub(crate) async fn revoke(
     call: ApproverCall,
 ) -> ApiResult<axum::Json<RequestView>> {
     let owner = call.proof.owner;
-    match crate::store::Store::revoke(state.store.as_ref(), &id, &owner, state.now())? {
+    match crate::store::Requests::revoke(state.store.as_ref(), &id, &owner, state.now())? {
         Some((request, event)) => {
             state.publish(&owner, event);
             Ok(axum::Json(request.view))

@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use countersign_broker::config::{Config, secret_hash};
 use countersign_broker::simulate::{FleetSecrets, run_fleet};
-use countersign_broker::store::{SqliteStore, Store as _};
+use countersign_broker::store::{Agents as _, Registry as _, SqliteStore};
 
 #[derive(Debug, Parser)]
 #[command(

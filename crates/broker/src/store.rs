@@ -155,8 +155,8 @@ pub struct AgentState {
     pub quarantined: bool,
 }
 
-/// The broker's storage.
-pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
+/// Requests and their state changes, each written with the event that reports it.
+pub trait Requests {
     /// Holds `new`, or merges it into a pending item of the same agent with the same action
     /// hash; refuses a new item when its owner has `max_pending` unexpired pending items.
     fn hold(&self, new: &NewPending, max_pending: u32, now: i64) -> Result<HoldOutcome>;
@@ -192,8 +192,17 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
     ) -> Result<Option<(StoredRequest, ApproverEvent)>>;
     /// Expires every pending item whose time has passed.
     fn expire_due(&self, now: i64) -> Result<Vec<(StoredRequest, ApproverEvent)>>;
+    /// How many unexpired pending items `owner` has.
+    fn pending_count(&self, owner: &str, now: i64) -> Result<u32>;
+    /// Removes what retention no longer keeps.
+    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged>;
+}
+
+/// The approvers' event streams (the event id is the stream's id).
+pub trait Events {
     fn events_after(&self, owner: &str, after: i64, limit: usize) -> Result<Vec<ApproverEvent>>;
     fn last_event_id(&self, owner: &str) -> Result<i64>;
+    /// An event about an agent rather than a request (suspended, quarantined, …).
     fn agent_event(
         &self,
         owner: &str,
@@ -202,7 +211,10 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
         detail: &str,
         now: i64,
     ) -> Result<ApproverEvent>;
+}
 
+/// Pairing codes and the approver registry.
+pub trait Registry {
     fn add_pairing_code(&self, code_hash: &str, owner: &str, expires_at: i64) -> Result<()>;
     /// Whether a pairing code is known, unused and unexpired (nothing is written).
     fn pairing_code_valid(&self, code_hash: &str, now: i64) -> Result<bool>;
@@ -217,11 +229,10 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
     fn approvers(&self) -> Result<Vec<ApproverEntry>>;
     /// A number that changes whenever any approver changes (so every instance reloads).
     fn registry_version(&self) -> Result<i64>;
-    /// How many unexpired pending items `owner` has.
-    fn pending_count(&self, owner: &str, now: i64) -> Result<u32>;
-    /// Removes what retention no longer keeps.
-    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged>;
+}
 
+/// What guards approver calls: request-proof ids seen, and the answers to idempotency keys.
+pub trait Calls {
     /// Remembers a request-proof `jti`; false if it was seen.
     fn fresh_proof(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool>;
     fn idempotent(&self, approver: &str, key: &str) -> Result<Option<(u16, String)>>;
@@ -233,7 +244,10 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
         body: &str,
         now: i64,
     ) -> Result<()>;
+}
 
+/// Agents' standing: suspension, and quarantine after repeated denials.
+pub trait Agents {
     fn agent_state(&self, agent: &str) -> Result<AgentState>;
     fn set_suspended(&self, agent: &str, suspended: bool) -> Result<()>;
     /// Releases suspension and quarantine, and forgets past denials.
@@ -241,6 +255,26 @@ pub trait Store: ReplayStore + SignCounterStore + Send + Sync + Debug {
     /// Records a denial; quarantines the agent when `threshold` denials fall in `window`.
     /// Returns whether it was quarantined now.
     fn record_denial(&self, agent: &str, now: i64, window: i64, threshold: u32) -> Result<bool>;
+}
+
+/// The broker's storage: every part, from one backend.
+pub trait Store:
+    Requests + Events + Registry + Calls + Agents + ReplayStore + SignCounterStore + Send + Sync + Debug
+{
+}
+
+impl<T> Store for T where
+    T: Requests
+        + Events
+        + Registry
+        + Calls
+        + Agents
+        + ReplayStore
+        + SignCounterStore
+        + Send
+        + Sync
+        + Debug
+{
 }
 
 mod sqlite;
