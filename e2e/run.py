@@ -61,8 +61,8 @@ class Session:
     def type(self, el, text):
         call("POST", self.p(f"/element/{el}/value"), {"text": text})
 
-    def script(self, js, *args):
-        return call("POST", self.p("/execute/sync"), {"script": js, "args": list(args)})
+    def script(self, js, *args, timeout=60):
+        return call("POST", self.p("/execute/sync"), {"script": js, "args": list(args)}, timeout=timeout)
 
     def wait(self, what, f, timeout=60):
         until = time.time() + timeout
@@ -288,8 +288,12 @@ def hostile(s):
     assert folded is not None, "the 200 KB value is folded, with a way to see all of it"
     s.shot("review-hostile-light")
     s.click(folded)
-    shown = s.script("return Math.max(...[...document.querySelectorAll('table.arguments td')].map(td => td.textContent.length))")
+    # Laying out 200 KB without a break opportunity takes the webview a few seconds on a quiet
+    # machine and much longer on a loaded one; the script runs once it is done.
+    started = time.time()
+    shown = s.script("return Math.max(...[...document.querySelectorAll('table.arguments td')].map(td => td.textContent.length))", timeout=600)
     assert shown >= 200_000, shown
+    print(f"hostile: the 200 KB value shown whole in {time.time() - started:.1f} s")
     assert s.script("return window.__pwned === undefined") is True, "agent markup must never run"
     s.click(s.button("Deny"))
     s.type(s.wait("the reason field", lambda: s.find_all(".deny-form input"))[0], "prompt injection")
