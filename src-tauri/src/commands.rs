@@ -4,81 +4,62 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use countersign_approver::Filter;
 use countersign_approver::authn::Kind;
 use countersign_approver::client::DecisionOutcome;
-use countersign_approver::display::Review;
-use countersign_approver::engine::Engine;
+use countersign_approver::engine::{Engine, Opened, Via};
+use countersign_approver::history::ExportFormat;
 use countersign_approver::outbox::Queued;
-use countersign_approver::{EntryKind, Filter};
 use countersign_protocol::api::Decision;
 use tauri::{AppHandle, Manager as _, Runtime, State};
 use tauri_plugin_autostart::ManagerExt as _;
 
+use crate::events::changed;
 use crate::ipc::{
     AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, Exported, HistoryEntry,
     HistoryRow, Integrity, ItemDetail, PendingItem, Settings,
 };
 use crate::link::PairLink;
-use crate::state::{AppState, GuiPrompt, Shared, changed, pending_count};
+use crate::state::{AppState, GuiPrompt, Shared, pending_count};
+
+include!("command_names.rs");
 
 type Reply<T> = Result<T, CommandError>;
 
 /// Every command, for `invoke_handler`.
 pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![
-        pending,
-        item,
-        approve,
-        deny,
-        submit_pin,
-        history,
-        verify_history,
-        settings,
-        set_privacy,
-        pause_notifications,
-        pair,
-        remove_broker,
-        add_authenticator,
-        rename_authenticator,
-        remove_authenticator,
-        set_autostart,
-        take_pair_link,
-        export_history,
-    ]
+    macro_rules! generate {
+        ($($name:ident),* $(,)?) => {
+            tauri::generate_handler![$($name),*]
+        };
+    }
+    with_commands!(generate)
 }
 
-include!("command_names.rs");
-
 fn pending_items(engine: &Engine) -> Reply<Vec<PendingItem>> {
-    let items = engine.history().list(&Filter {
-        status: Some("pending".into()),
-        limit: 10_000,
-        ..Filter::default()
-    })?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let Some((pending, status)) = engine.history().item(&item.id)? else {
-            continue;
-        };
-        let review = Review::of(&pending, &status);
-        out.push(PendingItem {
-            id: review.id,
-            agent: review.agent,
-            tool: review.tool,
-            intent: review.intent,
+    Ok(engine
+        .pending()?
+        .into_iter()
+        .map(|p| PendingItem {
+            id: p.review.id,
+            agent: p.review.agent,
+            tool: p.review.tool,
+            intent: p.review.intent,
             // What the broker's catalog says the tool touches (what policy decided on), not
             // the agent's claim.
-            classification: review.catalog.map(|c| c.classification).unwrap_or_default(),
-            policy_id: review.policy_id,
-            merged: item.merged,
-            created_at: pending.created_at.unix(),
-            expires_at: pending.expires_at.unix(),
-            fingerprint: review.fingerprint,
-            hidden_characters: review.hidden_characters,
-        });
-    }
-    out.sort_by_key(|p| (p.expires_at, p.created_at));
-    Ok(out)
+            classification: p
+                .review
+                .catalog
+                .map(|c| c.classification)
+                .unwrap_or_default(),
+            policy_id: p.review.policy_id,
+            merged: p.merged,
+            created_at: p.created_at,
+            expires_at: p.expires_at,
+            fingerprint: p.review.fingerprint,
+            hidden_characters: p.review.hidden_characters,
+        })
+        .collect())
 }
 
 /// What waits for a decision, soonest expiry first.
@@ -90,23 +71,11 @@ async fn pending(state: State<'_, Shared>) -> Reply<Vec<PendingItem>> {
 /// Everything about one item; viewing a pending item is recorded.
 #[tauri::command]
 async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
-    let mut engine = state.0.engine.lock().await;
-    let (pending, status) = engine
-        .history()
-        .item(&id)?
-        .ok_or_else(|| countersign_approver::Error::UnknownItem(id.clone()))?;
-    // The first look at a pending item is recorded; refreshes of an open review are not.
-    let mut entries = engine.history().entries(&id)?;
-    if status == "pending" && !entries.iter().any(|e| e.kind == "viewed") {
-        let now = engine.now();
-        entries.push(engine.history_mut().record(
-            &id,
-            EntryKind::Viewed,
-            serde_json::json!({"via": "app"}),
-            now,
-        )?);
-    }
-    let review = Review::of(&pending, &status);
+    let Opened {
+        review,
+        entries,
+        expires_at: expires_at_unix,
+    } = state.0.engine.lock().await.open_item(&id, Via::App)?;
     let history = entries
         .into_iter()
         .map(|e| HistoryEntry {
@@ -144,7 +113,7 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
         audience: review.audience,
         requested_at: review.requested_at,
         expires_at: review.expires_at,
-        expires_at_unix: pending.expires_at.unix(),
+        expires_at_unix,
         fingerprint: review.fingerprint,
         hash_matches: review.hash_matches,
         hidden_characters: review.hidden_characters,
@@ -353,38 +322,20 @@ async fn export_history<R: Runtime>(
     state: State<'_, Shared>,
     format: String,
 ) -> Reply<Exported> {
-    let extension = match format.as_str() {
-        "jsonl" | "csv" => format.as_str(),
-        other => {
-            return Err(CommandError::new(
-                "bad_format",
-                format!("unknown export format {other:?}: jsonl or csv"),
-            ));
-        }
-    };
+    let format: ExportFormat = format.parse()?;
     let dir = app
         .path()
         .download_dir()
         .or_else(|_| app.path().home_dir())
         .map_err(|e| CommandError::new("export_failed", e))?;
-    let io = |e: std::io::Error| CommandError::new("export_failed", e);
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(&dir).map_err(|e| CommandError::new("export_failed", e))?;
     let engine = state.0.engine.lock().await;
-    let stamp = engine.now();
-    let path = dir.join(format!("countersign-history-{stamp}.{extension}"));
-    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    let entries = {
-        let mut out = std::io::BufWriter::new(file.as_file_mut());
-        let entries = if extension == "csv" {
-            engine.history().export_csv(&mut out)?
-        } else {
-            engine.history().export_jsonl(&mut out)?
-        };
-        std::io::Write::flush(&mut out).map_err(io)?;
-        entries
-    };
-    file.as_file().sync_all().map_err(io)?;
-    file.persist_noclobber(&path).map_err(|e| io(e.error))?;
+    let path = dir.join(format!(
+        "countersign-history-{}.{}",
+        engine.now(),
+        format.extension()
+    ));
+    let entries = engine.history().export_to(format, &path, false)?;
     Ok(Exported {
         path: path.display().to_string(),
         entries,

@@ -5,14 +5,15 @@
 pub mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod events;
 pub mod ipc;
 pub mod link;
 pub mod state;
 #[cfg(test)]
 mod tests;
 mod tray;
+mod window;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tauri::{Manager as _, Runtime};
@@ -44,18 +45,6 @@ fn with_commands<R: Runtime>(builder: tauri::Builder<R>, demo: bool) -> tauri::B
 /// The argument a login start passes: the window stays hidden.
 const AUTOSTART_ARG: &str = "--autostart";
 
-/// The profile directory: `$COUNTERSIGN_HOME`, or the platform's data directory.
-fn profile_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("COUNTERSIGN_HOME") {
-        return Some(PathBuf::from(home));
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .or_else(|| std::env::var_os("APPDATA").map(PathBuf::from))?;
-    Some(base.join("countersign"))
-}
-
 /// Runs the app until it quits.
 #[expect(
     clippy::print_stderr,
@@ -80,9 +69,10 @@ pub fn run() {
         .plugin(tauri_plugin_deep_link::init());
     let builder = with_commands(builder, demo).setup(move |app| {
         let state = open_state(demo)?;
+        let paused_until = state.paused_until.clone();
         app.manage(Shared(state));
         links(app);
-        tray::install(app.handle())?;
+        tray::install(app.handle(), paused_until)?;
         state::start_following(app.handle().clone());
         if hidden && let Some(window) = app.get_webview_window("main") {
             window.hide()?;
@@ -132,7 +122,7 @@ fn offer_link<R: Runtime>(app: &tauri::AppHandle<R>, url: &str) {
     {
         *slot = Some(parsed);
     }
-    show(app);
+    window::show(app);
     let _ = app.emit("pair-link", ());
 }
 
@@ -143,18 +133,9 @@ fn open_state(demo: bool) -> Result<Arc<AppState>, String> {
         #[cfg(not(feature = "demo"))]
         return Err("this build has no demo mode (feature `demo`)".into());
     }
-    let dir = profile_dir().ok_or("no profile directory: set COUNTERSIGN_HOME or HOME")?;
+    let dir = countersign_approver::engine::default_profile_dir().map_err(|e| e.to_string())?;
     let profile = std::env::var("COUNTERSIGN_PROFILE").unwrap_or_else(|_| "default".into());
     let engine =
         countersign_approver::engine::Engine::open(&dir, &profile).map_err(|e| e.to_string())?;
     Ok(Arc::new(AppState::new(engine, false)))
-}
-
-/// Shows the main window (from the tray, a second instance, or a notification).
-pub fn show<R: Runtime>(app: &tauri::AppHandle<R>) {
-    if let Some(window) = app.get_webview_window("main") {
-        let _ = window.show();
-        let _ = window.unminimize();
-        let _ = window.set_focus();
-    }
 }

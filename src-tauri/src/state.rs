@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use countersign_approver::authn::Prompt;
 use countersign_approver::client::Delivery;
-use countersign_approver::engine::Engine;
+use countersign_approver::engine::{Connection, Engine};
 use countersign_approver::notify::{DesktopNotifier, Notifier};
 use tauri::{Emitter as _, Manager as _, Runtime};
 
-use crate::ipc::Changed;
+use crate::events::changed;
 
 /// Shared state, as managed by Tauri.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct AppState {
     /// Notifications show only "Approval requested".
     pub privacy: AtomicBool,
     /// Unix seconds until which notifications are paused.
-    pub paused_until: AtomicI64,
+    pub paused_until: Arc<AtomicI64>,
     pub demo: bool,
     /// Brokers with a live stream.
     pub connected: Mutex<HashSet<String>>,
@@ -50,7 +50,7 @@ impl AppState {
         Self {
             engine: tokio::sync::Mutex::new(engine),
             privacy: AtomicBool::new(privacy),
-            paused_until: AtomicI64::new(0),
+            paused_until: Arc::new(AtomicI64::new(0)),
             demo,
             connected: Mutex::new(HashSet::new()),
             pin: Mutex::new(None),
@@ -85,7 +85,7 @@ impl AppState {
         let app = app.clone();
         let notifier = DesktopNotifier::new(self.privacy.load(Ordering::Relaxed)).on_open(
             Arc::new(move |item: &str| {
-                crate::show(&app);
+                crate::window::show(&app);
                 let _ = app.emit("open-item", item);
             }),
         );
@@ -104,12 +104,6 @@ pub fn pending_count(engine: &Engine) -> u32 {
         .unwrap_or(0)
 }
 
-/// Tells the UI and the tray that something changed.
-pub fn changed<R: Runtime>(app: &tauri::AppHandle<R>, pending: u32) {
-    let _ = app.emit("changed", Changed { pending });
-    crate::tray::set_pending(app, pending);
-}
-
 /// Follows every paired broker in the background: applies what arrives, notifies, expires,
 /// sends queued decisions after each reconnection, and tells the UI. Called again (after a
 /// pairing), it replaces the previous follower: one stream per broker, always.
@@ -119,14 +113,14 @@ pub fn start_following<R: Runtime>(app: tauri::AppHandle<R>) {
     };
     let state = shared.clone();
     let task = tauri::async_runtime::spawn(async move {
-        let clients = match shared.engine.lock().await.clients() {
-            Ok(clients) => clients,
+        let followed = shared.engine.lock().await.follow();
+        let mut rx = match followed {
+            Ok(rx) => rx,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach the brokers");
                 return;
             }
         };
-        let mut rx = countersign_approver::client::follow_all(clients);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
@@ -163,40 +157,24 @@ async fn apply<R: Runtime>(
     delivery: Delivery,
 ) {
     let mut engine = shared.engine.lock().await;
-    let result = match delivery {
-        Delivery::Reconciled(listing) => {
-            shared.set_connected(broker, true);
-            let client = engine
-                .clients()
-                .map(|c| c.into_iter().find(|c| c.base() == broker));
-            match client {
-                Ok(Some(client)) => match engine.reconcile(&client, listing).await {
-                    Ok(report) => {
-                        for failed in report.failed {
-                            tracing::warn!(%broker, item = %failed.item, error = %failed.error, "an item from the broker was refused");
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
+    match engine.apply_delivery(broker, delivery).await {
+        Ok(applied) => {
+            match &applied.connection {
+                Some(Connection::Up) => shared.set_connected(broker, true),
+                Some(Connection::Down { reason, retry_in }) => {
+                    shared.set_connected(broker, false);
+                    tracing::info!(%broker, %reason, ?retry_in, "disconnected");
+                }
+                None => {}
+            }
+            for failed in &applied.not_taken {
+                tracing::warn!(%broker, item = %failed.item, error = %failed.error, "an item from the broker was refused");
+            }
+            if let Some(e) = &applied.deferred {
+                tracing::info!(%broker, error = %e, "decisions stay queued");
             }
         }
-        Delivery::Event(event) => engine.apply_event(broker, &event).map(drop),
-        Delivery::Unreadable(unreadable) => {
-            tracing::warn!(%broker, item = %unreadable.item, reason = %unreadable.reason, "an item from the broker was refused");
-            Ok(())
-        }
-        Delivery::Disconnected { reason, retry_in } => {
-            shared.set_connected(broker, false);
-            tracing::info!(%broker, %reason, ?retry_in, "disconnected");
-            Ok(())
-        }
-    };
-    if let Err(e) = result {
-        // A refused item (too large, too deep) is logged; the app goes on.
-        tracing::warn!(%broker, error = %e, "an item from the broker was refused");
+        Err(e) => tracing::warn!(%broker, error = %e, "applying what the broker sent failed"),
     }
     shared.notify(app, &mut engine);
     let pending = pending_count(&engine);

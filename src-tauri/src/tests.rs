@@ -434,3 +434,34 @@ fn typescript_bindings_do_not_drift() {
         "ui/src/lib/bindings is stale for {stale:?}: run `UPDATE_BINDINGS=1 cargo test -p countersign-desktop bindings` and commit"
     );
 }
+
+/// The capability grants the main window exactly the declared commands (and listening to the
+/// app's events): a command added without its permission would be denied at run time, one
+/// granted but not declared would be a door nobody watches.
+#[test]
+fn the_capability_grants_exactly_the_declared_commands() {
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/capabilities/default.json"
+    ))
+    .unwrap();
+    let capability: Value = serde_json::from_str(&file).unwrap();
+    let mut granted: Vec<String> = capability["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    granted.sort();
+    let mut expected: Vec<String> = crate::commands::COMMANDS
+        .iter()
+        .map(|name| format!("allow-{}", name.replace('_', "-")))
+        .chain([
+            "core:event:allow-listen".into(),
+            "core:event:allow-unlisten".into(),
+        ])
+        .collect();
+    expected.sort();
+    assert_eq!(granted, expected);
+    assert_eq!(capability["windows"], json!(["main"]));
+}

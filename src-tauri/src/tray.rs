@@ -1,17 +1,20 @@
 //! The tray icon: the pending count, and a menu to open the window, pause notifications, or
 //! quit. (On Linux the count shows as the icon's title where the panel supports it.)
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use tauri::menu::{Menu, MenuItem};
 use tauri::tray::TrayIconBuilder;
-use tauri::{AppHandle, Manager as _, Runtime};
-
-use crate::state::Shared;
+use tauri::{AppHandle, Runtime};
 
 const TRAY: &str = "countersign";
 
-pub(crate) fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+/// Installs the tray icon; pausing from its menu sets `paused_until` (Unix seconds).
+pub(crate) fn install<R: Runtime>(
+    app: &AppHandle<R>,
+    paused_until: Arc<AtomicI64>,
+) -> tauri::Result<()> {
     let open = MenuItem::with_id(app, "open", "Open Countersign", true, None::<&str>)?;
     let pause = MenuItem::with_id(
         app,
@@ -26,18 +29,16 @@ pub(crate) fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
     let mut builder = TrayIconBuilder::with_id(TRAY)
         .menu(&menu)
         .tooltip("Countersign")
-        .on_menu_event(|app, event| match event.id().as_ref() {
+        .on_menu_event(move |app, event| match event.id().as_ref() {
             "open" => show_main(app),
             "pause" | "resume" => {
-                if let Some(shared) = app.try_state::<Shared>() {
-                    let until = if event.id().as_ref() == "pause" {
-                        now() + 3600
-                    } else {
-                        0
-                    };
-                    shared.0.paused_until.store(until, Ordering::Relaxed);
-                    tracing::info!(until, "notifications paused until");
-                }
+                let until = if event.id().as_ref() == "pause" {
+                    now() + 3600
+                } else {
+                    0
+                };
+                paused_until.store(until, Ordering::Relaxed);
+                tracing::info!(until, "notifications paused until");
             }
             "quit" => app.exit(0),
             _ => {}
@@ -50,7 +51,7 @@ pub(crate) fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
 }
 
 pub(crate) fn show_main<R: Runtime>(app: &AppHandle<R>) {
-    crate::show(app);
+    crate::window::show(app);
 }
 
 /// Shows the pending count on the tray icon.

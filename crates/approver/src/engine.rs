@@ -9,7 +9,9 @@
 mod authenticators;
 mod brokers;
 mod deciding;
+mod following;
 mod receiving;
+mod reviewing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,12 +23,27 @@ use crate::error::{Error, Result};
 use crate::history::History;
 use crate::vault::Vault;
 
-pub use authenticators::Enrolled;
-pub use brokers::Paired;
+pub use crate::history::{Enrolled, Paired};
+pub use following::{Applied, Connection};
 pub use receiving::{Change, Flushed, ItemError, RECEIVE_LIMITS, SyncReport};
+pub use reviewing::{Opened, PendingReview, Via};
 
 /// The keyring name of the history's anchored head.
 const HEAD_SECRET: &str = "history-head";
+
+/// The profile directory when none is given: `$COUNTERSIGN_HOME`, else `countersign` in the
+/// platform's data directory (`$XDG_DATA_HOME`, `~/.local/share`, or `%APPDATA%`).
+pub fn default_profile_dir() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os("COUNTERSIGN_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .or_else(|| std::env::var_os("APPDATA").map(PathBuf::from))
+        .map(|base| base.join("countersign"))
+        .ok_or(Error::NoProfileDir)
+}
 
 /// One profile.
 #[derive(Debug)]

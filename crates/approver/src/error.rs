@@ -66,6 +66,10 @@ pub enum Error {
          for grants there); try again when they are reachable"
     )]
     BrokersNotTold { brokers: String },
+    #[error("no profile directory: set COUNTERSIGN_HOME (or --home), or HOME")]
+    NoProfileDir,
+    #[error("unknown export format {0:?}: jsonl or csv")]
+    BadExportFormat(String),
     #[error("not a usable broker address: {0}")]
     BadUrl(String),
     #[error("not a SHA-256 certificate fingerprint: {0:?} (64 hex digits, colons allowed)")]
@@ -117,6 +121,8 @@ impl Error {
             Self::ApproverIdReused { .. } => "approver_id_reused",
             Self::ItemCollision { .. } => "item_collision",
             Self::BrokersNotTold { .. } => "brokers_not_told",
+            Self::NoProfileDir => "no_profile_dir",
+            Self::BadExportFormat(_) => "bad_format",
             Self::BadUrl(_) => "bad_url",
             Self::BadFingerprint(_) => "bad_fingerprint",
             Self::Notification(_) => "notification",

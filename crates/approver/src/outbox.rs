@@ -15,12 +15,12 @@ use countersign_protocol::registry::{ApproverEntry, RegisteredCredential, Regist
 use countersign_protocol::replay::{MemoryCounterStore, MemoryReplayStore};
 use countersign_protocol::webauthn::WebAuthnAssertion;
 use countersign_protocol::{ApproverRegistry, DeviceSigningKey, GrantVerifier, VerifierConfig};
-use rusqlite::{OptionalExtension as _, params};
 use serde_json::json;
 
 use crate::client::{BrokerClient, DecisionOutcome};
 use crate::error::{Error, Result};
-use crate::history::{EntryKind, History, record_in};
+pub use crate::history::Queued;
+use crate::history::{Answer, EntryKind, History};
 
 /// An authenticator the owner verifies with (a security key, a platform authenticator, or the
 /// development software authenticator). PIN, touch and user-verification prompts happen inside.
@@ -29,18 +29,6 @@ pub trait Authenticator {
     fn credential(&self) -> &RegisteredCredential;
     /// A user-verified assertion over `challenge`.
     fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion>;
-}
-
-/// A decision waiting in (or sent from) the outbox.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Queued {
-    pub item: String,
-    pub broker: String,
-    pub idempotency_key: String,
-    pub decision: Decision,
-    pub acked: bool,
-    /// The broker refused it for good (see [`reject`]); the item is open again.
-    pub rejected: bool,
 }
 
 /// What became of one queued decision that was sent.
@@ -167,16 +155,7 @@ fn enqueue(
     detail: serde_json::Value,
     now: i64,
 ) -> Result<Queued> {
-    let key = idempotency_key();
-    history.transaction(|tx| {
-        let broker: String = tx.query_row("SELECT broker FROM items WHERE id = ?1", [item], |r| r.get(0))?;
-        tx.execute(
-            "INSERT INTO outbox (item, broker, idempotency_key, decision, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![item, broker, key, serde_json::to_string(decision)?, now],
-        )?;
-        record_in(tx, item, kind, detail, now)?;
-        Ok(Queued { item: item.to_owned(), broker, idempotency_key: key.clone(), decision: decision.clone(), acked: false, rejected: false })
-    })
+    history.enqueue(item, decision, &idempotency_key(), (kind, detail), now)
 }
 
 /// The decision already taken here for `item`, when it is the same kind as the one asked for
@@ -186,7 +165,7 @@ fn enqueue(
 /// grant only once it can no longer be redeemed anywhere (its `exp` plus the verifiers' skew),
 /// so that two live grants for one item never exist, whatever the broker claims.
 fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Result<Option<Queued>> {
-    let Some(queued) = queued(history, item)? else {
+    let Some(queued) = history.queued(item)? else {
         return Ok(None);
     };
     if queued.rejected {
@@ -202,13 +181,7 @@ fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Resu
                 });
             }
         }
-        history.transaction(|tx| {
-            tx.execute(
-                "DELETE FROM outbox WHERE item = ?1 AND outcome = 'rejected'",
-                [item],
-            )?;
-            Ok(())
-        })?;
+        history.clear_rejected(item)?;
         return Ok(None);
     }
     if matches!(queued.decision, Decision::Approve { .. }) == approving {
@@ -217,46 +190,6 @@ fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Resu
     Err(Error::NotPending {
         item: item.to_owned(),
         status: if approving { "denied" } else { "approved" }.to_owned(),
-    })
-}
-
-/// The queued decision for `item`, if any.
-pub fn queued(history: &mut History, item: &str) -> Result<Option<Queued>> {
-    history.transaction(|tx| {
-        type Row = (String, String, String, Option<i64>, Option<String>);
-        let row: Option<Row> = tx
-            .query_row(
-                "SELECT broker, idempotency_key, decision, acked_at, outcome FROM outbox WHERE item = ?1",
-                [item],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        row.map(|(broker, key, decision, acked, outcome)| {
-            Ok(Queued {
-                item: item.to_owned(),
-                broker,
-                idempotency_key: key,
-                decision: serde_json::from_str(&decision)?,
-                acked: acked.is_some(),
-                rejected: outcome.as_deref() == Some(REJECTED),
-            })
-        })
-        .transpose()
-    })
-}
-
-/// Every decision not yet acknowledged, oldest first (the order the ceremonies happened).
-pub fn unsent(history: &mut History) -> Result<Vec<Queued>> {
-    history.transaction(|tx| {
-        let mut stmt = tx.prepare(
-            "SELECT item, broker, idempotency_key, decision FROM outbox WHERE acked_at IS NULL ORDER BY created_at, rowid",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
-        rows.map(|row| {
-            let (item, broker, key, decision) = row?;
-            Ok(Queued { item, broker, idempotency_key: key, decision: serde_json::from_str(&decision)?, acked: false, rejected: false })
-        })
-        .collect()
     })
 }
 
@@ -269,7 +202,8 @@ pub async fn flush(
     now: i64,
 ) -> Result<Vec<(String, Sent)>> {
     let mut done = Vec::new();
-    for queued in unsent(history)?
+    for queued in history
+        .unsent()?
         .into_iter()
         .filter(|q| q.broker == client.base())
     {
@@ -303,8 +237,6 @@ pub async fn send(
     }
 }
 
-const REJECTED: &str = "rejected";
-
 /// Records that the broker refused the decision for `item` for good, in one transaction: the
 /// outbox row is closed and, if the item still shows that decision, a `rejected` entry opens it
 /// again (an item refused on arrival goes back to `refused`). Nothing changes when the row was
@@ -316,45 +248,7 @@ pub fn reject(history: &mut History, item: &str, error: &Error, now: i64) -> Res
         _ => None,
     };
     let detail = json!({"rejected": true, "status": status, "code": error.code(), "message": error.to_string()});
-    history.transaction(|tx| {
-        let decision: Option<String> = tx
-            .query_row(
-                "SELECT decision FROM outbox WHERE item = ?1 AND acked_at IS NULL",
-                [item],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(decision) = decision else {
-            return Ok(());
-        };
-        tx.execute(
-            "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
-            params![now, REJECTED, item],
-        )?;
-        let ours = match serde_json::from_str::<Decision>(&decision)? {
-            Decision::Approve { .. } => "approved",
-            Decision::Deny { .. } => "denied",
-        };
-        let current: String =
-            tx.query_row("SELECT status FROM items WHERE id = ?1", [item], |r| {
-                r.get(0)
-            })?;
-        if current != ours {
-            return Ok(());
-        }
-        let first: String = tx.query_row(
-            "SELECT kind FROM entries WHERE item = ?1 ORDER BY seq LIMIT 1",
-            [item],
-            |r| r.get(0),
-        )?;
-        let kind = if first == "refused" {
-            EntryKind::Refused
-        } else {
-            EntryKind::Rejected
-        };
-        record_in(tx, item, kind, detail, now)?;
-        Ok(())
-    })
+    history.reject(item, detail, now)
 }
 
 /// Until when the newest grant made here for `item` can be redeemed by a verifier that allows
@@ -385,17 +279,11 @@ pub fn acknowledge(
     outcome: &DecisionOutcome,
     now: i64,
 ) -> Result<()> {
-    let text = match outcome {
-        DecisionOutcome::Recorded(_) => "recorded",
-        DecisionOutcome::AlreadyDecided(_) => "already_decided",
+    let answer = match outcome {
+        DecisionOutcome::Recorded(_) => Answer::Recorded,
+        DecisionOutcome::AlreadyDecided(_) => Answer::AlreadyDecided,
     };
-    history.transaction(|tx| {
-        tx.execute(
-            "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3",
-            params![now, text, item],
-        )?;
-        Ok(())
-    })
+    history.acknowledge(item, answer, now)
 }
 
 fn idempotency_key() -> String {

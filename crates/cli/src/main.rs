@@ -9,11 +9,12 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use countersign_approver::authn::Kind;
-use countersign_approver::client::Delivery;
 use countersign_approver::display::Review;
-use countersign_approver::engine::{Change, Engine, Flushed};
+use countersign_approver::engine::{Applied, Change, Connection, Engine, Via, default_profile_dir};
+use countersign_approver::history::ExportFormat;
 use countersign_approver::notify::DesktopNotifier;
 use countersign_approver::{Error, Filter};
 use serde_json::json;
@@ -131,7 +132,7 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Export every entry instead of listing items.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = export_format())]
         export: Option<ExportFormat>,
         /// Where to write the export (default: standard output).
         #[arg(long)]
@@ -185,12 +186,6 @@ enum KindArg {
     Dev,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ExportFormat {
-    Jsonl,
-    Csv,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Out::new(cli.json);
@@ -209,18 +204,13 @@ fn main() -> ExitCode {
 }
 
 fn home(cli: &Cli) -> Result<PathBuf, Error> {
-    if let Some(home) = &cli.home {
-        return Ok(home.clone());
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .ok_or_else(|| {
-            Error::Io(std::io::Error::other(
-                "no profile directory: set --home, COUNTERSIGN_HOME or HOME",
-            ))
-        })?;
-    Ok(base.join("countersign"))
+    cli.home.clone().map_or_else(default_profile_dir, Ok)
+}
+
+/// `jsonl` or `csv`, listed in the help.
+fn export_format() -> impl TypedValueParser<Value = ExportFormat> {
+    clap::builder::PossibleValuesParser::new(["jsonl", "csv"])
+        .try_map(|s| s.parse::<ExportFormat>())
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
@@ -279,33 +269,18 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             .await;
         }
         Command::Show { id } => {
-            let (pending, status) = engine
-                .history()
-                .item(&id)?
-                .ok_or_else(|| Error::UnknownItem(id.clone()))?;
-            let review = Review::of(&pending, &status);
-            let entries = engine.history().entries(&id)?;
-            if status == "pending" {
-                let now = engine.now();
-                engine.history_mut().record(
-                    &id,
-                    countersign_approver::EntryKind::Viewed,
-                    json!({"via": "cli"}),
-                    now,
-                )?;
-            }
-            out.value(&json!({"review": review, "history": entries}), || {
-                output::review(&review, &entries)
-            });
+            let opened = engine.open_item(&id, Via::Cli)?;
+            out.value(
+                &json!({"review": opened.review, "history": opened.entries}),
+                || output::review(&opened.review, &opened.entries),
+            );
         }
         Command::Approve { id, with } => {
             // What is signed is shown first, in full: approving an ID never read is blind.
-            let (pending, status) = engine
-                .history()
-                .item(&id)?
-                .ok_or_else(|| Error::UnknownItem(id.clone()))?;
-            if status == "pending" {
-                out.note(&output::review(&Review::of(&pending, &status), &[]));
+            // Shown is viewed: the first look is recorded as it is for `show`.
+            let opened = engine.open_item(&id, Via::Cli)?;
+            if opened.review.status == "pending" {
+                out.note(&output::review(&opened.review, &[]));
                 out.note(&format!(
                     "\nApproving {}: your authenticator will ask you to confirm.",
                     countersign_approver::display::visible(&id)
@@ -338,19 +313,18 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             output: path,
         } => {
             if let Some(format) = export {
-                let mut sink: Box<dyn std::io::Write> = match &path {
-                    Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
-                    None => Box::new(std::io::stdout().lock()),
-                };
-                let rows = match format {
-                    ExportFormat::Jsonl => engine.history().export_jsonl(&mut sink)?,
-                    ExportFormat::Csv => engine.history().export_csv(&mut sink)?,
-                };
-                sink.flush()?;
-                if path.is_some() {
-                    out.value(&json!({"exported": rows}), || {
-                        format!("Exported {rows} entries.")
-                    });
+                match &path {
+                    Some(path) => {
+                        let rows = engine.history().export_to(format, path, true)?;
+                        out.value(&json!({"exported": rows}), || {
+                            format!("Exported {rows} entries.")
+                        });
+                    }
+                    None => {
+                        let mut stdout = std::io::stdout().lock();
+                        engine.history().export(format, &mut stdout)?;
+                        stdout.flush()?;
+                    }
                 }
             } else {
                 let items = engine.history().list(&Filter {
@@ -420,81 +394,52 @@ async fn authenticators(
     Ok(())
 }
 
-/// What applying one item from a broker changed. An item the engine will not take (too large,
-/// too deep) is reported and the rest go on; a local failure (the database) ends the command.
-fn taken(
-    out: &Out,
-    item: &str,
-    applied: Result<Option<Change>, Error>,
-) -> Result<Option<Change>, Error> {
-    match applied {
-        Err(e @ (Error::Protocol(_) | Error::Json(_) | Error::ItemCollision { .. })) => {
-            let item = countersign_approver::display::visible(item);
-            out.line(
-                &json!({"event": "not_taken", "item": item, "code": e.code(), "message": e.to_string()}),
-                || format!("item {item} not taken: {e}"),
-            );
-            Ok(None)
-        }
-        other => other,
+/// Renders what applying one delivery did: the connection, decisions delivered or refused,
+/// items not taken, then each change.
+fn applied(out: &Out, engine: &Engine, broker: &str, applied: &Applied) -> Result<(), Error> {
+    use countersign_approver::display::visible;
+    if let Some(Connection::Down { reason, retry_in }) = &applied.connection {
+        let reason = visible(reason);
+        out.line(&json!({"event": "disconnected", "broker": broker, "reason": reason, "retry_in_ms": retry_in.as_millis()}), || {
+            format!("{broker}: disconnected ({reason}); retrying in {} ms", retry_in.as_millis())
+        });
     }
-}
-
-/// Reports what a reconciliation did beyond changing items (those are returned): decisions
-/// delivered or refused, items not taken.
-fn reconciled(out: &Out, report: countersign_approver::engine::SyncReport) -> Vec<Change> {
-    let _ = flushed(
-        out,
-        Ok(Flushed {
-            delivered: report.delivered,
-            rejected: report.rejected,
-        }),
-    );
-    for failed in &report.failed {
-        let item = countersign_approver::display::visible(&failed.item);
-        let error = countersign_approver::display::visible(&failed.error);
+    for item in &applied.delivered {
+        out.line(&json!({"event": "delivered", "item": item}), || {
+            format!("delivered decision for {item}")
+        });
+    }
+    for rejected in &applied.rejected {
+        let item = visible(&rejected.item);
+        let error = visible(&rejected.error);
         out.line(
-            &json!({"event": "not_taken", "item": item, "message": error}),
+            &json!({"event": "rejected", "item": item, "code": rejected.code, "message": error}),
+            || {
+                format!(
+                    "decision for {item} refused by the broker ({error}); the item is open again"
+                )
+            },
+        );
+    }
+    if let Some(e) = &applied.deferred {
+        let message = visible(&e.to_string());
+        out.line(
+            &json!({"event": "queued", "code": e.code(), "message": message}),
+            || format!("{broker}: {message}"),
+        );
+    }
+    for failed in &applied.not_taken {
+        let item = visible(&failed.item);
+        let error = visible(&failed.error);
+        out.line(
+            &json!({"event": "not_taken", "item": item, "code": failed.code, "message": error}),
             || format!("item {item} not taken: {error}"),
         );
     }
-    report
-        .received
-        .into_iter()
-        .map(Change::Received)
-        .chain(report.refused.into_iter().map(Change::Refused))
-        .chain(report.updated.into_iter().map(Change::Updated))
-        .collect()
-}
-
-/// Reports what sending the outbox did; a temporary failure leaves the decisions queued.
-fn flushed(out: &Out, result: Result<Flushed, Error>) -> Result<(), Error> {
-    match result {
-        Ok(flushed) => {
-            for item in flushed.delivered {
-                out.line(&json!({"event": "delivered", "item": item}), || {
-                    format!("delivered decision for {item}")
-                });
-            }
-            for rejected in flushed.rejected {
-                let item = countersign_approver::display::visible(&rejected.item);
-                let error = countersign_approver::display::visible(&rejected.error);
-                out.line(
-                    &json!({"event": "rejected", "item": item, "message": error}),
-                    || format!("decision for {item} refused by the broker ({error}); the item is open again"),
-                );
-            }
-            Ok(())
-        }
-        Err(e) if e.is_transient() => {
-            out.line(
-                &json!({"event": "queued", "code": e.code(), "message": e.to_string()}),
-                || format!("decisions stay queued: {e}"),
-            );
-            Ok(())
-        }
-        Err(e) => Err(e),
+    for change in &applied.changes {
+        output::change(out, engine, change)?;
     }
+    Ok(())
 }
 
 /// Lists what is pending; with `live`, follows every broker until interrupted.
@@ -511,7 +456,7 @@ async fn pending(
     if let Some(notifier) = &notifier {
         engine.notify_pending(notifier)?;
     }
-    let pending = pending_reviews(engine)?;
+    let pending: Vec<Review> = engine.pending()?.into_iter().map(|p| p.review).collect();
     if !live {
         out.value(&pending, || output::pending(&pending));
         return Ok(output::sync_exit(&reports));
@@ -519,49 +464,14 @@ async fn pending(
     out.line(&json!({"event": "listing", "pending": pending}), || {
         output::pending(&pending)
     });
-    let mut rx = countersign_approver::client::follow_all(engine.clients()?);
+    let mut rx = engine.follow()?;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             delivery = rx.recv() => {
                 let Some((broker, delivery)) = delivery else { break };
-                let changes = match delivery {
-                    Delivery::Reconciled(listing) => {
-                        let Some(client) = engine.clients()?.into_iter().find(|c| c.base() == broker) else { continue };
-                        match engine.reconcile(&client, listing).await {
-                            Ok(report) => reconciled(out, report),
-                            Err(e) if e.is_transient() => {
-                                out.line(&json!({"event": "queued", "code": e.code(), "message": countersign_approver::display::visible(&e.to_string())}), || {
-                                    format!("{broker}: {}", countersign_approver::display::visible(&e.to_string()))
-                                });
-                                Vec::new()
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Delivery::Unreadable(unreadable) => {
-                        let item = countersign_approver::display::visible(&unreadable.item);
-                        let reason = countersign_approver::display::visible(&unreadable.reason);
-                        out.line(&json!({"event": "not_taken", "item": item, "message": reason}), || {
-                            format!("item {item} not taken: {reason}")
-                        });
-                        Vec::new()
-                    }
-                    Delivery::Event(event) => {
-                        let id = event.request.as_ref().map(|r| r.pending.id.clone()).unwrap_or_default();
-                        taken(out, &id, engine.apply_event(&broker, &event))?.into_iter().collect()
-                    }
-                    Delivery::Disconnected { retry_in, reason } => {
-                        let reason = countersign_approver::display::visible(&reason);
-                        out.line(&json!({"event": "disconnected", "broker": broker, "reason": reason, "retry_in_ms": retry_in.as_millis()}), || {
-                            format!("{broker}: disconnected ({reason}); retrying in {} ms", retry_in.as_millis())
-                        });
-                        Vec::new()
-                    }
-                };
-                for change in changes {
-                    output::change(out, engine, &change)?;
-                }
+                let done = engine.apply_delivery(&broker, delivery).await?;
+                applied(out, engine, &broker, &done)?;
                 if let Some(notifier) = &notifier {
                     engine.notify_pending(notifier)?;
                 }
@@ -590,20 +500,4 @@ fn hold_before_send() {
             std::thread::park();
         }
     }
-}
-
-fn pending_reviews(engine: &Engine) -> Result<Vec<Review>, Error> {
-    let items = engine.history().list(&Filter {
-        status: Some("pending".into()),
-        limit: 10_000,
-        ..Filter::default()
-    })?;
-    let mut reviews = Vec::with_capacity(items.len());
-    for item in items {
-        if let Some((pending, status)) = engine.history().item(&item.id)? {
-            reviews.push(Review::of(&pending, &status));
-        }
-    }
-    reviews.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
-    Ok(reviews)
 }

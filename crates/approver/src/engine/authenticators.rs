@@ -1,48 +1,20 @@
 //! Enrolling, listing, renaming and removing authenticators.
 
 use countersign_protocol::api::enrollment_challenge;
-use countersign_protocol::registry::RegisteredCredential;
-use rusqlite::params;
-use serde::Serialize;
 
 use crate::authn::{Kind, Prompt};
 use crate::error::{Error, Result};
+use crate::history::Enrolled;
 
 use super::Engine;
 
 /// The local user handle authenticators are registered for.
 const USER_HANDLE: &str = "countersign-owner";
 
-/// An enrolled authenticator.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Enrolled {
-    pub name: String,
-    pub kind: Kind,
-    pub credential: RegisteredCredential,
-    pub added_at: i64,
-}
-
 impl Engine {
     /// The enrolled authenticators, oldest first.
     pub fn authenticators(&self) -> Result<Vec<Enrolled>> {
-        self.history.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT name, kind, credential, added_at FROM authenticators ORDER BY added_at, rowid",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-            })?;
-            rows.map(|row| {
-                let (name, kind, credential, added_at) = row?;
-                Ok(Enrolled {
-                    name,
-                    kind: Kind::parse(&kind)?,
-                    credential: serde_json::from_str(&credential)?,
-                    added_at,
-                })
-            })
-            .collect()
-        })
+        self.history.authenticators()
     }
 
     /// The enrolled authenticator called `name` (or, with `None`, the first one enrolled).
@@ -109,13 +81,7 @@ impl Engine {
             credential,
             added_at: self.now(),
         };
-        self.history.transaction(|tx| {
-            tx.execute(
-                "INSERT INTO authenticators (name, kind, credential, added_at) VALUES (?1, ?2, ?3, ?4)",
-                params![enrolled.name, enrolled.kind.as_str(), serde_json::to_string(&enrolled.credential)?, enrolled.added_at],
-            )?;
-            Ok(())
-        })?;
+        self.history.add_authenticator(&enrolled)?;
         Ok(enrolled)
     }
 
@@ -125,13 +91,7 @@ impl Engine {
         if self.authenticators()?.iter().any(|a| a.name == new_name) {
             return Err(Error::DuplicateName(new_name));
         }
-        let changed = self.history.transaction(|tx| {
-            Ok(tx.execute(
-                "UPDATE authenticators SET name = ?1 WHERE name = ?2",
-                params![new_name, name],
-            )?)
-        })?;
-        if changed == 0 {
+        if !self.history.rename_authenticator(name, &new_name)? {
             return Err(Error::UnknownAuthenticator(name.to_owned()));
         }
         Ok(())
@@ -166,10 +126,7 @@ impl Engine {
                 brokers: untold.join(", "),
             });
         }
-        self.history.transaction(|tx| {
-            tx.execute("DELETE FROM authenticators WHERE name = ?1", [name])?;
-            Ok(())
-        })
+        self.history.delete_authenticator(name)
     }
 }
 

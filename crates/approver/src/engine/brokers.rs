@@ -2,50 +2,20 @@
 
 use countersign_protocol::api::enrollment_challenge;
 use countersign_protocol::hash::canonical_sha256;
-use rusqlite::params;
-use serde::Serialize;
 use serde_json::json;
 
 use crate::authn::Prompt;
 use crate::client::BrokerClient;
 use crate::error::{Error, Result};
+use crate::history::Paired;
 use crate::pin::Fingerprint;
 
 use super::Engine;
 
-/// A paired broker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Paired {
-    pub url: String,
-    pub approver_id: String,
-    pub owner: String,
-    pub added_at: i64,
-    /// The pinned certificate fingerprint (https brokers).
-    pub fingerprint: Option<String>,
-    /// The keyring name of this broker's own device key.
-    #[serde(skip)]
-    pub key: String,
-}
-
 impl Engine {
     /// The paired brokers.
     pub fn brokers(&self) -> Result<Vec<Paired>> {
-        self.history.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT url, approver_id, owner, added_at, pin, key FROM brokers ORDER BY added_at, rowid",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Paired {
-                    url: r.get(0)?,
-                    approver_id: r.get(1)?,
-                    owner: r.get(2)?,
-                    added_at: r.get(3)?,
-                    fingerprint: r.get(4)?,
-                    key: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.history.brokers()
     }
 
     pub(super) fn broker(&self, url: &str) -> Result<Paired> {
@@ -181,20 +151,7 @@ impl Engine {
             added_at: self.now(),
             key: key_name.to_owned(),
         };
-        self.history.transaction(|tx| {
-            tx.execute(
-                "INSERT INTO brokers (url, approver_id, owner, added_at, pin, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    paired.url,
-                    paired.approver_id,
-                    paired.owner,
-                    paired.added_at,
-                    paired.fingerprint,
-                    paired.key
-                ],
-            )?;
-            Ok(())
-        })?;
+        self.history.add_broker(&paired)?;
         Ok(paired)
     }
 
@@ -202,8 +159,7 @@ impl Engine {
     pub fn remove_broker(&mut self, url: &str) -> Result<()> {
         let url = url.trim_end_matches('/');
         let broker = self.broker(url)?;
-        self.history
-            .transaction(|tx| Ok(tx.execute("DELETE FROM brokers WHERE url = ?1", [url])?))?;
+        self.history.delete_broker(url)?;
         // The key shared by brokers paired before keys were per broker stays while any uses it.
         if !self.brokers()?.iter().any(|b| b.key == broker.key) {
             self.vault.delete(&broker.key)?;

@@ -43,7 +43,19 @@ pub struct SyncReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ItemError {
     pub item: String,
+    /// The error's stable code (see [`Error::code`]).
+    pub code: String,
     pub error: String,
+}
+
+impl ItemError {
+    pub(super) fn of(item: String, error: &Error) -> Self {
+        Self {
+            item,
+            code: error.code().to_owned(),
+            error: error.to_string(),
+        }
+    }
 }
 
 /// What sending the outbox to one broker did.
@@ -61,6 +73,16 @@ pub enum Change {
     Received(String),
     Refused(String),
     Updated(String),
+}
+
+impl From<Unreadable> for ItemError {
+    fn from(Unreadable { item, reason }: Unreadable) -> Self {
+        Self {
+            item,
+            code: "unreadable".into(),
+            error: reason,
+        }
+    }
 }
 
 impl Engine {
@@ -148,12 +170,7 @@ impl Engine {
     /// Marks pending items past their expiry as expired, locally (the broker does the same).
     pub fn expire(&mut self) -> Result<Vec<String>> {
         let now = self.now();
-        let due: Vec<String> = self.history.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT id FROM items WHERE status = 'pending' AND expires_at <= ?1")?;
-            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let due = self.history.due_to_expire(now)?;
         for id in &due {
             self.history
                 .record(id, EntryKind::Expired, json!({"source": "local"}), now)?;
@@ -163,15 +180,7 @@ impl Engine {
 
     /// Notifies each pending item once (recorded as `notified`); returns the items notified.
     pub fn notify_pending(&mut self, notifier: &dyn Notifier) -> Result<Vec<String>> {
-        let due: Vec<String> = self.history.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT i.id FROM items i WHERE i.status = 'pending' AND NOT EXISTS
-                   (SELECT 1 FROM entries e WHERE e.item = i.id AND e.kind = 'notified')
-                 ORDER BY i.created_at, i.rowid",
-            )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let due = self.history.unnotified()?;
         let mut done = Vec::new();
         for id in due {
             let Some((pending, _)) = self.history.item(&id)? else {
@@ -239,11 +248,8 @@ impl Engine {
         for view in &listing.requests {
             self.take(&broker, view, &mut report)?;
         }
-        for Unreadable { item, reason } in listing.unreadable {
-            report.failed.push(ItemError {
-                item,
-                error: reason,
-            });
+        for unreadable in listing.unreadable {
+            report.failed.push(unreadable.into());
         }
         // Brokers keep decided items for 30 days by default; older ones are no longer there.
         let since = self.now() - 30 * 86_400;
@@ -253,12 +259,7 @@ impl Engine {
             }
             match client.request(&id).await? {
                 Some(Ok(view)) => self.take(&broker, &view, &mut report)?,
-                Some(Err(Unreadable { item, reason })) => {
-                    report.failed.push(ItemError {
-                        item,
-                        error: reason,
-                    });
-                }
+                Some(Err(unreadable)) => report.failed.push(unreadable.into()),
                 // Gone at the broker (retention): local expiry still ends a pending item.
                 None => {}
             }
@@ -282,11 +283,10 @@ impl Engine {
             Ok(Some(Change::Updated(id))) => report.updated.push(id),
             Ok(None) => {}
             // One item the engine will not take must not stop the others.
-            Err(e @ (Error::Protocol(_) | Error::Json(_) | Error::ItemCollision { .. })) => {
-                report.failed.push(ItemError {
-                    item: view.pending.id.clone(),
-                    error: e.to_string(),
-                });
+            Err(e) if super::following::is_not_taken(&e) => {
+                report
+                    .failed
+                    .push(ItemError::of(view.pending.id.clone(), &e));
             }
             Err(e) => return Err(e),
         }
@@ -304,10 +304,7 @@ impl Engine {
                     self.settle(client.base(), &outcome)?;
                     flushed.delivered.push(item);
                 }
-                outbox::Sent::Rejected(e) => flushed.rejected.push(ItemError {
-                    item,
-                    error: e.to_string(),
-                }),
+                outbox::Sent::Rejected(e) => flushed.rejected.push(ItemError::of(item, &e)),
             }
         }
         Ok(flushed)

@@ -62,7 +62,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
     let mut history = History::open(&path).unwrap();
     let again = approve(&mut history, &mut p, &ticket.id, now()).unwrap();
     assert_eq!(again, queued);
-    assert_eq!(outbox::unsent(&mut history).unwrap().len(), 1);
+    assert_eq!(history.unsent().unwrap().len(), 1);
 
     // Sent, but the answer is lost (as if the process died right after sending) ...
     let first = p
@@ -75,7 +75,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
     let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
     assert_eq!(sent.len(), 1);
     assert!(matches!(&sent[0].1, outbox::Sent::Acknowledged(o) if **o == first));
-    assert!(outbox::unsent(&mut history).unwrap().is_empty());
+    assert!(history.unsent().unwrap().is_empty());
 
     // The agent receives exactly that grant, and the gateway redeems it once.
     let status = agent
@@ -150,7 +150,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
         matches!(late, Err(Error::NotPending { ref status, .. }) if status == "denied"),
         "{late:?}"
     );
-    let first = outbox::queued(&mut history, &ticket.id).unwrap().unwrap();
+    let first = history.queued(&ticket.id).unwrap().unwrap();
     assert!(matches!(first.decision, Decision::Deny { .. }));
     outbox::flush(&mut history, &p.client, now()).await.unwrap();
     let status = agent
@@ -200,7 +200,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
         "{sent:?}"
     );
     // ... which is recorded, does not block the queue, and opens the item again.
-    assert!(outbox::unsent(&mut history).unwrap().is_empty());
+    assert!(history.unsent().unwrap().is_empty());
     assert_eq!(history.item(stale).unwrap().unwrap().1, "pending");
     let kinds: Vec<String> = history
         .entries(stale)

@@ -79,7 +79,8 @@ async fn one_notification_per_item_with_details_or_privacy() {
             && body.is_empty()),
         "{all:?}"
     );
-    // The history records the notification.
+    // The history records the notification (and, as the app does, the first look at the item,
+    // which this very `show` is).
     let items = detailed.ok(&["pending"]).await;
     let id = items[0]["id"].as_str().unwrap().to_owned();
     let kinds: Vec<String> = detailed.ok(&["show", &id]).await["history"]
@@ -88,5 +89,5 @@ async fn one_notification_per_item_with_details_or_privacy() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(kinds, ["received", "notified"]);
+    assert_eq!(kinds, ["received", "notified", "viewed"]);
 }
