@@ -47,7 +47,7 @@ e2e:
 	npm --prefix ui run build
 	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
 	cp target/debug/countersign-desktop target/countersign-desktop-e2e
-	scripts/session.sh python3 e2e/run.py target/countersign-desktop-e2e
+	scripts/session.sh python3 tests/e2e/run.py target/countersign-desktop-e2e
 
 ## The same run, refreshing the README's screenshots in docs/screenshots/.
 screenshots:
@@ -69,7 +69,7 @@ measure-app:
 	$(CARGO) build --release --locked -p countersign-desktop --features demo,custom-protocol
 	cp target/release/countersign-desktop target/countersign-desktop-measure
 	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --manifest-path bench/minimal-tauri/Cargo.toml
-	scripts/session.sh python3 e2e/measure.py target/countersign-desktop-measure target/release/minimal-tauri
+	scripts/session.sh python3 tests/e2e/measure.py target/countersign-desktop-measure target/release/minimal-tauri
 
 ## Benchmarks: figures, never pass/fail.
 bench:

@@ -42,11 +42,11 @@ if [[ ! -d ui/node_modules ]] || [[ ui/package-lock.json -nt ui/node_modules/.pa
 fi
 
 # An independent WebAuthn relying party, JOSE and JCS in Python, for the interoperability test
-# of real grants (e2e/verify_grant.py); into target/, never system-wide.
+# of real grants (tests/e2e/verify_grant.py); into target/, never system-wide.
 if ! PYTHONPATH=target/python-deps python3 -c "import webauthn, rfc8785" 2>/dev/null; then
   echo "setup: installing the Python relying party used to check grants (target/python-deps)"
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-    --target target/python-deps -r e2e/requirements.txt
+    --target target/python-deps -r tests/e2e/requirements.txt
 fi
 
 if ! command -v cargo >/dev/null; then

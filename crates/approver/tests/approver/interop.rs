@@ -1,5 +1,5 @@
 //! Real grants, made by the engine exactly as the app makes them, checked by a second,
-//! independent implementation in another language (`e2e/verify_grant.py`: py_webauthn as the
+//! independent implementation in another language (`tests/e2e/verify_grant.py`: py_webauthn as the
 //! WebAuthn relying party with the exact origin, `cryptography` for the Ed25519 JWS, `rfc8785`
 //! for the hashes). A relying party that compares origins exactly accepts them; tampering is
 //! refused there too.
@@ -97,7 +97,7 @@ async fn real_grants_verify_with_an_independent_relying_party() {
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../e2e/verify_grant.py"
+            "/../../tests/e2e/verify_grant.py"
         ))
         .arg(&file)
         .env("PYTHONPATH", &deps)

@@ -20,7 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.environ.get("COUNTERSIGN_SCREENSHOTS") or os.path.join(ROOT, "target", "e2e-screenshots")
 PORT = int(os.environ.get("E2E_WEBDRIVER_PORT", "4446"))
 BASE = f"http://127.0.0.1:{PORT}"
