@@ -6,13 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::error::ParseError;
 use crate::hash::{ActionHash, canonical_sha256};
 use crate::json::{self, Limits};
 use crate::spiffe::SpiffeId;
+pub use crate::timestamp::Timestamp;
 
 /// The one RFC 9396 `authorization_details` type Countersign issues and accepts.
 pub const TOOL_CALL_TYPE: &str = "https://countersign.dev/tool-call";
@@ -29,9 +28,14 @@ const MAX_DETAILS: usize = 8;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Subject {
+    /// The subject's type (`type` on the wire), not blank, at most 256 bytes; the broker accepts
+    /// only `user`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The subject's id, not blank, at most 256 bytes; a grant covers the action only when this is
+    /// the grant's `sub`.
     pub id: String,
+    /// Further AuthZEN attributes of the subject, free-form; shown to the owner and hashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Map<String, Value>>,
 }
@@ -41,6 +45,7 @@ pub struct Subject {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
+    /// The agent's SPIFFE ID; the broker requires it to be the authenticated agent.
     pub id: SpiffeId,
     /// The agent that delegated to this one, and so on (RFC 8693 `act`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +57,9 @@ pub struct Actor {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActorChain {
+    /// The SPIFFE ID of the agent at this link.
     pub sub: SpiffeId,
+    /// The next link: the agent that delegated to this one, if any. A chain has at most 8 links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Box<ActorChain>>,
 }
@@ -85,7 +92,9 @@ impl Actor {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionName {
+    /// The action's name, not blank, at most 256 bytes (for MCP, `tools/call`).
     pub name: String,
+    /// Further AuthZEN attributes of the action, free-form; shown to the owner and hashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Map<String, Value>>,
 }
@@ -95,9 +104,13 @@ pub struct ActionName {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
+    /// The resource's type (`type` on the wire), not blank, at most 256 bytes; `tool` makes `id` a
+    /// tool name.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The resource's id, not blank, at most 256 bytes; for a `tool`, its name (see [`tool_name`]).
     pub id: String,
+    /// Further AuthZEN attributes of the resource, free-form; shown to the owner and hashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Map<String, Value>>,
 }
@@ -111,6 +124,7 @@ pub struct Context {
     pub intent: String,
     /// The tool call's arguments exactly as the tool will receive them.
     pub arguments: Map<String, Value>,
+    /// The data the agent says the call touches: its own claim, not the broker's catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataTouched>,
 }
@@ -120,7 +134,9 @@ pub struct Context {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataTouched {
+    /// The data domain, not blank, at most 256 bytes.
     pub domain: String,
+    /// The data classes, each not blank, at most 256 bytes.
     pub classification: Vec<String>,
 }
 
@@ -130,10 +146,15 @@ pub struct DataTouched {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
+    /// On whose behalf the agent acts.
     pub subject: Subject,
+    /// The agent that asked, with its delegation chain.
     pub actor: Actor,
+    /// What is attempted.
     pub action: ActionName,
+    /// What it is attempted on.
     pub resource: Resource,
+    /// Why and with what.
     pub context: Context,
 }
 
@@ -185,12 +206,19 @@ impl ActionRequest {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Status {
+    /// Waiting for the owner's decision.
     Pending,
+    /// Approved: the broker accepted a grant for it, not yet redeemed.
     Approved,
+    /// Denied by an approver.
     Denied,
+    /// Nobody decided before `expires_at`.
     Expired,
+    /// Cancelled; no further decision can be taken.
     Cancelled,
+    /// The gateway redeemed the grant.
     Redeemed,
+    /// The owner revoked the grant before it was redeemed.
     Revoked,
 }
 
@@ -219,12 +247,18 @@ impl Status {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationDetail {
+    /// Always [`TOOL_CALL_TYPE`] (`type` on the wire).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where the call may run: the pending action's audience, which a verifier requires to be its
+    /// own.
     pub locations: Vec<String>,
+    /// The action names allowed: the request's `action.name`.
     pub actions: Vec<String>,
+    /// The tool's data classes as the broker's catalog lists them, when it lists any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datatypes: Option<Vec<String>>,
+    /// The tool: the request's `resource.id` (not blank, at most 256 bytes).
     pub identifier: String,
 }
 
@@ -283,9 +317,13 @@ pub enum Delegation {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
+    /// Low risk.
     Low,
+    /// Medium risk.
     Medium,
+    /// High risk.
     High,
+    /// Critical risk.
     Critical,
 }
 
@@ -307,10 +345,13 @@ impl Risk {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolFacts {
+    /// The data domain the tool touches, not blank, at most 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// The data classes the tool touches: at most 8, each not blank, at most 256 bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classification: Vec<String>,
+    /// How much harm the tool can do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk: Option<Risk>,
 }
@@ -335,63 +376,10 @@ impl ToolFacts {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRef {
+    /// The policy's id, not blank, at most 256 bytes.
     pub id: String,
+    /// Why the policy held the call, in words; not blank, at most 4096 bytes.
     pub reason: String,
-}
-
-/// An RFC 3339 UTC timestamp that keeps its exact text, so re-encoding never changes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Timestamp {
-    text: String,
-    unix: i64,
-}
-
-impl Timestamp {
-    /// The timestamp for `unix` seconds.
-    pub fn from_unix(unix: i64) -> Result<Self, ParseError> {
-        let at = OffsetDateTime::from_unix_timestamp(unix)
-            .map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
-        let text = at
-            .format(&Rfc3339)
-            .map_err(|e| ParseError::invalid("timestamp", e.to_string()))?;
-        Ok(Self { text, unix })
-    }
-
-    /// Seconds since the Unix epoch.
-    pub fn unix(&self) -> i64 {
-        self.unix
-    }
-
-    /// The RFC 3339 text.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl TryFrom<String> for Timestamp {
-    type Error = ParseError;
-
-    fn try_from(text: String) -> Result<Self, ParseError> {
-        let at = OffsetDateTime::parse(&text, &Rfc3339)
-            .map_err(|e| ParseError::invalid("timestamp", format!("{text:?}: {e}")))?;
-        if !text.ends_with('Z') {
-            return Err(ParseError::invalid(
-                "timestamp",
-                format!("{text:?}: not UTC (Z)"),
-            ));
-        }
-        Ok(Self {
-            unix: at.unix_timestamp(),
-            text,
-        })
-    }
-}
-
-impl From<Timestamp> for String {
-    fn from(t: Timestamp) -> Self {
-        t.text
-    }
 }
 
 /// A held tool call, as the broker sends it to the owner's approvers.
@@ -399,19 +387,33 @@ impl From<Timestamp> for String {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PendingAction {
+    /// The pending action's id, not blank, at most 256 bytes; a grant for it carries it as `txn`.
     pub id: String,
+    /// When the broker held the call.
     pub created_at: Timestamp,
+    /// When the pending action expires if nobody decides; after `created_at`.
     pub expires_at: Timestamp,
+    /// The status when the pending action was created (`pending` when the broker builds it).
     pub status: Status,
     /// The one gateway that may redeem a grant for this action.
     pub audience: String,
+    /// On whose behalf the agent acts (bound by `action_hash`).
     pub subject: Subject,
+    /// The agent that asked, with its delegation chain (bound by `action_hash`).
     pub actor: Actor,
+    /// What is attempted (bound by `action_hash`).
     pub action: ActionName,
+    /// What it is attempted on (bound by `action_hash`).
     pub resource: Resource,
+    /// Why and with what (bound by `action_hash`).
     pub context: Context,
+    /// The RFC 9396 details a grant for this action carries: 1 to 8 objects of type
+    /// [`TOOL_CALL_TYPE`].
     pub authorization_details: Vec<AuthorizationDetail>,
+    /// `b64url(SHA-256(JCS({subject, actor, action, resource, context})))` of the fields above; no
+    /// grant is minted for an item whose hash does not match what it shows.
     pub action_hash: ActionHash,
+    /// The policy that held the call.
     pub policy: PolicyRef,
     /// How the broker knows `actor.act`: claimed by the agent (the default) or verified.
     #[serde(default)]
@@ -424,12 +426,21 @@ pub struct PendingAction {
 /// The fields of a new pending action that the broker chooses.
 #[derive(Clone, Debug)]
 pub struct PendingParts {
+    /// The pending action's id, not blank, at most 256 bytes.
     pub id: String,
+    /// When the broker held the call.
     pub created_at: Timestamp,
+    /// When the pending action expires if nobody decides; must be after `created_at`.
     pub expires_at: Timestamp,
+    /// The one gateway that may redeem a grant: an absolute http(s) URL without user info or
+    /// fragment, at most 256 bytes.
     pub audience: String,
+    /// The policy that held the call.
     pub policy: PolicyRef,
+    /// How the broker knows the delegation chain.
     pub delegation: Delegation,
+    /// The broker's catalog entry for the tool, if any; its classification becomes the details'
+    /// `datatypes`.
     pub catalog: Option<ToolFacts>,
 }
 

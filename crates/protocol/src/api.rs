@@ -13,7 +13,9 @@ use crate::webauthn::WebAuthnAssertion;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
+    /// The stable machine-readable code of the refusal (for example `not_found` or `expired`).
     pub code: String,
+    /// A sentence for people saying what went wrong; not meant to be parsed.
     pub message: String,
 }
 
@@ -24,10 +26,16 @@ pub struct ErrorBody {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
+    /// On whose behalf the agent acts: `type` must be `user` and `id` the agent's configured owner.
     pub subject: Subject,
+    /// What is attempted (for MCP, `tools/call`).
     pub action: ActionName,
+    /// What it is attempted on (for a tool, `type` `tool` and the tool name as `id`).
     pub resource: Resource,
+    /// The agent's intent and the call's arguments, shown to the owner and hashed.
     pub context: Context,
+    /// The agent and the delegation chain it claims; when present, `id` must be the authenticated
+    /// agent. When absent, the broker uses the authenticated agent with no chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
 }
@@ -36,7 +44,9 @@ pub struct EvaluationRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EvaluationResponse {
+    /// `true` only when policy allows the call; `false` when it denies it or requires approval.
     pub decision: bool,
+    /// Why, and for approval required, where to wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<EvaluationContext>,
 }
@@ -47,10 +57,13 @@ pub struct EvaluationResponse {
 pub struct EvaluationContext {
     /// `allow`, `deny` or `approval_required`.
     pub outcome: Outcome,
+    /// The id of the policy that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
+    /// The policy's reason for the decision, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Present when the outcome is approval required: the held request to wait on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalTicket>,
 }
@@ -60,8 +73,11 @@ pub struct EvaluationContext {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Policy lets the call run.
     Allow,
+    /// Policy refuses the call.
     Deny,
+    /// The call is held until the owner approves or denies it.
     ApprovalRequired,
 }
 
@@ -69,7 +85,9 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalTicket {
+    /// The held request's id; a grant for it carries it as `txn`.
     pub id: String,
+    /// When the request expires if nobody decides, RFC 3339 UTC.
     pub expires_at: String,
     /// Relative URL of the long-poll status endpoint.
     pub status_url: String,
@@ -81,12 +99,18 @@ pub struct ApprovalTicket {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RequestStatus {
+    /// The request's id.
     pub id: String,
+    /// Where the request stands.
     pub status: Status,
+    /// The grant (a compact JWS) for the gateway to redeem; present only while the status is
+    /// `approved`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The reason the approver gave, when the request was denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the request expires if nobody decides, RFC 3339 UTC.
     pub expires_at: String,
 }
 
@@ -95,8 +119,12 @@ pub struct RequestStatus {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedeemRequest {
+    /// The grant, a compact JWS, as the agent passed it on.
     pub grant: String,
+    /// The call the gateway is about to run; its action hash must be the grant's `action_hash`.
     pub action: ActionRequest,
+    /// RFC 9449 JWK SHA-256 thumbprint of the key the agent proved it holds, if any; must equal the
+    /// grant's `cnf.jkt` when the grant has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presenter_jkt: Option<String>,
 }
@@ -105,8 +133,11 @@ pub struct RedeemRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RedeemResponse {
+    /// Always `consumed`.
     pub status: String,
+    /// The id of the request the grant approved (its `txn` claim).
     pub txn: String,
+    /// The id of the consumed grant (its `jti` claim).
     pub jti: String,
 }
 
@@ -116,9 +147,13 @@ pub struct RedeemResponse {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PairRequest {
+    /// The one-time pairing code the owner was given; case and separators do not matter.
     pub code: String,
+    /// The device's Ed25519 public key; the request proof must be signed with it.
     pub device_key: DeviceJwk,
+    /// The device's first WebAuthn credential.
     pub credential: RegisteredCredential,
+    /// An optional name for the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -127,7 +162,9 @@ pub struct PairRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PairResponse {
+    /// The new approver's id, the `iss` of its grants.
     pub approver_id: String,
+    /// The owner the pairing code was issued for, the `sub` of the approver's grants.
     pub owner: String,
 }
 
@@ -137,7 +174,10 @@ pub struct PairResponse {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    /// The new WebAuthn credential to register for the calling approver.
     pub credential: RegisteredCredential,
+    /// An assertion by a credential already enrolled for this approver, over `enrollment_challenge`
+    /// of the new credential.
     pub assertion: WebAuthnAssertion,
 }
 
@@ -159,11 +199,17 @@ pub fn enrollment_challenge(
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Decision {
+    /// Approve the request with a grant minted for it.
     Approve {
+        /// The grant, a compact JWS whose `txn` is this request's id and whose `iss` is the
+        /// deciding approver.
         grant: String,
     },
+    /// Deny the request.
     Deny {
+        /// Why, returned to the agent; 1 to 2000 bytes once surrounding whitespace is trimmed.
         reason: String,
+        /// Also suspend the agent that asked (`false` when absent).
         #[serde(default)]
         suspend_agent: bool,
     },
@@ -173,12 +219,16 @@ pub enum Decision {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RequestView {
+    /// The pending action as the broker held it.
     pub pending: PendingAction,
     /// Current status (the embedded pending action keeps the status it was created with).
     pub status: Status,
+    /// How many identical requests this one stands for, itself included.
     pub merged: u32,
+    /// The reason the approver gave, when the request was denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The id of the approver that approved or denied the request, once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
 }
@@ -187,6 +237,7 @@ pub struct RequestView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RequestList {
+    /// The requests of this page, newest first.
     pub requests: Vec<RequestView>,
     /// The newest event id at the time of listing: resume the stream after it.
     pub last_event_id: i64,
@@ -204,8 +255,11 @@ pub const DEFAULT_PAGE: usize = 100;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Conflict {
+    /// Always `already_decided`.
     pub code: String,
+    /// A sentence naming the request's current status.
     pub message: String,
+    /// The request as it stands.
     pub request: RequestView,
 }
 
@@ -214,6 +268,7 @@ pub struct Conflict {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentRef {
+    /// The agent's id (its SPIFFE ID); it must be an agent of the calling approver's owner.
     pub agent: String,
 }
 
@@ -221,12 +276,17 @@ pub struct AgentRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApproverEvent {
+    /// The event's id; ids increase, and a stream resumes after the last one seen.
     pub id: i64,
+    /// What happened.
     pub kind: EventKind,
+    /// The request the event is about, for request events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestView>,
+    /// The agent the event is about, for agent events (quarantined, suspended, resumed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// A short explanation, for agent events (for example `suspended by its owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -241,14 +301,22 @@ pub enum EventKind {
     Pending,
     /// An identical request was merged into a pending one.
     Merged,
+    /// An approver approved a pending request.
     Approved,
+    /// An approver denied a pending request.
     Denied,
+    /// A pending request expired before anyone decided.
     Expired,
+    /// A request was cancelled.
     Cancelled,
     /// The gateway consumed the grant.
     Redeemed,
+    /// The owner revoked an approved grant before it was redeemed.
     Revoked,
+    /// An agent was quarantined after repeated denials.
     AgentQuarantined,
+    /// The owner suspended an agent.
     AgentSuspended,
+    /// The owner released a suspended or quarantined agent.
     AgentResumed,
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of the current time in Unix seconds.
 pub trait Clock: Send + Sync + Debug {
+    /// The current time, in Unix seconds.
     fn now(&self) -> i64;
 }
 
@@ -31,14 +32,17 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    /// A clock that shows `now` (Unix seconds).
     pub fn new(now: i64) -> Self {
         Self(AtomicI64::new(now))
     }
 
+    /// Sets the time shown to `now` (Unix seconds).
     pub fn set(&self, now: i64) {
         self.0.store(now, Ordering::SeqCst);
     }
 
+    /// Moves the time shown by `secs` seconds.
     pub fn advance(&self, secs: i64) {
         self.0.fetch_add(secs, Ordering::SeqCst);
     }

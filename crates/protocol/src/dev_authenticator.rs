@@ -25,8 +25,10 @@ use crate::webauthn::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevAuthenticatorError {
+    /// The software token failed a registration or authentication ceremony.
     #[error("authenticator: {0:?}")]
     Ceremony(webauthn_authenticator_rs::error::WebauthnCError),
+    /// The attestation object could not be read, or a credential id is not base64url.
     #[error("attestation object: {0}")]
     Attestation(String),
 }
@@ -191,9 +193,13 @@ fn credential_key(attestation_object: &[u8]) -> Result<CredentialJwk, DevAuthent
 /// credential, and its identity. Approving runs the real ceremony and mints a real grant.
 #[derive(Debug)]
 pub struct DevApprover {
+    /// The device's Ed25519 signing key.
     pub device: crate::DeviceSigningKey,
+    /// The software authenticator that holds the credential.
     pub authenticator: SoftAuthenticator,
+    /// The enrolled credential, as the registry holds it.
     pub credential: RegisteredCredential,
+    /// Who mints: the approver id, its owner and its broker.
     pub issuer: crate::grant::Issuer,
 }
 
@@ -201,8 +207,10 @@ pub struct DevApprover {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevApproveError {
+    /// The software authenticator failed.
     #[error(transparent)]
     Authenticator(#[from] DevAuthenticatorError),
+    /// Minting the grant failed.
     #[error(transparent)]
     Mint(#[from] crate::MintError),
 }

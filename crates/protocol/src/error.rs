@@ -6,23 +6,53 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// The document is longer than the limit.
     #[error("document is {actual} bytes, over the limit of {limit}")]
-    TooLarge { limit: usize, actual: usize },
+    TooLarge {
+        /// The largest accepted document, in bytes.
+        limit: usize,
+        /// The document's length, in bytes.
+        actual: usize,
+    },
+    /// Arrays and objects nest deeper than the limit.
     #[error("document nests deeper than {limit} levels")]
-    TooDeep { limit: usize },
+    TooDeep {
+        /// The deepest accepted nesting (the top level is depth 1).
+        limit: usize,
+    },
+    /// An object has the same key twice, at any depth.
     #[error("object has the key {key:?} twice")]
-    DuplicateKey { key: String },
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+    /// An integer is beyond ±(2^53−1), where some JSON readers would round it.
     #[error(
         "number {number} is outside the range every JSON implementation reads exactly \
          (±2^53-1); send it as a string"
     )]
-    InexactNumber { number: String },
+    InexactNumber {
+        /// The integer, as written.
+        number: String,
+    },
+    /// The bytes are not one well-formed JSON value (or, for a grant payload, not base64url);
+    /// holds why.
     #[error("malformed JSON: {0}")]
     Json(String),
+    /// The JSON does not fit the expected type (a missing, unknown or mistyped member); holds why.
     #[error("does not match the schema: {0}")]
     Schema(String),
+    /// A member has the right type but breaks a rule of its own (blank, too long, bad format).
     #[error("field `{field}`: {reason}")]
-    InvalidField { field: &'static str, reason: String },
+    InvalidField {
+        /// The member's path, such as `resource.id`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A typed document would not come back unchanged when re-encoded (a `null` for an absent
+    /// member, a default spelled out), or a value could not be written as canonical JSON; holds
+    /// why.
     #[error("not in canonical form: {0}")]
     NotCanonical(String),
 }
@@ -66,16 +96,28 @@ impl ParseError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MintError {
+    /// The pending action's `action_hash` is not the hash of what it shows.
     #[error("the pending action's action_hash does not match its contents")]
     ActionHashMismatch,
+    /// The pending action's `subject.id` is not the approver's owner.
     #[error("the pending action acts for someone other than the approver's owner")]
     SubjectNotOwner,
+    /// The requested lifetime is not positive, or is over the cap.
     #[error("grant lifetime of {requested} s is over the cap of {cap} s")]
-    LifetimeTooLong { requested: i64, cap: i64 },
+    LifetimeTooLong {
+        /// The lifetime asked for, in seconds.
+        requested: i64,
+        /// The largest lifetime allowed, in seconds.
+        cap: i64,
+    },
+    /// The assertion's challenge is unreadable or is not the hash of the draft's claims.
     #[error("the WebAuthn assertion was made for other claims")]
     AssertionForOtherClaims,
+    /// A document could not be read or canonicalised (such as the claims, to compute the
+    /// challenge).
     #[error("the pending action is malformed: {0}")]
     Parse(#[from] ParseError),
+    /// The signer failed, or the claims could not be serialised; holds why.
     #[error("signing failed: {0}")]
     Signer(String),
 }
@@ -84,50 +126,76 @@ pub enum MintError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// The token is over [`MAX_GRANT_BYTES`](crate::verify::MAX_GRANT_BYTES), not a compact JWS,
+    /// has an unreadable header, or a header that names `crit`; holds why.
     #[error("not a compact JWS: {0}")]
     Malformed(String),
+    /// The header's `typ` is not `countersign-grant+jwt`.
     #[error("header typ is not countersign-grant+jwt")]
     WrongType,
+    /// The header's `alg` is not `EdDSA`; holds the `alg` given (empty when there is none).
     #[error("algorithm {0:?} is not allowed")]
     AlgorithmNotAllowed(String),
+    /// The header's `kid` names no device key in the pinned registry; holds the `kid`.
     #[error("no registered device key has kid {0:?}")]
     UnknownKey(String),
+    /// The Ed25519 signature does not verify with the registered device key.
     #[error("JWS signature does not verify")]
     BadSignature,
+    /// The payload is not a strict JSON object of grant claims with a `webauthn` member.
     #[error("claims are malformed: {0}")]
     Claims(ParseError),
+    /// `iss` is not the approver that owns the signing key; holds the `iss`.
     #[error("issuer {0:?} is not the approver that owns the signing key")]
     UnknownIssuer(String),
+    /// `sub` is not the owner registered for the issuing approver.
     #[error("sub is not the owner registered for this approver")]
     WrongSubject,
+    /// `aud` is not this verifier's audience; holds the `aud`.
     #[error("audience {0:?} is not this verifier")]
     WrongAudience(String),
+    /// `broker` is not the broker this verifier trusts; holds the `broker`.
     #[error("the grant was accepted by broker {0:?}, not this verifier's broker")]
     WrongBroker(String),
+    /// The verifier's clock is before `nbf` or `iat` by more than the allowed skew.
     #[error("grant is not valid yet")]
     NotYetValid,
+    /// The verifier's clock is at or past `exp` plus the allowed skew.
     #[error("grant has expired")]
     Expired,
+    /// `nbf` is before `iat`, `exp` is not after `nbf`, or `exp - iat` is over the verifier's
+    /// lifetime cap.
     #[error("grant lifetime is over the cap or its times are inconsistent")]
     BadLifetime,
+    /// The presented action's hash is not the grant's `action_hash`.
     #[error("the presented action does not match the grant's action_hash")]
     ActionHashMismatch,
+    /// The presented action could not be canonicalised to compute its hash.
     #[error("the presented action is malformed: {0}")]
     Action(ParseError),
+    /// The presented action's `subject.id` is not the grant's `sub`.
     #[error("the presented action acts for someone other than the grant's sub")]
     SubjectMismatch,
+    /// The grant's `act` chain is not the presented actor followed by its delegation chain.
     #[error("the grant's act chain does not name the presented agent")]
     ActorMismatch,
+    /// `authorization_details` is empty, or an entry does not name the presented tool, action
+    /// name and this verifier's audience.
     #[error("the grant's authorization_details do not describe the presented call")]
     DetailsMismatch,
+    /// The embedded WebAuthn assertion was refused, or its sign counter did not advance.
     #[error("WebAuthn assertion refused: {0}")]
     Assertion(#[from] AssertionError),
+    /// The grant has `cnf.jkt`, and the presenter's key thumbprint is missing or different.
     #[error("the grant is bound to another key (cnf.jkt) than the presenter's")]
     ConfirmationMismatch,
+    /// The grant's `jti` was already consumed.
     #[error("the grant was already redeemed")]
     Replayed,
+    /// The grant's `jti` was revoked.
     #[error("the grant was revoked")]
     Revoked,
+    /// The replay or sign-counter store failed; holds why.
     #[error("the replay store is unavailable: {0}")]
     StoreUnavailable(String),
 }
@@ -193,34 +261,57 @@ impl VerifyError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AssertionError {
+    /// A member (`id`, `authenticatorData`, `clientDataJSON` or `signature`) is not base64url;
+    /// holds its name.
     #[error("assertion field {0} is not valid base64url")]
     Encoding(&'static str),
+    /// `clientDataJSON` is over 4096 bytes, or its `type`, `challenge` and `origin` cannot be
+    /// read; holds why.
     #[error("clientDataJSON is malformed: {0}")]
     ClientData(String),
+    /// The `clientDataJSON` `type` is not `webauthn.get`.
     #[error("clientDataJSON type is not webauthn.get")]
     WrongCeremony,
+    /// The challenge in `clientDataJSON` is not the expected one (for a grant, the hash of its
+    /// claims).
     #[error("clientDataJSON challenge is not the hash of these claims")]
     ChallengeMismatch,
+    /// The `clientDataJSON` `origin` is not exactly the relying party's origin; holds it.
     #[error("clientDataJSON origin {0:?} is not the Countersign origin")]
     OriginMismatch(String),
+    /// `clientDataJSON` has `crossOrigin` true or a `topOrigin`.
     #[error("the assertion was made in a cross-origin context")]
     CrossOrigin,
+    /// `authenticatorData` is shorter than 37 bytes.
     #[error("authenticatorData is shorter than 37 bytes")]
     AuthenticatorDataTooShort,
+    /// The rpIdHash in `authenticatorData` is not SHA-256 of the relying party's rp_id.
     #[error("authenticatorData rpIdHash is not SHA-256 of the Countersign rp_id")]
     RpIdMismatch,
+    /// The user-present (UP) flag is not set.
     #[error("the authenticator did not report user presence (UP)")]
     UserNotPresent,
+    /// The user-verified (UV) flag is not set.
     #[error("the authenticator did not report user verification (UV)")]
     UserNotVerified,
+    /// The credential id is not registered to the approver; holds the id.
     #[error("credential {0:?} is not registered for this approver")]
     UnknownCredential(String),
+    /// The ES256 signature over `authenticatorData || SHA-256(clientDataJSON)` does not verify
+    /// with the registered credential key.
     #[error("assertion signature does not verify with the registered credential key")]
     BadSignature,
+    /// The sign counter does not exceed the stored one while either is non-zero: the
+    /// authenticator may have been cloned.
     #[error(
         "sign counter {presented} does not advance past {stored}: possible cloned authenticator"
     )]
-    CounterRegressed { stored: u32, presented: u32 },
+    CounterRegressed {
+        /// The highest counter stored for the credential.
+        stored: u32,
+        /// The counter in this assertion.
+        presented: u32,
+    },
 }
 
 impl AssertionError {

@@ -43,22 +43,40 @@ pub struct Confirmation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalClaims {
+    /// The id of the approver that minted the grant; a verifier requires it to be the approver
+    /// that owns the signing key.
     pub iss: String,
+    /// The approver's owner; the approved action's `subject.id` must equal it.
     pub sub: String,
+    /// The one gateway that may redeem the grant (the pending action's `audience`); a verifier
+    /// requires its own audience exactly.
     pub aud: String,
     /// The broker that held the call and accepted this grant (its URL, as the approver paired
     /// with it). A verifier accepts only the grants of its own broker.
     pub broker: String,
+    /// Issued at, in Unix seconds.
     pub iat: i64,
+    /// Not before, in Unix seconds; at least `iat` and before `exp`.
     pub nbf: i64,
+    /// Expiry, in Unix seconds; `exp - iat` is at most [`MAX_LIFETIME_SECS`].
     pub exp: i64,
+    /// The grant's unique id (16 random bytes, base64url), consumed on redemption so the grant is
+    /// used once.
     pub jti: String,
+    /// The id of the pending action this grant approves.
     pub txn: String,
+    /// The RFC 8693 `act` chain: the agent first, then those that delegated to it; it must match
+    /// the presented actor.
     pub act: ActorChain,
+    /// RFC 7800 confirmation, when the grant may be presented only by the holder of a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The RFC 9396 details of the approved call: at least one, and each must name the presented
+    /// tool, action name and this `aud`.
     pub authorization_details: Vec<AuthorizationDetail>,
+    /// The action hash of the approved call; it must equal the hash of the presented call.
     pub action_hash: ActionHash,
+    /// RFC 8176 authentication methods of the approval ([`AMR_HWK_USER`] by default).
     pub amr: Vec<String>,
 }
 
@@ -72,15 +90,20 @@ impl ApprovalClaims {
 /// All claims of a grant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GrantClaims {
+    /// Every claim except `webauthn` (flattened into the same JSON object).
     #[serde(flatten)]
     pub approval: ApprovalClaims,
+    /// The WebAuthn assertion over `SHA-256(JCS(approval))`.
     pub webauthn: WebAuthnAssertion,
 }
 
 /// The approver that mints: its registered id, its owner, and the broker it is paired with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issuer {
+    /// The approver's registered id, written as `iss`.
     pub approver_id: String,
+    /// The approver's owner, written as `sub`; only actions whose `subject.id` is this owner can be
+    /// approved.
     pub owner: String,
     /// The broker's URL, as the approver reaches it (request proofs are bound to the same URL).
     pub broker: String,
@@ -95,6 +118,7 @@ pub struct GrantOptions {
     pub lifetime_secs: i64,
     /// Bind the grant to the agent's key (RFC 9449 thumbprint), when it has one.
     pub confirmation: Option<Confirmation>,
+    /// The `amr` claim (RFC 8176 method names).
     pub amr: Vec<String>,
 }
 

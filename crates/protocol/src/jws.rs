@@ -18,10 +18,13 @@ pub const HEADER_LIMITS: Limits = Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwsError {
+    /// The token is longer than the limit held here, in bytes.
     #[error("over {0} bytes")]
     TooLarge(usize),
+    /// The token is not three dot-separated parts.
     #[error("not three dot-separated parts")]
     NotCompact,
+    /// The header is not base64url, not strict JSON within [`HEADER_LIMITS`], or not an object.
     #[error("header: {0}")]
     Header(String),
 }

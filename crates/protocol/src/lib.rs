@@ -70,7 +70,7 @@
 //! holds as approved, with that grant's `jti`, of the same owner and audience (a grant that is
 //! cryptographically valid but never went through a decision is refused — this is what stops a
 //! cloned authenticator from dodging the counter check).
-
+//!
 //! Revocation is folded into the atomic consumption (a revoked `jti` is a `jti` that can never
 //! be consumed), so no redemption can slip between a revocation check and the consumption.
 //!
@@ -81,6 +81,8 @@
 //! `signature`, `userHandle`). Device keys are RFC 8037 OKP JWKs whose `kid` is the RFC 7638
 //! thumbprint; credential keys are EC P-256 JWKs. The WebAuthn rp_id and origin are
 //! [`webauthn::RP_ID`] and [`webauthn::ORIGIN`].
+
+#![warn(missing_docs)]
 
 pub mod action;
 pub mod api;
@@ -98,6 +100,7 @@ pub mod replay;
 #[cfg(feature = "schema")]
 mod schema;
 pub mod spiffe;
+pub mod timestamp;
 pub mod verify;
 pub mod webauthn;
 

@@ -26,22 +26,33 @@ pub const PROOF_HEADER: &str = "countersign-proof";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProofError {
+    /// The request carries no proof (no [`PROOF_HEADER`] header).
     #[error("no request proof")]
     Missing,
+    /// The proof is over 8192 bytes, not a compact JWS, or its payload is not valid proof claims.
     #[error("malformed request proof: {0}")]
     Malformed(String),
+    /// The header's `typ` is not `countersign-proof+jwt`, its `alg` is not `EdDSA`, or it names
+    /// `crit`.
     #[error("request proof typ or alg is not countersign-proof+jwt / EdDSA")]
     WrongType,
+    /// The `kid` names no registered key (when pairing: not the presented key, or that key is
+    /// invalid), or `iss` is not the approver that owns the key.
     #[error("request proof is signed by an unknown key")]
     UnknownKey,
+    /// The Ed25519 signature does not verify.
     #[error("request proof signature does not verify")]
     BadSignature,
+    /// `htm` or `htu` is not the request's method or URL (query and fragment aside).
     #[error("request proof is for another method or URL")]
     WrongRequest,
+    /// `bh` is not `b64url(SHA-256(body))` of the body received.
     #[error("request proof body hash does not match the body")]
     WrongBody,
+    /// `iat` is more than 60 s away from the verifier's clock.
     #[error("request proof is outside the allowed time window")]
     Stale,
+    /// The proof's `jti` was seen before.
     #[error("request proof was already used")]
     Replayed,
 }
@@ -61,6 +72,7 @@ impl ProofError {
         "proof_replayed",
     ];
 
+    /// The stable code of this refusal, one of [`Self::CODES`].
     pub fn code(&self) -> &'static str {
         match self {
             Self::Missing => "proof_missing",
@@ -80,11 +92,17 @@ impl ProofError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofClaims {
+    /// The approver id of the sender; it must be the approver that owns the signing key.
     pub iss: String,
+    /// The HTTP method, upper case when signed; compared without regard to case.
     pub htm: String,
+    /// The request URL without query and fragment (see [`target_uri`]).
     pub htu: String,
+    /// When the proof was made, in Unix seconds; it must be within 60 s of the verifier's clock.
     pub iat: i64,
+    /// A unique id (16 random bytes, base64url); the verifier refuses one it has seen.
     pub jti: String,
+    /// `b64url(SHA-256(body))` of the request body (see [`body_hash`]).
     pub bh: String,
 }
 
@@ -99,10 +117,14 @@ impl ProofClaims {
 /// The request a proof must match.
 #[derive(Clone, Copy, Debug)]
 pub struct ProofRequest<'a> {
+    /// The HTTP method.
     pub method: &'a str,
     /// The full URL as the client addressed it; query and fragment are ignored.
     pub url: &'a str,
+    /// The request body, exactly as sent.
     pub body: &'a [u8],
+    /// The current time, in Unix seconds: the proof's `iat` when signing, the clock checked against
+    /// `iat` when verifying.
     pub now: i64,
 }
 
@@ -134,8 +156,11 @@ const MAX_PROOF_BYTES: usize = 8192;
 /// A proof that verified: who sent it, and the `jti` to remember until `iat` + skew passes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedProof {
+    /// The id of the registered approver that signed the proof.
     pub approver_id: String,
+    /// That approver's owner.
     pub owner: String,
+    /// The proof's claims (remember its `jti` until [`ProofClaims::keep_until`]).
     pub claims: ProofClaims,
 }
 

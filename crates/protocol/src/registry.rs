@@ -19,12 +19,19 @@ use crate::webauthn::{CredentialJwk, CredentialKey};
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceJwk {
+    /// Key type; must be `OKP`.
     pub kty: String,
+    /// Curve; must be `Ed25519`.
     pub crv: String,
+    /// The 32-byte Ed25519 public key, base64url; a small-order (weak) key is refused.
     pub x: String,
+    /// The RFC 7638 thumbprint of the key, base64url, checked against `x`; grants and request
+    /// proofs name their key by it.
     pub kid: String,
+    /// When present, must be `EdDSA`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
+    /// The JWK `use` (`use` on the wire); when present, must be `sig`.
     #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
     pub key_use: Option<String>,
 }
@@ -87,6 +94,7 @@ fn okp_thumbprint(x: &str) -> String {
 pub struct RegisteredCredential {
     /// Credential id, base64url.
     pub id: String,
+    /// The credential's P-256 public key.
     pub public_key: CredentialJwk,
 }
 
@@ -99,7 +107,9 @@ pub struct ApproverEntry {
     pub id: String,
     /// The human who owns it, the `sub` of its grants.
     pub owner: String,
+    /// The device's Ed25519 keys, which sign its grants and request proofs.
     pub device_keys: Vec<DeviceJwk>,
+    /// The WebAuthn credentials whose assertions this approver's grants may carry.
     pub credentials: Vec<RegisteredCredential>,
 }
 
@@ -108,6 +118,7 @@ pub struct ApproverEntry {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegistryDocument {
+    /// Every paired approver; approver ids, `kid`s and credential ids must each be unique.
     pub approvers: Vec<ApproverEntry>,
 }
 

@@ -9,10 +9,13 @@ use std::sync::Mutex;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsumeError {
+    /// The `jti` was already consumed.
     #[error("already consumed")]
     AlreadyConsumed,
+    /// The `jti` was revoked.
     #[error("revoked")]
     Revoked,
+    /// The store could not be read or written; holds why.
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -53,6 +56,7 @@ struct Entries {
 const KEEP_AFTER_EXP: i64 = 2 * crate::grant::MAX_SKEW_SECS;
 
 impl MemoryReplayStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -122,6 +126,7 @@ pub struct MemoryCounterStore {
 }
 
 impl MemoryCounterStore {
+    /// An empty store: every counter starts at 0.
     pub fn new() -> Self {
         Self::default()
     }

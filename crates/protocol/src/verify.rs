@@ -54,16 +54,23 @@ impl VerifierConfig {
 /// possession of a key) that key's RFC 9449 thumbprint.
 #[derive(Clone, Copy, Debug)]
 pub struct Presentation<'a> {
+    /// The grant, a compact JWS.
     pub grant: &'a str,
+    /// The call about to run: `{subject, actor, action, resource, context}`.
     pub action: &'a ActionRequest,
+    /// The RFC 9449 JWK thumbprint of the key the presenter proved it holds, if any; it must equal
+    /// `cnf.jkt` when the grant has one.
     pub presenter_jkt: Option<&'a str>,
 }
 
 /// A grant that passed every check.
 #[derive(Clone, Debug)]
 pub struct VerifiedGrant {
+    /// The grant's claims, with its assertion.
     pub claims: GrantClaims,
+    /// The id (base64url) of the registered credential that made the assertion.
     pub credential_id: String,
+    /// The authenticator's sign counter from the assertion.
     pub sign_count: u32,
 }
 

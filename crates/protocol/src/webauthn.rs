@@ -85,12 +85,15 @@ fn unreachable_rp() -> RelyingParty {
 pub struct WebAuthnAssertion {
     /// The credential id.
     pub id: String,
+    /// `authenticatorData`, base64url: the rpIdHash, flags and sign counter (at least 37 bytes).
     #[serde(rename = "authenticatorData")]
     pub authenticator_data: String,
+    /// `clientDataJSON`, base64url: the client data whose SHA-256 the authenticator signed.
     #[serde(rename = "clientDataJSON")]
     pub client_data_json: String,
     /// ASN.1 DER ECDSA signature over `authenticatorData || SHA-256(clientDataJSON)`.
     pub signature: String,
+    /// `userHandle`, base64url, when the authenticator returned one; verification does not use it.
     #[serde(
         rename = "userHandle",
         default,
@@ -156,10 +159,15 @@ impl CollectedClientData {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CredentialJwk {
+    /// Key type; must be `EC`.
     pub kty: String,
+    /// Curve; must be `P-256`.
     pub crv: String,
+    /// The point's x coordinate, 32 bytes, base64url.
     pub x: String,
+    /// The point's y coordinate, 32 bytes, base64url.
     pub y: String,
+    /// When present, must be `ES256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
 }
@@ -238,8 +246,12 @@ impl CredentialKey {
 /// What a verified assertion tells.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedAssertion {
+    /// The id (base64url) of the credential that made the assertion.
     pub credential_id: String,
+    /// The authenticator data flags byte (see [`FLAG_UP`], [`FLAG_UV`]).
     pub flags: u8,
+    /// The authenticator's sign counter; not judged here: the caller compares it with what it
+    /// stored.
     pub sign_count: u32,
 }
 
