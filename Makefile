@@ -33,8 +33,11 @@ ui:
 fmt:
 	$(CARGO) fmt --all --check
 
+## Clippy, no unused dependency, and the API documentation builds without a warning.
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	target/tools/bin/cargo-machete
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --locked
 
 ## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
 unit:

@@ -55,3 +55,10 @@ if ! command -v cargo >/dev/null; then
 fi
 # rust-toolchain.toml pins the toolchain; this makes rustup fetch it now rather than mid-build.
 rustup show active-toolchain >/dev/null
+
+# cargo-machete, which `make lint` runs to refuse unused dependencies; into target/tools.
+MACHETE_VERSION=0.9.2
+if ! target/tools/bin/cargo-machete --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+  echo "setup: installing cargo-machete $MACHETE_VERSION (target/tools)"
+  cargo install --quiet --locked --root target/tools cargo-machete --version "$MACHETE_VERSION"
+fi

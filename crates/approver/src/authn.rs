@@ -12,8 +12,8 @@
 //! block for as long as the user takes; PIN, touch and "working" prompts go through [`Prompt`],
 //! which the command line and the desktop app each implement.
 //!
-//! The relying party is fixed: rp_id [`RP_ID`](countersign_protocol::webauthn::RP_ID), origin
-//! [`ORIGIN`](countersign_protocol::webauthn::ORIGIN). Hardware keys scope their credentials to
+//! The relying party is fixed: rp_id [`RP_ID`], origin
+//! [`ORIGIN`]. Hardware keys scope their credentials to
 //! the rp_id, so changing it would orphan every enrolment.
 
 use std::fmt;

@@ -62,7 +62,7 @@ enum Command {
     /// Pair with a broker using the one-time code its administrator issued (needs an
     /// enrolled authenticator, which asserts over the pairing first).
     Pair {
-        /// The broker's address, e.g. https://broker.example:8443 (http only on loopback).
+        /// The broker's address, e.g. `https://broker.example:8443` (http only on loopback).
         url: String,
         /// The one-time pairing code.
         code: String,
