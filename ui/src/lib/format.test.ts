@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { approvalFailure, argumentRows, byExpiry, countdown, fold, historyArgs, nextChange, resolveTheme, segments } from "./format";
+import { approvalFailure, argumentRows, byExpiry, countdown, fold, historyArgs, nextChange, pieces, resolveTheme, segments } from "./format";
 
 describe("countdown", () => {
   test("seconds in the last two minutes, urgent under one, expired at zero", () => {
@@ -46,6 +46,27 @@ describe("fold", () => {
   });
   test("folding counts characters, not UTF-16 units", () => {
     expect(fold("😀".repeat(5), 3).head).toBe("😀😀😀");
+  });
+});
+
+describe("pieces", () => {
+  test("leaves short text whole and cuts long runs, losing nothing", () => {
+    expect(pieces("short")).toEqual(["short"]);
+    const long = "B".repeat(200_000);
+    const cut = pieces(long);
+    expect(cut.length).toBe(3125);
+    expect(cut.every((p) => p.length <= 64)).toBe(true);
+    expect(cut.join("")).toBe(long);
+  });
+  test("never cuts inside a character or before a combining mark", () => {
+    const text = "😀".repeat(70) + "e\u0301".repeat(70) + "👩\u200D💻".repeat(30);
+    const cut = pieces(text, 10);
+    expect(cut.join("")).toBe(text);
+    for (const p of cut) {
+      expect(p.charCodeAt(0) >= 0xdc00 && p.charCodeAt(0) <= 0xdfff).toBe(false);
+      expect(/^[\p{M}\u200D]/u.test(p)).toBe(false);
+      expect(/\u200D$/u.test(p)).toBe(false);
+    }
   });
 });
 

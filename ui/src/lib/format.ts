@@ -49,6 +49,15 @@ export function fold(text: string, limit = 240): Folded {
   };
 }
 
+/** The text cut into pieces of at most `size` characters, never inside a character or before
+ * a combining mark, so the view can offer a line break between them: a 200 KB value without a
+ * space otherwise takes the webview tens of seconds to lay out. Joined, the pieces are the text. */
+export function pieces(text: string, size = 64): string[] {
+  if (text.length <= size) return [text];
+  const unit = new RegExp(`(?:[\\s\\S](?:[\\p{M}\\uFE0F]|\\u200D[\\s\\S])*){1,${size}}`, "gu");
+  return text.match(unit) ?? [text];
+}
+
 /** A piece of displayed text: plain, or a marker the engine put where a hidden or
  * direction-changing character was (`[U+202E RLO]`). Rendered as text, never as HTML. */
 export interface Segment {
