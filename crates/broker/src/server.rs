@@ -60,7 +60,16 @@ impl RunningBroker {
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in the background; plain HTTP.
 pub async fn spawn(config: Config) -> anyhow::Result<RunningBroker> {
-    let listener = TcpListener::bind(config.listen).await?;
+    // SO_REUSEADDR: a restart binds its address again at once, even while connections of the
+    // previous run linger in TIME_WAIT.
+    let socket = if config.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.listen)?;
+    let listener: TcpListener = socket.listen(1024)?;
     let addr = listener.local_addr()?;
     let mut config = config;
     if config.public_url.is_none() {

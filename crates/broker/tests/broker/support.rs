@@ -133,7 +133,17 @@ impl TestBroker {
             self.config.listen = broker.addr;
             broker.shut_down().await;
         }
-        let broker = spawn(self.config.clone()).await.unwrap();
+        // The old server's sockets are closed by the runtime shortly after its task ends; the
+        // address is bound again as soon as it is free (within seconds), never a new one.
+        let mut tries = 0;
+        let broker = loop {
+            let started = spawn(self.config.clone()).await;
+            if started.is_ok() || tries == 50 {
+                break started.unwrap();
+            }
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         self.url = format!("http://{}", broker.addr);
         self.broker = Some(broker);
     }
