@@ -6,6 +6,7 @@ pub mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod events;
+mod instance;
 pub mod ipc;
 pub mod link;
 pub mod state;
@@ -60,8 +61,12 @@ pub fn run() {
     let demo =
         std::env::args().any(|a| a == "--demo") || std::env::var_os("COUNTERSIGN_DEMO").is_some();
     let hidden = std::env::args().any(|a| a == AUTOSTART_ARG);
-    // A second instance hands its arguments (a countersign:// link, say) to the first and exits
-    // before opening anything; so the state is opened in `setup`, after that check.
+    let context = tauri::generate_context!();
+    if instance::forward_to_running(&context.config().identifier) {
+        return;
+    }
+    // Two starts racing past that check: the plugin makes the later one hand its arguments over
+    // and exit before opening anything; so the state is opened in `setup`, after its check.
     let builder = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             tray::show_main(app);
@@ -79,7 +84,7 @@ pub fn run() {
         }
         Ok(())
     });
-    let result = builder.run(tauri::generate_context!());
+    let result = builder.run(context);
     if let Err(e) = result {
         eprintln!("countersign: {e}");
         std::process::exit(1);
