@@ -16,11 +16,12 @@ use tauri_plugin_autostart::ManagerExt as _;
 
 use crate::events::changed;
 use crate::ipc::{
-    AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, Exported, HistoryEntry,
-    HistoryRow, Integrity, ItemDetail, PendingItem, Settings,
+    ApproveRequest, AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, DenyRequest,
+    EnrollRequest, Exported, HistoryEntry, HistoryQuery, HistoryRow, Integrity, ItemDetail,
+    PairRequest, PendingItem, RenameRequest, Settings,
 };
-use crate::link::PairLink;
 use crate::state::{AppState, GuiPrompt, Shared, pending_count};
+use countersign_protocol::link::PairLink;
 
 include!("command_names.rs");
 
@@ -86,38 +87,8 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
         })
         .collect();
     Ok(ItemDetail {
-        id: review.id,
-        status: review.status,
-        subject: review.subject,
-        subject_type: review.subject_type,
-        subject_properties: review.subject_properties,
-        agent: review.agent,
-        delegation: review.delegation,
-        delegation_verified: review.delegation_verified,
-        tool: review.tool,
-        resource_type: review.resource_type,
-        resource_properties: review.resource_properties,
-        action: review.action,
-        action_properties: review.action_properties,
-        intent: review.intent,
-        arguments: review.arguments,
-        data_domain: review.data_domain,
-        classification: review.classification,
-        catalog: review.catalog.map(|c| crate::ipc::CatalogInfo {
-            domain: c.domain,
-            classification: c.classification,
-            risk: c.risk,
-        }),
-        policy_id: review.policy_id,
-        policy_reason: review.policy_reason,
-        audience: review.audience,
-        requested_at: review.requested_at,
-        expires_at: review.expires_at,
+        review,
         expires_at_unix,
-        fingerprint: review.fingerprint,
-        hash_matches: review.hash_matches,
-        hidden_characters: review.hidden_characters,
-        line_breaks: review.line_breaks,
         history,
     })
 }
@@ -149,9 +120,9 @@ async fn refreshed<R: Runtime>(app: &AppHandle<R>, state: &Arc<AppState>) {
 async fn approve<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shared>,
-    id: String,
-    with: Option<String>,
+    request: ApproveRequest,
 ) -> Reply<DecisionResult> {
+    let ApproveRequest { id, with } = request;
     let shared = state.0.clone();
     let prompt = GuiPrompt {
         app: app.clone(),
@@ -179,10 +150,13 @@ async fn approve<R: Runtime>(
 async fn deny<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shared>,
-    id: String,
-    reason: String,
-    suspend_agent: bool,
+    request: DenyRequest,
 ) -> Reply<DecisionResult> {
+    let DenyRequest {
+        id,
+        reason,
+        suspend_agent,
+    } = request;
     let (queued, outcome) = state
         .0
         .engine
@@ -212,19 +186,19 @@ fn submit_pin(state: State<'_, Shared>, pin: Option<String>) -> Reply<()> {
 
 /// The history, filtered.
 #[tauri::command]
-async fn history(
-    state: State<'_, Shared>,
-    search: Option<String>,
-    status: Option<String>,
-    agent: Option<String>,
-    tool: Option<String>,
-    limit: Option<u32>,
-) -> Reply<Vec<HistoryRow>> {
+async fn history(state: State<'_, Shared>, query: HistoryQuery) -> Reply<Vec<HistoryRow>> {
+    let HistoryQuery {
+        search,
+        status,
+        agent,
+        tool,
+        limit,
+    } = query;
     let engine = state.0.engine.lock().await;
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let rows = engine.history().list(&Filter {
         search: nonempty(search),
-        status: nonempty(status),
+        status,
         agent: nonempty(agent),
         tool: nonempty(tool),
         limit: limit.map_or(200, |l| l.min(10_000) as usize),
@@ -374,10 +348,13 @@ async fn pause_notifications(state: State<'_, Shared>, minutes: u32) -> Reply<i6
 async fn pair<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shared>,
-    url: String,
-    code: String,
-    fingerprint: Option<String>,
+    request: PairRequest,
 ) -> Reply<BrokerInfo> {
+    let PairRequest {
+        url,
+        code,
+        fingerprint,
+    } = request;
     let prompt = GuiPrompt {
         app: app.clone(),
         state: state.0.clone(),
@@ -410,9 +387,9 @@ async fn remove_broker(state: State<'_, Shared>, url: String) -> Reply<()> {
 async fn add_authenticator<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Shared>,
-    kind: String,
-    name: String,
+    request: EnrollRequest,
 ) -> Reply<AuthenticatorInfo> {
+    let EnrollRequest { kind, name } = request;
     let prompt = GuiPrompt {
         app,
         state: state.0.clone(),
@@ -434,11 +411,8 @@ async fn add_authenticator<R: Runtime>(
 }
 
 #[tauri::command]
-async fn rename_authenticator(
-    state: State<'_, Shared>,
-    name: String,
-    new_name: String,
-) -> Reply<()> {
+async fn rename_authenticator(state: State<'_, Shared>, request: RenameRequest) -> Reply<()> {
+    let RenameRequest { name, new_name } = request;
     Ok(state
         .0
         .engine

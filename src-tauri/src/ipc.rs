@@ -2,7 +2,9 @@
 //! TypeScript (`ui/src/lib/bindings/`) by ts-rs. The files are committed; a test fails when
 //! they drift from these definitions.
 
-use serde::Serialize;
+use countersign_approver::display::Review;
+use countersign_approver::history::{EntryKind, ItemStatus};
+use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 /// One pending item in the list.
@@ -28,68 +30,25 @@ pub struct PendingItem {
     pub hidden_characters: bool,
 }
 
-/// Everything the review shows. Strings are already made visible (see
-/// `countersign_approver::display`); the UI renders them as text only.
+/// Everything the review shows: the engine's [`Review`] (strings already made visible, see
+/// `countersign_approver::display`; the UI renders them as text only), the expiry for the
+/// countdown, and the item's entries.
 #[derive(Clone, Debug, PartialEq, Serialize, TS)]
-
 pub struct ItemDetail {
-    pub id: String,
-    pub status: String,
-    /// The human the call is made for (the agent's configured owner, checked by the broker).
-    pub subject: String,
-    pub subject_type: String,
-    /// What the agent put into `subject.properties` (its claims), made visible.
-    #[ts(type = "unknown")]
-    pub subject_properties: Option<serde_json::Value>,
-    pub agent: String,
-    pub delegation: Vec<String>,
-    /// Whether the broker verified the delegation chain (otherwise it is the agent's claim).
-    pub delegation_verified: bool,
-    pub tool: String,
-    pub resource_type: String,
-    #[ts(type = "unknown")]
-    pub resource_properties: Option<serde_json::Value>,
-    pub action: String,
-    #[ts(type = "unknown")]
-    pub action_properties: Option<serde_json::Value>,
-    pub intent: String,
-    #[ts(type = "unknown")]
-    pub arguments: serde_json::Value,
-    /// The data the agent says the call touches (its claim).
-    pub data_domain: Option<String>,
-    pub classification: Vec<String>,
-    /// What the broker's tool catalog says of the tool, when listed.
-    pub catalog: Option<CatalogInfo>,
-    pub policy_id: String,
-    pub policy_reason: String,
-    pub audience: String,
-    pub requested_at: String,
-    pub expires_at: String,
+    #[serde(flatten)]
+    #[ts(flatten)]
+    pub review: Review,
     /// Unix seconds, for the countdown.
     pub expires_at_unix: i64,
-    pub fingerprint: String,
-    pub hash_matches: bool,
-    pub hidden_characters: bool,
-    /// Whether any value held a line break (shown as a marker, inside its field).
-    pub line_breaks: bool,
     pub history: Vec<HistoryEntry>,
-}
-
-/// The broker's tool-catalog facts about a tool.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
-pub struct CatalogInfo {
-    pub domain: Option<String>,
-    pub classification: Vec<String>,
-    pub risk: Option<String>,
 }
 
 /// One state change of an item.
 #[derive(Clone, Debug, PartialEq, Serialize, TS)]
-
 pub struct HistoryEntry {
     pub seq: i64,
     pub at: i64,
-    pub kind: String,
+    pub kind: EntryKind,
     #[ts(type = "unknown")]
     pub detail: serde_json::Value,
 }
@@ -99,7 +58,7 @@ pub struct HistoryEntry {
 
 pub struct HistoryRow {
     pub id: String,
-    pub status: String,
+    pub status: ItemStatus,
     pub agent: String,
     pub tool: String,
     pub intent: String,
@@ -169,6 +128,69 @@ pub struct AuthenticatorInfo {
     pub added_at: i64,
 }
 
+/// What `approve` is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct ApproveRequest {
+    pub id: String,
+    /// The enrolled authenticator to use (by name); the first enrolled when absent.
+    #[ts(optional = nullable)]
+    pub with: Option<String>,
+}
+
+/// What `deny` is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct DenyRequest {
+    pub id: String,
+    /// Required: the agent and its operators read it.
+    pub reason: String,
+    /// Also suspend the agent until an administrator lifts it.
+    pub suspend_agent: bool,
+}
+
+/// What `history` is asked: every filter is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, TS)]
+#[serde(default)]
+pub struct HistoryQuery {
+    /// Full-text search over intent, tool, agent and arguments.
+    #[ts(optional = nullable)]
+    pub search: Option<String>,
+    #[ts(optional = nullable)]
+    pub status: Option<ItemStatus>,
+    #[ts(optional = nullable)]
+    pub agent: Option<String>,
+    #[ts(optional = nullable)]
+    pub tool: Option<String>,
+    /// At most this many rows (200 when absent, 10 000 at most).
+    #[ts(optional = nullable)]
+    pub limit: Option<u32>,
+}
+
+/// What `pair` is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct PairRequest {
+    pub url: String,
+    /// The one-time code `countersign-broker pair` printed.
+    pub code: String,
+    /// The broker certificate's SHA-256 fingerprint, for a self-signed certificate.
+    #[ts(optional = nullable)]
+    pub fingerprint: Option<String>,
+}
+
+/// What `add_authenticator` is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct EnrollRequest {
+    /// `security-key`, `windows-hello` or (demo builds) `dev`.
+    pub kind: String,
+    pub name: String,
+}
+
+/// What `rename_authenticator` is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct RenameRequest {
+    pub name: String,
+    pub new_name: String,
+}
+
 /// A failed command: a stable code and a sentence for the person.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
 
@@ -177,8 +199,8 @@ pub struct CommandError {
     pub message: String,
 }
 
-impl From<crate::link::LinkError> for CommandError {
-    fn from(e: crate::link::LinkError) -> Self {
+impl From<countersign_protocol::link::LinkError> for CommandError {
+    fn from(e: countersign_protocol::link::LinkError) -> Self {
         Self {
             code: "bad_link".into(),
             message: e.to_string(),

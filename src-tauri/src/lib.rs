@@ -8,7 +8,6 @@ pub mod demo;
 mod events;
 mod instance;
 pub mod ipc;
-pub mod link;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -118,7 +117,7 @@ fn links<R: Runtime>(app: &tauri::App<R>) {
 /// Keeps a link (or why it was refused) for the UI, shows the window and tells the UI.
 fn offer_link<R: Runtime>(app: &tauri::AppHandle<R>, url: &str) {
     use tauri::Emitter as _;
-    let parsed = link::PairLink::parse(url);
+    let parsed = countersign_protocol::link::PairLink::parse(url);
     if let Err(e) = &parsed {
         tracing::warn!(error = %e, "a countersign:// link was refused");
     }

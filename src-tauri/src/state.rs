@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use countersign_approver::authn::Prompt;
+use countersign_approver::authn::{CeremonyStep, Prompt};
 use countersign_approver::client::Delivery;
 use countersign_approver::engine::{Connection, Engine};
 use countersign_approver::notify::{DesktopNotifier, Notifier};
@@ -31,7 +31,9 @@ pub struct AppState {
     /// Where a PIN typed in the UI goes while a ceremony waits for it.
     pub pin: Mutex<Option<std::sync::mpsc::Sender<Option<String>>>>,
     /// The last pairing link opened, until the UI takes it.
-    pub pair_link: Mutex<Option<Result<crate::link::PairLink, crate::link::LinkError>>>,
+    pub pair_link: Mutex<
+        Option<Result<countersign_protocol::link::PairLink, countersign_protocol::link::LinkError>>,
+    >,
     /// The task following every paired broker: one at a time, replaced after a pairing.
     follower: Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
 }
@@ -99,7 +101,7 @@ impl AppState {
 pub fn pending_count(engine: &Engine) -> u32 {
     engine
         .history()
-        .count("pending")
+        .count(countersign_approver::history::ItemStatus::Pending)
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         .unwrap_or(0)
 }
@@ -196,7 +198,7 @@ impl<R: Runtime> Prompt for GuiPrompt<R> {
         if let Ok(mut slot) = self.state.pin.lock() {
             *slot = Some(tx);
         }
-        let _ = self.app.emit("ceremony", "pin");
+        let _ = self.app.emit("ceremony", CeremonyStep::Pin);
         let pin = rx.recv_timeout(Duration::from_secs(120)).ok().flatten();
         if let Ok(mut slot) = self.state.pin.lock() {
             *slot = None;
@@ -205,10 +207,10 @@ impl<R: Runtime> Prompt for GuiPrompt<R> {
     }
 
     fn touch(&self) {
-        let _ = self.app.emit("ceremony", "touch");
+        let _ = self.app.emit("ceremony", CeremonyStep::Touch);
     }
 
     fn processing(&self) {
-        let _ = self.app.emit("ceremony", "processing");
+        let _ = self.app.emit("ceremony", CeremonyStep::Processing);
     }
 }

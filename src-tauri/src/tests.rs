@@ -142,7 +142,12 @@ fn commands_review_approve_deny_and_report_through_ipc() {
     assert_eq!(again["history"].as_array().unwrap().len(), 2);
 
     // Approve through the command: the ceremony, the grant, the broker has it.
-    let approved = invoke(&window, "approve", json!({"id": first, "with": null})).unwrap();
+    let approved = invoke(
+        &window,
+        "approve",
+        json!({"request": {"id": first, "with": null}}),
+    )
+    .unwrap();
     assert_eq!(approved["delivered"], true, "{approved}");
     assert_eq!(approved["broker_status"], "approved");
     let status = runtime
@@ -161,21 +166,21 @@ fn commands_review_approve_deny_and_report_through_ipc() {
     let refused = invoke(
         &window,
         "deny",
-        json!({"id": second, "reason": " ", "suspendAgent": false}),
+        json!({"request": {"id": second, "reason": " ", "suspend_agent": false}}),
     )
     .unwrap_err();
     assert_eq!(refused["code"], "reason_required");
     let denied = invoke(
         &window,
         "deny",
-        json!({"id": second, "reason": "not now", "suspendAgent": true}),
+        json!({"request": {"id": second, "reason": "not now", "suspend_agent": true}}),
     )
     .unwrap();
     assert_eq!(denied["broker_status"], "denied");
 
     // History, integrity and settings.
     runtime.block_on(async { state.engine.lock().await.sync().await.unwrap() });
-    let rows = invoke(&window, "history", json!({"search": "refund"})).unwrap();
+    let rows = invoke(&window, "history", json!({"query": {"search": "refund"}})).unwrap();
     assert_eq!(rows[0]["status"], "redeemed", "{rows}");
     let integrity = invoke(&window, "verify_history", json!({})).unwrap();
     assert_eq!(integrity["state"], "verified");
@@ -356,7 +361,7 @@ fn privacy_is_kept_and_each_broker_has_one_stream() {
     invoke(
         &window,
         "pair",
-        json!({"url": other_url, "code": code, "fingerprint": null}),
+        json!({"request": {"url": other_url, "code": code, "fingerprint": null}}),
     )
     .unwrap();
     eventually("a stream to the second broker", || {
@@ -384,6 +389,10 @@ fn privacy_is_kept_and_each_broker_has_one_stream() {
 
 /// Every IPC type, with the file it is generated into.
 fn bindings() -> Vec<(&'static str, String)> {
+    use countersign_approver::authn::{AuthenticatorFailure, CeremonyStep};
+    use countersign_approver::display::CatalogFacts;
+    use countersign_approver::history::{EntryKind, ItemStatus};
+
     let cfg = ts_rs::Config::new().with_large_int("number");
     let one = |name: &'static str, text: Result<String, ts_rs::ExportError>| {
         (name, text.unwrap_or_else(|e| panic!("{name}: {e}")))
@@ -391,7 +400,23 @@ fn bindings() -> Vec<(&'static str, String)> {
     vec![
         one("PendingItem", ipc::PendingItem::export_to_string(&cfg)),
         one("ItemDetail", ipc::ItemDetail::export_to_string(&cfg)),
-        one("CatalogInfo", ipc::CatalogInfo::export_to_string(&cfg)),
+        one("CatalogFacts", CatalogFacts::export_to_string(&cfg)),
+        one("ItemStatus", ItemStatus::export_to_string(&cfg)),
+        one("EntryKind", EntryKind::export_to_string(&cfg)),
+        one(
+            "AuthenticatorFailure",
+            AuthenticatorFailure::export_to_string(&cfg),
+        ),
+        one("CeremonyStep", CeremonyStep::export_to_string(&cfg)),
+        one(
+            "ApproveRequest",
+            ipc::ApproveRequest::export_to_string(&cfg),
+        ),
+        one("DenyRequest", ipc::DenyRequest::export_to_string(&cfg)),
+        one("HistoryQuery", ipc::HistoryQuery::export_to_string(&cfg)),
+        one("PairRequest", ipc::PairRequest::export_to_string(&cfg)),
+        one("EnrollRequest", ipc::EnrollRequest::export_to_string(&cfg)),
+        one("RenameRequest", ipc::RenameRequest::export_to_string(&cfg)),
         one("HistoryEntry", ipc::HistoryEntry::export_to_string(&cfg)),
         one("HistoryRow", ipc::HistoryRow::export_to_string(&cfg)),
         one("Integrity", ipc::Integrity::export_to_string(&cfg)),
@@ -408,7 +433,19 @@ fn bindings() -> Vec<(&'static str, String)> {
         one("CommandError", ipc::CommandError::export_to_string(&cfg)),
         one("Changed", ipc::Changed::export_to_string(&cfg)),
         one("Exported", ipc::Exported::export_to_string(&cfg)),
-        one("PairLink", crate::link::PairLink::export_to_string(&cfg)),
+        one(
+            "PairLink",
+            countersign_protocol::link::PairLink::export_to_string(&cfg),
+        ),
+        // Not a type: one of every marker the engine writes, for the UI's marker test.
+        (
+            "markers.json",
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&countersign_approver::display::marker_examples())
+                    .unwrap()
+            ),
+        ),
     ]
 }
 
@@ -422,7 +459,12 @@ fn typescript_bindings_do_not_drift() {
     }
     let mut stale = Vec::new();
     for (name, text) in bindings() {
-        let path = dir.join(format!("{name}.ts"));
+        let file = if name.contains('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.ts")
+        };
+        let path = dir.join(file);
         if update {
             std::fs::write(&path, &text).unwrap();
         } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {

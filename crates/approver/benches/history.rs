@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use countersign_approver::history::{Filter, History};
+use countersign_approver::history::{Filter, History, ItemStatus};
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::{
     ActionName, ActionRequest, Actor, Context, DataTouched, PendingParts, PolicyRef, Resource,
@@ -159,7 +159,7 @@ fn main() {
                 ..Filter::default()
             },
             2 => Filter {
-                status: Some("pending".into()),
+                status: Some(ItemStatus::Pending),
                 since: Some(base + (q as i64) * step),
                 limit: 50,
                 ..Filter::default()

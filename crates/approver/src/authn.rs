@@ -72,7 +72,12 @@ impl Kind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == text)
-            .ok_or_else(|| Error::Authenticator(format!("unknown authenticator kind {text:?}")))
+            .ok_or_else(|| {
+                Error::authenticator(
+                    AuthenticatorFailure::Failed,
+                    format!("unknown authenticator kind {text:?}"),
+                )
+            })
     }
 
     /// Whether this build can run ceremonies with this kind.
@@ -197,18 +202,21 @@ impl<'a> Authenticators<'a> {
             .register_credential(&response, &state, None)
             .map_err(webauthn)?;
         if !credential.user_verified {
-            return Err(Error::Authenticator(
-                "the authenticator did not verify the user (a PIN or biometric is required)".into(),
+            return Err(Error::authenticator(
+                AuthenticatorFailure::NotVerified,
+                "the authenticator did not verify the user (a PIN or biometric is required)",
             ));
         }
         let COSEKeyType::EC_EC2(key) = &credential.cred.key else {
-            return Err(Error::Authenticator(
-                "only P-256 (ES256) keys are supported".into(),
+            return Err(Error::authenticator(
+                AuthenticatorFailure::Failed,
+                "only P-256 (ES256) keys are supported",
             ));
         };
         if key.curve != ECDSACurve::SECP256R1 {
-            return Err(Error::Authenticator(
-                "only P-256 (ES256) keys are supported".into(),
+            return Err(Error::authenticator(
+                AuthenticatorFailure::Failed,
+                "only P-256 (ES256) keys are supported",
             ));
         }
         let public_key = CredentialJwk::p256_checked(&key.x, &key.y)?;
@@ -226,8 +234,12 @@ impl<'a> Authenticators<'a> {
         credential: &RegisteredCredential,
         challenge: &[u8; 32],
     ) -> Result<WebAuthnAssertion> {
-        let id = b64url_decode(&credential.id)
-            .ok_or_else(|| Error::Authenticator("credential id is not base64url".into()))?;
+        let id = b64url_decode(&credential.id).ok_or_else(|| {
+            Error::authenticator(
+                AuthenticatorFailure::Failed,
+                "credential id is not base64url",
+            )
+        })?;
         let options = PublicKeyCredentialRequestOptions {
             challenge: challenge.to_vec(),
             timeout: Some(timeout_ms()),
@@ -257,10 +269,16 @@ impl<'a> Authenticators<'a> {
             verify_assertion(&assertion, challenge, &RelyingParty::countersign(), |id| {
                 (id == credential.id).then_some(&key)
             })
-            .map_err(|e| Error::Authenticator(format!("the assertion does not verify: {e}")))?;
+            .map_err(|e| {
+                Error::authenticator(
+                    AuthenticatorFailure::Failed,
+                    format!("the assertion does not verify: {e}"),
+                )
+            })?;
         if verified.flags & FLAG_UV == 0 {
-            return Err(Error::Authenticator(
-                "the authenticator did not verify the user".into(),
+            return Err(Error::authenticator(
+                AuthenticatorFailure::NotVerified,
+                "the authenticator did not verify the user",
             ));
         }
         Ok(assertion)
@@ -274,9 +292,12 @@ impl<'a> Authenticators<'a> {
     ) -> Result<T> {
         if !kind.available() {
             drop(ceremony);
-            return Err(Error::Authenticator(format!(
-                "this build has no {kind} backend (see `countersign authenticators add --help`)"
-            )));
+            return Err(Error::authenticator(
+                AuthenticatorFailure::Failed,
+                format!(
+                    "this build has no {kind} backend (see `countersign authenticators add --help`)"
+                ),
+            ));
         }
         match kind {
             #[cfg(feature = "dev-authenticator")]
@@ -284,7 +305,10 @@ impl<'a> Authenticators<'a> {
             #[cfg(feature = "usb")]
             Kind::SecurityKey => self.run_usb(ceremony),
             // `available()` ruled out the kinds this build lacks.
-            _ => Err(Error::Authenticator(format!("no {kind} backend"))),
+            _ => Err(Error::authenticator(
+                AuthenticatorFailure::Failed,
+                format!("no {kind} backend"),
+            )),
         }
     }
 
@@ -335,8 +359,9 @@ impl<'a> Authenticators<'a> {
                         let transport = USBTransport::new().await.map_err(no_key)?;
                         let mut tokens = transport.tokens().await.map_err(no_key)?;
                         if tokens.is_empty() {
-                            return Err(Error::Authenticator(
-                                "no security key is connected: plug one in and try again".into(),
+                            return Err(Error::authenticator(
+                                AuthenticatorFailure::NoKey,
+                                "no security key is connected: plug one in and try again",
                             ));
                         }
                         Ok(tokens.swap_remove(0))
@@ -344,15 +369,19 @@ impl<'a> Authenticators<'a> {
                     let mut authenticator = runtime
                         .block_on(CtapAuthenticator::new(token, &ui))
                         .ok_or_else(|| {
-                            Error::Authenticator("the security key does not speak CTAP2".into())
+                            Error::authenticator(
+                                AuthenticatorFailure::Failed,
+                                "the security key does not speak CTAP2",
+                            )
                         })?;
                     let _context = runtime.enter();
                     ceremony(&mut authenticator).map_err(ceremony_failed)
                 })
                 .join()
                 .unwrap_or_else(|_| {
-                    Err(Error::Authenticator(
-                        "the security key ceremony crashed".into(),
+                    Err(Error::authenticator(
+                        AuthenticatorFailure::Failed,
+                        "the security key ceremony crashed",
                     ))
                 })
         })
@@ -361,7 +390,10 @@ impl<'a> Authenticators<'a> {
 
 #[cfg(feature = "usb")]
 fn no_key(e: WebauthnCError) -> Error {
-    Error::Authenticator(format!("cannot reach USB security keys: {e:?}"))
+    Error::authenticator(
+        AuthenticatorFailure::NoKey,
+        format!("cannot reach USB security keys: {e:?}"),
+    )
 }
 
 /// webauthn-rs configured for the fixed Countersign relying party.
@@ -377,7 +409,8 @@ fn relying_party_core() -> Result<WebauthnCore> {
 }
 
 fn origin() -> Result<Url> {
-    Url::parse(ORIGIN).map_err(|e| Error::Authenticator(format!("origin: {e}")))
+    Url::parse(ORIGIN)
+        .map_err(|e| Error::authenticator(AuthenticatorFailure::Failed, format!("origin: {e}")))
 }
 
 fn timeout_ms() -> u32 {
@@ -385,7 +418,10 @@ fn timeout_ms() -> u32 {
 }
 
 fn webauthn(e: webauthn_rs_core::error::WebauthnError) -> Error {
-    Error::Authenticator(format!("the registration does not verify: {e:?}"))
+    Error::authenticator(
+        AuthenticatorFailure::Failed,
+        format!("the registration does not verify: {e:?}"),
+    )
 }
 
 #[cfg_attr(
@@ -394,22 +430,84 @@ fn webauthn(e: webauthn_rs_core::error::WebauthnError) -> Error {
 )]
 fn ceremony_failed(e: WebauthnCError) -> Error {
     use webauthn_authenticator_rs::error::CtapError as C;
-    let text = match e {
+    let (failure, text) = match e {
         WebauthnCError::Cancelled
         | WebauthnCError::Ctap(C::Ctap2KeepAliveCancel | C::Ctap2OperationDenied) => {
             return Error::Cancelled;
         }
-        WebauthnCError::Ctap(C::Ctap2UserActionTimeout | C::Ctap1Timeout) => {
-            "the authenticator timed out waiting for a touch".into()
+        WebauthnCError::Ctap(C::Ctap2UserActionTimeout | C::Ctap1Timeout) => (
+            AuthenticatorFailure::Timeout,
+            "the authenticator timed out waiting for a touch".into(),
+        ),
+        WebauthnCError::Ctap(C::Ctap2PinInvalid | C::Ctap2PinAuthInvalid) => {
+            (AuthenticatorFailure::WrongPin, "wrong PIN".into())
         }
-        WebauthnCError::Ctap(C::Ctap2PinInvalid | C::Ctap2PinAuthInvalid) => "wrong PIN".into(),
-        WebauthnCError::Ctap(C::Ctap2PinBlocked | C::Ctap2PinAuthBlocked) => {
-            "the PIN is blocked: too many wrong attempts".into()
-        }
-        WebauthnCError::Ctap(C::Ctap2NoCredentials) => {
-            "this authenticator does not hold the enrolled credential (wrong key?)".into()
-        }
-        other => format!("{other:?}"),
+        WebauthnCError::Ctap(C::Ctap2PinBlocked | C::Ctap2PinAuthBlocked) => (
+            AuthenticatorFailure::PinBlocked,
+            "the PIN is blocked: too many wrong attempts".into(),
+        ),
+        WebauthnCError::Ctap(C::Ctap2NoCredentials) => (
+            AuthenticatorFailure::WrongKey,
+            "this authenticator does not hold the enrolled credential (wrong key?)".into(),
+        ),
+        other => (AuthenticatorFailure::Failed, format!("{other:?}")),
     };
-    Error::Authenticator(text)
+    Error::authenticator(failure, text)
+}
+
+/// How a ceremony failed, each with its own error code: the front ends say what to do next
+/// from the code, never from the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum AuthenticatorFailure {
+    /// Nobody touched the authenticator in time.
+    #[serde(rename = "authenticator_timeout")]
+    Timeout,
+    /// The PIN was wrong (the authenticator counts the attempts).
+    #[serde(rename = "wrong_pin")]
+    WrongPin,
+    /// Too many wrong PINs: the authenticator refuses until it is reset or unblocked.
+    #[serde(rename = "pin_blocked")]
+    PinBlocked,
+    /// No authenticator of that kind is connected or reachable.
+    #[serde(rename = "no_key")]
+    NoKey,
+    /// The authenticator does not hold the enrolled credential.
+    #[serde(rename = "wrong_key")]
+    WrongKey,
+    /// It did not verify the person (no PIN or biometric): never accepted.
+    #[serde(rename = "not_verified")]
+    NotVerified,
+    /// Anything else: an answer that does not verify, an unsupported key, a build without
+    /// that kind of authenticator.
+    #[serde(rename = "authenticator")]
+    Failed,
+}
+
+impl AuthenticatorFailure {
+    /// The error code (the serialized name).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Timeout => "authenticator_timeout",
+            Self::WrongPin => "wrong_pin",
+            Self::PinBlocked => "pin_blocked",
+            Self::NoKey => "no_key",
+            Self::WrongKey => "wrong_key",
+            Self::NotVerified => "not_verified",
+            Self::Failed => "authenticator",
+        }
+    }
+}
+
+/// Where a ceremony stands, as a front end shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum CeremonyStep {
+    /// The authenticator asks for its PIN.
+    Pin,
+    /// Touch the authenticator now.
+    Touch,
+    /// The authenticator is working.
+    Processing,
 }

@@ -2,6 +2,7 @@
 //! reads one, characters that hide or reorder text are made visible, and nothing is ever
 //! interpreted as markup by the front ends (they print or insert text, never HTML).
 
+use crate::history::ItemStatus;
 use std::fmt::Write as _;
 
 /// `text` with every invisible, formatting or bidirectional control character, every control
@@ -10,13 +11,18 @@ use std::fmt::Write as _;
 /// `а` in a Latin name), each letter of the odd script marked too (`[U+0430 CYRILLIC]`). A
 /// value can then never start a line of the review, hide, or pass for another. Only the tab
 /// stays, since it cannot begin a line.
+///
+/// Text that imitates a marker has its bracket marked (`[U+005B LEFT SQUARE BRACKET]U+202E
+/// RLO]`), so every `[U+…]` in the result is a real marker: a reader (and the app's UI, which
+/// styles markers) can tell them from what the agent wrote.
 pub fn visible(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in words(text) {
         let odd = odd_script(word);
-        for c in word.chars() {
+        for (at, c) in word.char_indices() {
             let name = match marker(c) {
                 Some((_, name)) => Some(name),
+                None if imitates_marker(word, at) => Some(FORGED),
                 None => odd
                     .and_then(|base| script(c).filter(|s| *s != base))
                     .map(Script::name),
@@ -38,12 +44,56 @@ pub fn visible(text: &str) -> String {
 }
 
 /// Whether `text` holds anything that hides or disguises text: a character [`visible`] marks
-/// as hidden, or a word that mixes look-alike scripts. (Line breaks are marked too, but are not
-/// hidden: they are reported by [`has_breaks`].)
+/// as hidden, a word that mixes look-alike scripts, or text imitating a marker. (Line breaks
+/// are marked too, but are not hidden: they are reported by [`has_breaks`].)
 pub fn has_hidden(text: &str) -> bool {
     text.chars()
         .any(|c| matches!(marker(c), Some((Kind::Hidden, _))))
         || words(text).any(|w| odd_script(w).is_some())
+        || text.contains(MARKER_START)
+}
+
+/// How every marker begins.
+const MARKER_START: &str = "[U+";
+
+/// The name of a `[` that begins text imitating a marker.
+const FORGED: &str = "LEFT SQUARE BRACKET";
+
+/// Whether the `[` at `at` in `word` begins text that reads like a marker.
+fn imitates_marker(word: &str, at: usize) -> bool {
+    word.get(at..)
+        .is_some_and(|rest| rest.starts_with(MARKER_START))
+}
+
+/// One example of every marker [`visible`] can write: each named character, each script, the
+/// unnamed form and a forged bracket. The UI's marker pattern is tested against these (the
+/// desktop app's bindings test writes them to `ui/src/lib/bindings/markers.json`), so the two
+/// cannot drift apart.
+pub fn marker_examples() -> Vec<String> {
+    let mut examples: Vec<String> = Vec::new();
+    let mut seen: Vec<&'static str> = Vec::new();
+    for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+        if let Some((_, name)) = marker(c)
+            && !seen.contains(&name)
+        {
+            seen.push(name);
+            examples.push(visible(&c.to_string()));
+        }
+    }
+    for word in [
+        "p\u{0430}y",
+        "\u{043F}\u{0440}o",
+        "\u{03A9}mega",
+        "ab\u{0531}",
+        "ab\u{13A0}",
+    ] {
+        let shown = visible(word);
+        let at = shown.find(MARKER_START).unwrap_or_default();
+        let end = shown[at..].find(']').map_or(shown.len(), |e| at + e + 1);
+        examples.push(shown[at..end].to_owned());
+    }
+    examples.push(format!("[U+005B {FORGED}]"));
+    examples
 }
 
 /// Whether `text` holds a line or paragraph break (shown as a marker, kept inside its field).
@@ -212,15 +262,17 @@ pub fn clip(text: &str, max: usize) -> String {
 /// human it acts for, its configured owner; the tool catalog's facts) apart from what the agent
 /// merely claims (its delegation chain, the data it says it touches, its properties).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Review {
     pub id: String,
-    pub status: String,
+    pub status: ItemStatus,
     /// The human the call is made for: `subject.id`, which the broker checked is the agent's
     /// configured owner.
     pub subject: String,
     /// `subject.type`.
     pub subject_type: String,
     /// `subject.properties`, as the agent sent them (its claims), made visible.
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub subject_properties: Option<serde_json::Value>,
     /// The agent that asks, as the broker authenticated it.
     pub agent: String,
@@ -232,12 +284,15 @@ pub struct Review {
     /// `resource.type`.
     pub resource_type: String,
     /// `resource.properties`, as the agent sent them, made visible.
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub resource_properties: Option<serde_json::Value>,
     pub action: String,
     /// `action.properties`, as the agent sent them, made visible.
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub action_properties: Option<serde_json::Value>,
     pub intent: String,
     /// The arguments, keys and strings made visible; structure kept.
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub arguments: serde_json::Value,
     /// The data domain the agent says the call touches (its claim).
     pub data_domain: Option<String>,
@@ -263,6 +318,7 @@ pub struct Review {
 
 /// The broker's tool-catalog facts, as shown.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CatalogFacts {
     pub domain: Option<String>,
     pub classification: Vec<String>,
@@ -290,7 +346,7 @@ pub const BOUND_MEMBERS: &[(&str, &str)] = &[
 ];
 
 impl Review {
-    pub fn of(pending: &countersign_protocol::PendingAction, status: &str) -> Self {
+    pub fn of(pending: &countersign_protocol::PendingAction, status: ItemStatus) -> Self {
         let mut hidden = false;
         let mut breaks = false;
         let mut show = |text: &str| {
@@ -310,7 +366,7 @@ impl Review {
         let data = pending.context.data.as_ref();
         let mut review = Self {
             id: show(&pending.id),
-            status: status.to_owned(),
+            status,
             subject,
             subject_type: show(&pending.subject.kind),
             subject_properties: None,
@@ -419,6 +475,48 @@ mod tests {
         assert_eq!(visible("Привет world"), "Привет world");
         assert!(!has_hidden("Привет world Müller 日本語"));
         assert_eq!(visible("Ωmega"), "[U+03A9 GREEK]mega");
+    }
+
+    #[test]
+    fn text_imitating_a_marker_cannot_pass_for_one() {
+        assert_eq!(
+            visible("refund [U+202E RLO] now"),
+            "refund [U+005B LEFT SQUARE BRACKET]U+202E RLO] now"
+        );
+        assert!(has_hidden("a [U+200B ZWSP] b"));
+        // Brackets that do not begin a marker are ordinary text.
+        assert_eq!(visible("[x] [U] [u+1]"), "[x] [U] [u+1]");
+        assert!(!has_hidden("[x] [U] [u+1]"));
+    }
+
+    /// Every example is one whole marker, and every marker form is among them.
+    #[test]
+    fn marker_examples_cover_every_marker_form() {
+        let examples = marker_examples();
+        for example in &examples {
+            assert!(
+                example.starts_with("[U+") && example.ends_with(']'),
+                "{example}"
+            );
+            assert_eq!(example.matches('[').count(), 1, "{example}");
+        }
+        for expected in [
+            "[U+2800 BRAILLE BLANK]",
+            "[U+0000]",
+            "[U+000A LF]",
+            "[U+0430 CYRILLIC]",
+            "[U+006F LATIN]",
+            "[U+03A9 GREEK]",
+            "[U+005B LEFT SQUARE BRACKET]",
+            "[U+E0000 TAG]",
+            "[U+0531 ARMENIAN]",
+            "[U+13A0 CHEROKEE]",
+        ] {
+            assert!(
+                examples.iter().any(|e| e == expected),
+                "{expected} in {examples:?}"
+            );
+        }
     }
 
     #[test]

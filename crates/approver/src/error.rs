@@ -1,5 +1,8 @@
 //! Errors of the approver engine.
 
+use crate::authn::AuthenticatorFailure;
+use crate::history::ItemStatus;
+
 /// An engine error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -19,7 +22,7 @@ pub enum Error {
     #[error(transparent)]
     Protocol(#[from] countersign_protocol::ParseError),
     #[error("item {item} is {status}, not pending")]
-    NotPending { item: String, status: String },
+    NotPending { item: String, status: ItemStatus },
     #[error("item {0} shows something other than what its action_hash binds: refused")]
     HashMismatch(String),
     #[error(
@@ -29,8 +32,11 @@ pub enum Error {
     GrantStillLive { item: String, until: i64 },
     #[error("a denial needs a reason")]
     ReasonRequired,
-    #[error("the authenticator failed: {0}")]
-    Authenticator(String),
+    #[error("the authenticator failed: {detail}")]
+    Authenticator {
+        failure: AuthenticatorFailure,
+        detail: String,
+    },
     #[error("cancelled at the authenticator")]
     Cancelled,
     #[error("no authenticator is enrolled: run `countersign authenticators add` first")]
@@ -70,6 +76,10 @@ pub enum Error {
     NoProfileDir,
     #[error("unknown export format {0:?}: jsonl or csv")]
     BadExportFormat(String),
+    #[error(
+        "unknown item status {0:?}: pending, approved, denied, expired, cancelled, redeemed, revoked or refused"
+    )]
+    BadStatus(String),
     #[error("not a usable broker address: {0}")]
     BadUrl(String),
     #[error("not a SHA-256 certificate fingerprint: {0:?} (64 hex digits, colons allowed)")]
@@ -109,7 +119,7 @@ impl Error {
             Self::HashMismatch(_) => "hash_mismatch",
             Self::GrantStillLive { .. } => "grant_still_live",
             Self::ReasonRequired => "reason_required",
-            Self::Authenticator(_) => "authenticator",
+            Self::Authenticator { failure, .. } => failure.code(),
             Self::Cancelled => "cancelled",
             Self::NoAuthenticator => "no_authenticator",
             Self::UnknownAuthenticator(_) => "unknown_authenticator",
@@ -123,6 +133,7 @@ impl Error {
             Self::BrokersNotTold { .. } => "brokers_not_told",
             Self::NoProfileDir => "no_profile_dir",
             Self::BadExportFormat(_) => "bad_format",
+            Self::BadStatus(_) => "bad_status",
             Self::BadUrl(_) => "bad_url",
             Self::BadFingerprint(_) => "bad_fingerprint",
             Self::Notification(_) => "notification",
@@ -137,6 +148,14 @@ impl Error {
 }
 
 impl Error {
+    /// An authenticator ceremony that failed: `failure` says how (its code), `detail` in words.
+    pub fn authenticator(failure: AuthenticatorFailure, detail: impl Into<String>) -> Self {
+        Self::Authenticator {
+            failure,
+            detail: detail.into(),
+        }
+    }
+
     /// Whether trying again later may succeed: the broker could not be reached, was busy or
     /// failed itself. Other refusals are its final answer.
     pub fn is_transient(&self) -> bool {

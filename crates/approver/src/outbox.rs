@@ -6,21 +6,17 @@
 //! can never produce two different grants for one item: after a restart the same stored grant is
 //! sent again, and the broker answers a repeated key with its first answer.
 
-use std::sync::Arc;
-
+use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::Decision;
-use countersign_protocol::clock::ManualClock;
 use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer, MAX_SKEW_SECS};
-use countersign_protocol::registry::{ApproverEntry, RegisteredCredential, RegistryDocument};
-use countersign_protocol::replay::{MemoryCounterStore, MemoryReplayStore};
+use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
-use countersign_protocol::{ApproverRegistry, DeviceSigningKey, GrantVerifier, VerifierConfig};
 use serde_json::json;
 
 use crate::client::{BrokerClient, DecisionOutcome};
 use crate::error::{Error, Result};
 pub use crate::history::Queued;
-use crate::history::{Answer, EntryKind, History};
+use crate::history::{Answer, EntryKind, History, ItemStatus};
 
 /// An authenticator the owner verifies with (a security key, a platform authenticator, or the
 /// development software authenticator). PIN, touch and user-verification prompts happen inside.
@@ -58,7 +54,7 @@ pub fn approve(
     let (pending, status) = history
         .item(item)?
         .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
-    if status != "pending" {
+    if status != ItemStatus::Pending {
         return Err(Error::NotPending {
             item: item.to_owned(),
             status,
@@ -72,27 +68,14 @@ pub fn approve(
     let grant = draft.sign(assertion, device)?;
 
     // Verify what we are about to send, exactly as a gateway would.
-    let entry = ApproverEntry {
-        id: issuer.approver_id.clone(),
-        owner: issuer.owner.clone(),
-        device_keys: vec![device.public_jwk()],
-        credentials: vec![authenticator.credential().clone()],
-    };
-    let registry = ApproverRegistry::new(RegistryDocument {
-        approvers: vec![entry],
-    })?;
-    GrantVerifier::new(
-        VerifierConfig::new(pending.audience.clone(), issuer.broker.clone()),
-        Arc::new(registry),
-        Arc::new(MemoryReplayStore::new()),
-        Arc::new(MemoryCounterStore::new()),
-        Arc::new(ManualClock::new(now)),
+    countersign_protocol::verify::check_minted(
+        &grant,
+        &pending,
+        issuer,
+        device.public_jwk(),
+        authenticator.credential().clone(),
+        now,
     )
-    .check(&countersign_protocol::Presentation {
-        grant: grant.token(),
-        action: &pending.request(),
-        presenter_jkt: None,
-    })
     .map_err(|e| Error::SelfCheck(e.to_string()))?;
 
     let jti = grant.claims().approval.jti.clone();
@@ -123,7 +106,7 @@ pub fn deny(
     let (_, status) = history
         .item(item)?
         .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
-    if status != "pending" && status != "refused" {
+    if status != ItemStatus::Pending && status != ItemStatus::Refused {
         return Err(Error::NotPending {
             item: item.to_owned(),
             status,
@@ -189,7 +172,11 @@ fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Resu
     }
     Err(Error::NotPending {
         item: item.to_owned(),
-        status: if approving { "denied" } else { "approved" }.to_owned(),
+        status: if approving {
+            ItemStatus::Denied
+        } else {
+            ItemStatus::Approved
+        },
     })
 }
 
@@ -262,7 +249,7 @@ fn grant_valid_until(
         .entries(item)?
         .iter()
         .rev()
-        .filter(|e| e.kind == "approved")
+        .filter(|e| e.kind == EntryKind::Approved)
         .find_map(|e| e.detail["exp"].as_i64());
     Ok(match exp {
         Some(exp) => Some(exp.saturating_add(MAX_SKEW_SECS)),

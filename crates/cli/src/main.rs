@@ -123,6 +123,7 @@ enum Command {
         /// Full-text search over intent, tool, agent and arguments.
         #[arg(long)]
         search: Option<String>,
+        /// pending, approved, denied, expired, cancelled, redeemed, revoked or refused.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]
@@ -328,7 +329,7 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
                 }
             } else {
                 let items = engine.history().list(&Filter {
-                    status,
+                    status: status.as_deref().map(str::parse).transpose()?,
                     agent,
                     tool,
                     search,

@@ -108,7 +108,7 @@ fn exit_code(error: &Error) -> u8 {
         | Error::BadName(_)
         | Error::BadUrl(_)
         | Error::Protocol(_) => EXIT_REFUSED,
-        Error::Authenticator(_) | Error::Cancelled | Error::SelfCheck(_) | Error::Mint(_) => {
+        Error::Authenticator { .. } | Error::Cancelled | Error::SelfCheck(_) | Error::Mint(_) => {
             EXIT_AUTHENTICATOR
         }
         Error::ChainBroken { .. } => EXIT_CHAIN,
@@ -432,7 +432,7 @@ pub(crate) fn change(out: &Out, engine: &Engine, change: &Change) -> Result<(), 
     let Some((pending, status)) = engine.history().item(id)? else {
         return Ok(());
     };
-    let review = Review::of(&pending, &status);
+    let review = Review::of(&pending, status);
     out.line(&json!({"event": kind, "item": review}), || match change {
         Change::Refused(_) => format!(
             "REFUSED {}: its action hash does not match its contents",

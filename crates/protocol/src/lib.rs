@@ -94,6 +94,7 @@ pub mod grant;
 pub mod hash;
 pub mod json;
 pub mod jws;
+pub mod link;
 pub mod proof;
 pub mod registry;
 pub mod replay;

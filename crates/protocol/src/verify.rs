@@ -311,3 +311,52 @@ impl From<ConsumeError> for VerifyError {
         }
     }
 }
+
+/// Why a grant the approver just minted failed its own check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintCheckError {
+    /// The approver's own device key and credential do not form a registry entry.
+    #[error("the approver's own keys do not form a registry entry: {0}")]
+    Registry(ParseError),
+    /// A gateway would refuse the grant.
+    #[error("a gateway would refuse it: {0}")]
+    Refused(VerifyError),
+}
+
+/// Checks a grant an approver just minted exactly as a gateway will: the whole verification
+/// order, against a registry holding this approver alone (`device` and `credential`), with
+/// nothing spent and no counter seen, at `now`, for the pending action's audience and the
+/// issuer's broker. An approver runs it before sending anything, so a grant that would be
+/// refused (a clock or encoding fault, a credential the registry would not take) never leaves.
+pub fn check_minted(
+    grant: &crate::Grant,
+    pending: &crate::PendingAction,
+    issuer: &crate::grant::Issuer,
+    device: crate::registry::DeviceJwk,
+    credential: crate::registry::RegisteredCredential,
+    now: i64,
+) -> Result<VerifiedGrant, MintCheckError> {
+    let registry = ApproverRegistry::new(crate::registry::RegistryDocument {
+        approvers: vec![crate::registry::ApproverEntry {
+            id: issuer.approver_id.clone(),
+            owner: issuer.owner.clone(),
+            device_keys: vec![device],
+            credentials: vec![credential],
+        }],
+    })
+    .map_err(MintCheckError::Registry)?;
+    GrantVerifier::new(
+        VerifierConfig::new(pending.audience.clone(), issuer.broker.clone()),
+        Arc::new(registry),
+        Arc::new(crate::replay::MemoryReplayStore::new()),
+        Arc::new(crate::replay::MemoryCounterStore::new()),
+        Arc::new(crate::clock::ManualClock::new(now)),
+    )
+    .check(&Presentation {
+        grant: grant.token(),
+        action: &pending.request(),
+        presenter_jkt: None,
+    })
+    .map_err(MintCheckError::Refused)
+}

@@ -1,17 +1,24 @@
 // The only module that touches Tauri: typed wrappers of the app's commands and events.
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { ApproveRequest } from "../lib/bindings/ApproveRequest";
 import type { AuthenticatorInfo } from "../lib/bindings/AuthenticatorInfo";
 import type { BrokerInfo } from "../lib/bindings/BrokerInfo";
+import type { CeremonyStep } from "../lib/bindings/CeremonyStep";
 import type { Changed } from "../lib/bindings/Changed";
 import type { CommandError } from "../lib/bindings/CommandError";
 import type { DecisionResult } from "../lib/bindings/DecisionResult";
+import type { DenyRequest } from "../lib/bindings/DenyRequest";
+import type { EnrollRequest } from "../lib/bindings/EnrollRequest";
 import type { Exported } from "../lib/bindings/Exported";
+import type { HistoryQuery } from "../lib/bindings/HistoryQuery";
 import type { HistoryRow } from "../lib/bindings/HistoryRow";
 import type { Integrity } from "../lib/bindings/Integrity";
 import type { ItemDetail } from "../lib/bindings/ItemDetail";
 import type { PairLink } from "../lib/bindings/PairLink";
+import type { PairRequest } from "../lib/bindings/PairRequest";
 import type { PendingItem } from "../lib/bindings/PendingItem";
+import type { RenameRequest } from "../lib/bindings/RenameRequest";
 import type { Settings } from "../lib/bindings/Settings";
 
 /** A command error as the UI sees it. */
@@ -29,20 +36,18 @@ export function errorCode(e: unknown): string {
 export const api = {
   pending: () => invoke<PendingItem[]>("pending"),
   item: (id: string) => invoke<ItemDetail>("item", { id }),
-  approve: (id: string) => invoke<DecisionResult>("approve", { id, with: null }),
-  deny: (id: string, reason: string, suspendAgent: boolean) =>
-    invoke<DecisionResult>("deny", { id, reason, suspendAgent }),
+  approve: (request: ApproveRequest) => invoke<DecisionResult>("approve", { request }),
+  deny: (request: DenyRequest) => invoke<DecisionResult>("deny", { request }),
   submitPin: (pin: string | null) => invoke<void>("submit_pin", { pin }),
-  history: (args: Record<string, string | number>) => invoke<HistoryRow[]>("history", args),
+  history: (query: HistoryQuery) => invoke<HistoryRow[]>("history", { query }),
   verifyHistory: () => invoke<Integrity>("verify_history"),
   settings: () => invoke<Settings>("settings"),
   setPrivacy: (on: boolean) => invoke<void>("set_privacy", { on }),
   pauseNotifications: (minutes: number) => invoke<number>("pause_notifications", { minutes }),
-  pair: (url: string, code: string, fingerprint: string | null) =>
-    invoke<BrokerInfo>("pair", { url, code, fingerprint }),
+  pair: (request: PairRequest) => invoke<BrokerInfo>("pair", { request }),
   removeBroker: (url: string) => invoke<void>("remove_broker", { url }),
-  addAuthenticator: (kind: string, name: string) => invoke<AuthenticatorInfo>("add_authenticator", { kind, name }),
-  renameAuthenticator: (name: string, newName: string) => invoke<void>("rename_authenticator", { name, newName }),
+  addAuthenticator: (request: EnrollRequest) => invoke<AuthenticatorInfo>("add_authenticator", { request }),
+  renameAuthenticator: (request: RenameRequest) => invoke<void>("rename_authenticator", { request }),
   removeAuthenticator: (name: string) => invoke<void>("remove_authenticator", { name }),
   setAutostart: (on: boolean) => invoke<boolean>("set_autostart", { on }),
   takePairLink: () => invoke<PairLink | null>("take_pair_link"),
@@ -63,7 +68,7 @@ export function onChanged(f: (c: Changed) => void): Promise<UnlistenFn> {
   return listen<Changed>("changed", (e) => f(e.payload));
 }
 
-/** The authenticator's state during a ceremony: "touch", "pin" or "processing". */
-export function onCeremony(f: (state: string) => void): Promise<UnlistenFn> {
-  return listen<string>("ceremony", (e) => f(e.payload));
+/** Where a ceremony stands: the authenticator wants a touch, its PIN, or is working. */
+export function onCeremony(f: (step: CeremonyStep) => void): Promise<UnlistenFn> {
+  return listen<CeremonyStep>("ceremony", (e) => f(e.payload));
 }

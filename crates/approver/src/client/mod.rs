@@ -8,10 +8,12 @@ use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::{
     Decision, ErrorBody, MAX_PAGE, PairRequest, PairResponse, RequestView,
 };
+use countersign_protocol::json::Limits;
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
 use countersign_protocol::registry::RegisteredCredential;
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::pin::{Fingerprint, PinningVerifier};
@@ -124,12 +126,12 @@ impl BrokerClient {
             credential,
             name,
         };
-        let response: PairResponse = client
-            .send(Method::POST, "/v1/pair", Some(&body), None)
-            .await?
-            .json()
-            .await
-            .map_err(http)?;
+        let response: PairResponse = strict(
+            client
+                .send(Method::POST, "/v1/pair", Some(&body), None)
+                .await?,
+        )
+        .await?;
         client.approver_id.clone_from(&response.approver_id);
         Ok((client, response))
     }
@@ -145,11 +147,11 @@ impl BrokerClient {
             credential,
             assertion,
         };
-        self.send(Method::POST, "/v1/approver/credentials", Some(&body), None)
-            .await?
-            .json()
-            .await
-            .map_err(http)
+        strict(
+            self.send(Method::POST, "/v1/approver/credentials", Some(&body), None)
+                .await?,
+        )
+        .await
     }
 
     pub fn approver_id(&self) -> &str {
@@ -179,7 +181,7 @@ impl BrokerClient {
                 None => format!("/v1/approver/requests?status=pending&limit={MAX_PAGE}"),
             };
             let response = self.send::<()>(Method::GET, &path, None, None).await?;
-            let raw: RawList = serde_json::from_slice(&bounded(response, MAX_PAGE_BYTES).await?)?;
+            let raw: RawList = strict(response).await?;
             if page == 0 {
                 listing.last_event_id = raw.last_event_id;
             }
@@ -208,10 +210,7 @@ impl BrokerClient {
     ) -> Result<Option<std::result::Result<RequestView, Unreadable>>> {
         let path = format!("/v1/approver/requests/{}", path_segment(id));
         match self.send::<()>(Method::GET, &path, None, None).await {
-            Ok(response) => {
-                let value = serde_json::from_slice(&bounded(response, MAX_PAGE_BYTES).await?)?;
-                Ok(Some(read_view(value)))
-            }
+            Ok(response) => Ok(Some(read_view(strict(response).await?))),
             Err(Error::Broker { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -239,19 +238,19 @@ impl BrokerClient {
             .send(Method::POST, &path, Some(decision), Some(idempotency_key))
             .await;
         match response {
-            Ok(r) => Ok(DecisionOutcome::Recorded(r.json().await.map_err(http)?)),
+            Ok(r) => Ok(DecisionOutcome::Recorded(strict(r).await?)),
             // "Already decided" carries the item as the broker has it; a 409 without it (a
             // replayed grant) stays a refusal.
             Err(Error::Broker {
                 status: 409,
                 ref body,
                 ..
-            }) if serde_json::from_str::<serde_json::Value>(body)
+            }) if parse_strict::<serde_json::Value>(body.as_bytes())
                 .is_ok_and(|v| v.get("request").is_some()) =>
             {
-                let value: serde_json::Value = serde_json::from_str(body)?;
+                let mut value: serde_json::Value = parse_strict(body.as_bytes())?;
                 Ok(DecisionOutcome::AlreadyDecided(serde_json::from_value(
-                    value["request"].clone(),
+                    value["request"].take(),
                 )?))
             }
             Err(e) => Err(e),
@@ -351,6 +350,27 @@ fn read_view(value: serde_json::Value) -> std::result::Result<RequestView, Unrea
              rather than approved half-seen ({e})"
         ))
     })
+}
+
+/// The limits of one broker answer: a listing page holds many items, each within
+/// [`RECEIVE_LIMITS`](crate::engine::RECEIVE_LIMITS), a few levels down.
+const ANSWER_LIMITS: Limits = Limits {
+    max_bytes: MAX_PAGE_BYTES,
+    max_depth: crate::engine::RECEIVE_LIMITS.max_depth + 4,
+};
+
+/// The body of `response`, read as strict JSON (see [`parse_strict`]).
+async fn strict<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+    parse_strict(&bounded(response, MAX_PAGE_BYTES).await?)
+}
+
+/// A broker answer read as strict JSON, as the broker reads what agents send: a duplicate key,
+/// an integer past 2^53 or nesting past the limits is refused, never resolved one way here and
+/// another way elsewhere. (Reading leniently first would have merged duplicates before any
+/// check could see them.)
+pub(super) fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let value = countersign_protocol::json::parse_value(bytes, ANSWER_LIMITS)?;
+    Ok(serde_json::from_value(value)?)
 }
 
 /// The body of `response`, refused past `max` bytes (a broker cannot make the app read without

@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 
 use countersign_protocol::proof::PROOF_HEADER;
 
-use super::{BrokerClient, Listing, MAX_PAGE_BYTES, Unreadable, http, read_view, status_code};
+use super::{
+    BrokerClient, Listing, MAX_PAGE_BYTES, Unreadable, http, parse_strict, read_view, status_code,
+};
 use crate::error::{Error, Result};
 
 /// What the follower delivers.
@@ -190,7 +192,7 @@ struct RawEvent {
 }
 
 fn read_event(data: &str) -> Result<Streamed> {
-    let raw: RawEvent = serde_json::from_str(data)?;
+    let raw: RawEvent = parse_strict(data.as_bytes())?;
     let request = match raw.request {
         Some(value) => match read_view(value) {
             Ok(view) => Some(view),

@@ -51,8 +51,9 @@ impl Engine {
         };
         let credential = self.ceremonies(prompt).register(kind, USER_HANDLE)?;
         if existing.iter().any(|a| a.credential.id == credential.id) {
-            return Err(Error::Authenticator(
-                "this credential is already enrolled".into(),
+            return Err(Error::authenticator(
+                crate::authn::AuthenticatorFailure::Failed,
+                "this credential is already enrolled",
             ));
         }
         if let Some(voucher) = &voucher {

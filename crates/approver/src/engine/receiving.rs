@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::client::{BrokerClient, DecisionOutcome, Listing, Unreadable};
 use crate::error::{Error, Result};
-use crate::history::EntryKind;
+use crate::history::{EntryKind, ItemStatus};
 use crate::notify::{Notice, Notifier};
 use crate::outbox::{self};
 
@@ -110,7 +110,7 @@ impl Engine {
             )?;
             let entry = self.history.receive(broker, &view.pending, now)?;
             self.history.set_merged(&id, view.merged)?;
-            let refused = entry.is_some_and(|e| e.kind == "refused");
+            let refused = entry.is_some_and(|e| e.kind == EntryKind::Refused);
             if !refused && view.status != Status::Pending {
                 self.record_status(&id, view, now)?;
             }
@@ -123,13 +123,13 @@ impl Engine {
         // Another identical request merged into the item: its count grows, nothing else.
         let merged = self.history.set_merged(&id, view.merged)?;
         let unchanged = Ok(merged.then_some(Change::Updated(id.clone())));
-        if local == view.status.as_str() || local == "refused" {
+        if local.as_str() == view.status.as_str() || local == ItemStatus::Refused {
             return unchanged;
         }
         // A decision queued here and not yet delivered: the broker still shows it pending. And a
         // view behind what is known (a replayed "approved" after "redeemed", a cached answer)
         // never moves an item back.
-        if view.status == Status::Pending || stage(view.status.as_str()) < stage(&local) {
+        if view.status == Status::Pending || stage(view.status.as_str()) < stage(local.as_str()) {
             return unchanged;
         }
         // Anything else the broker reports wins, including another approver's decision that

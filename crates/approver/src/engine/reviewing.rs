@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::display::Review;
 use crate::error::{Error, Result};
-use crate::history::{Entry, EntryKind, Filter};
+use crate::history::{Entry, EntryKind, Filter, ItemStatus};
 
 use super::Engine;
 
@@ -46,7 +46,7 @@ impl Engine {
     /// What waits for a decision, soonest expiry first.
     pub fn pending(&self) -> Result<Vec<PendingReview>> {
         let items = self.history.list(&Filter {
-            status: Some("pending".into()),
+            status: Some(ItemStatus::Pending),
             limit: PENDING_LIMIT,
             ..Filter::default()
         })?;
@@ -56,7 +56,7 @@ impl Engine {
                 continue;
             };
             out.push(PendingReview {
-                review: Review::of(&pending, &status),
+                review: Review::of(&pending, status),
                 merged: item.merged,
                 created_at: pending.created_at.unix(),
                 expires_at: pending.expires_at.unix(),
@@ -74,7 +74,7 @@ impl Engine {
             .item(id)?
             .ok_or_else(|| Error::UnknownItem(id.to_owned()))?;
         let mut entries = self.history.entries(id)?;
-        if status == "pending" && !entries.iter().any(|e| e.kind == "viewed") {
+        if status == ItemStatus::Pending && !entries.iter().any(|e| e.kind == EntryKind::Viewed) {
             let now = self.now();
             entries.push(
                 self.history
@@ -82,7 +82,7 @@ impl Engine {
             );
         }
         Ok(Opened {
-            review: Review::of(&pending, &status),
+            review: Review::of(&pending, status),
             entries,
             expires_at: pending.expires_at.unix(),
         })

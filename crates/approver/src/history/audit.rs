@@ -5,7 +5,7 @@ use countersign_protocol::PendingAction;
 use rusqlite::OptionalExtension as _;
 use serde_json::Value;
 
-use super::{ChainReport, EntryKind, History};
+use super::{ChainReport, EntryKind, History, ItemStatus};
 use crate::error::{Error, Result};
 
 /// The first entry of an item no longer in the items table.
@@ -57,15 +57,15 @@ impl History {
                 row.get(8)?,
             );
             let mut first: Option<(i64, EntryKind, String)> = None;
-            let mut newest: Option<(i64, &'static str)> = None;
+            let mut newest: Option<(i64, ItemStatus)> = None;
             let mut list = entries.query([&id])?;
             while let Some(entry) = list.next()? {
                 let seq: i64 = entry.get(0)?;
-                let kind: EntryKind = serde_json::from_value(Value::String(entry.get(1)?))
-                    .map_err(|_| Error::ChainBroken {
-                        seq,
-                        reason: "its kind is unknown".into(),
-                    })?;
+                let kind: String = entry.get(1)?;
+                let kind = EntryKind::parse(&kind).ok_or_else(|| Error::ChainBroken {
+                    seq,
+                    reason: "its kind is unknown".into(),
+                })?;
                 if first.is_none() {
                     first = Some((seq, kind, entry.get(2)?));
                 }
@@ -116,7 +116,7 @@ impl History {
                     "shows an action other than the one this entry recorded".into(),
                 ));
             }
-            if status != last_status {
+            if status != last_status.as_str() {
                 return Err(broken(
                     last_seq,
                     format!("reads {status}, but this entry made it {last_status}"),

@@ -9,62 +9,8 @@ use rusqlite::{OptionalExtension as _, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::History;
+use super::{EntryKind, History};
 use crate::error::{Error, Result};
-
-/// What happened to an item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum EntryKind {
-    Received,
-    Notified,
-    Viewed,
-    Approved,
-    Denied,
-    Expired,
-    Cancelled,
-    Redeemed,
-    Revoked,
-    /// The item was refused on arrival (its hash disagreed with its contents).
-    Refused,
-    /// The broker refused the decision queued here for good (a grant that expired while the
-    /// broker was unreachable, say); the item is open again.
-    Rejected,
-}
-
-impl EntryKind {
-    /// The item status this entry moves to, if it changes it.
-    pub(super) fn status(self) -> Option<&'static str> {
-        match self {
-            Self::Approved => Some("approved"),
-            Self::Denied => Some("denied"),
-            Self::Expired => Some("expired"),
-            Self::Cancelled => Some("cancelled"),
-            Self::Redeemed => Some("redeemed"),
-            Self::Revoked => Some("revoked"),
-            Self::Refused => Some("refused"),
-            Self::Received | Self::Rejected => Some("pending"),
-            Self::Notified | Self::Viewed => None,
-        }
-    }
-
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Self::Received => "received",
-            Self::Notified => "notified",
-            Self::Viewed => "viewed",
-            Self::Approved => "approved",
-            Self::Denied => "denied",
-            Self::Expired => "expired",
-            Self::Cancelled => "cancelled",
-            Self::Redeemed => "redeemed",
-            Self::Revoked => "revoked",
-            Self::Refused => "refused",
-            Self::Rejected => "rejected",
-        }
-    }
-}
 
 /// One link of the chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,7 +18,7 @@ pub struct Entry {
     pub seq: i64,
     pub at: i64,
     pub item: String,
-    pub kind: String,
+    pub kind: EntryKind,
     pub detail: Value,
     pub prev: String,
     pub hash: String,
@@ -127,10 +73,7 @@ impl History {
         while let Some(row) = rows.next()? {
             let raw = read_entry(row)?;
             let seq = raw.0;
-            let entry: Entry = raw.try_into().map_err(|_| Error::ChainBroken {
-                seq,
-                reason: "detail is not JSON".into(),
-            })?;
+            let entry: Entry = raw.try_into()?;
             if entry.seq != expected_seq {
                 return Err(Error::ChainBroken {
                     seq: expected_seq,
@@ -185,13 +128,17 @@ fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
 impl TryFrom<RawEntry> for Entry {
     type Error = Error;
 
+    /// A row the chain's writer could not have written is a broken link.
     fn try_from((seq, at, item, kind, detail, prev, hash): RawEntry) -> Result<Self> {
+        let broken = |reason: String| Error::ChainBroken { seq, reason };
         Ok(Self {
             seq,
             at,
             item,
-            kind,
-            detail: serde_json::from_str(&detail)?,
+            kind: EntryKind::parse(&kind)
+                .ok_or_else(|| broken(format!("unknown kind {kind:?}")))?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|_| broken("detail is not JSON".into()))?,
             prev,
             hash,
         })
@@ -214,7 +161,7 @@ pub(super) fn append(
         seq,
         at,
         item: item.to_owned(),
-        kind: kind.as_str().to_owned(),
+        kind,
         detail,
         prev,
         hash: String::new(),

@@ -95,7 +95,7 @@ impl History {
                 e.seq.to_string(),
                 e.at.to_string(),
                 e.item.clone(),
-                e.kind.clone(),
+                e.kind.as_str().to_owned(),
                 e.detail.to_string(),
                 e.prev.clone(),
                 e.hash.clone(),

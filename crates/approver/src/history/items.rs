@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chain::append;
-use super::{Entry, EntryKind, History};
+use super::{Entry, EntryKind, History, ItemStatus};
 use crate::error::{Error, Result};
 
 /// An item as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemSummary {
     pub id: String,
-    pub status: String,
+    pub status: ItemStatus,
     pub agent: String,
     pub tool: String,
     pub intent: String,
@@ -27,7 +27,7 @@ pub struct ItemSummary {
 /// Filters for [`History::list`]; all optional.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
-    pub status: Option<String>,
+    pub status: Option<ItemStatus>,
     pub agent: Option<String>,
     pub tool: Option<String>,
     /// Unix seconds, inclusive.
@@ -110,7 +110,7 @@ impl History {
                 pending.created_at.unix(),
                 pending.expires_at.unix(),
                 at,
-                kind.status().unwrap_or("pending")
+                kind.status().unwrap_or(ItemStatus::Pending)
             ],
         )?;
         let rowid = tx.last_insert_rowid();
@@ -139,7 +139,7 @@ impl History {
     }
 
     /// How many items have `status`.
-    pub fn count(&self, status: &str) -> Result<u64> {
+    pub fn count(&self, status: ItemStatus) -> Result<u64> {
         let n: i64 = self.conn.query_row(COUNT, [status], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -151,8 +151,8 @@ impl History {
     }
 
     /// The stored pending action.
-    pub fn item(&self, id: &str) -> Result<Option<(PendingAction, String)>> {
-        let row: Option<(String, String)> = self
+    pub fn item(&self, id: &str) -> Result<Option<(PendingAction, ItemStatus)>> {
+        let row: Option<(String, ItemStatus)> = self
             .conn
             .query_row(ITEM, [id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;

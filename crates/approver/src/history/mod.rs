@@ -9,6 +9,7 @@
 //! - `audit`: that the items shown agree with the chain ([`History::verify`]);
 //! - `export`: JSON Lines and CSV;
 //! - `settings`: enrolled authenticators, paired brokers, named settings;
+//! - `status`: item statuses and entry kinds;
 //! - `queue`: the outbox's rows (the decision flow is [`crate::outbox`]).
 //!
 //! Entry `n` stores `hash_n = b64url(SHA-256(JCS({seq, at, item, kind, detail, prev})))` with
@@ -22,6 +23,7 @@ mod items;
 mod queue;
 mod schema;
 mod settings;
+mod status;
 
 use std::path::Path;
 
@@ -29,11 +31,12 @@ use rusqlite::Connection;
 
 use crate::error::Result;
 
-pub use chain::{ChainReport, Entry, EntryKind};
+pub use chain::{ChainReport, Entry};
 pub use export::ExportFormat;
 pub use items::{Filter, ItemSummary};
 pub use queue::{Answer, Queued};
 pub use settings::{Enrolled, Paired};
+pub use status::{EntryKind, ItemStatus};
 
 /// The history database.
 #[derive(Debug)]

@@ -63,7 +63,7 @@ fn a_hostile_broker_is_shown_in_full_or_refused_and_the_engine_goes_on() {
         Some(Change::Received("pa_big".into()))
     );
     let (pending, status) = engine.history().item("pa_big").unwrap().unwrap();
-    let review = Review::of(&pending, &status);
+    let review = Review::of(&pending, status);
     let shown = review.arguments["blob"].as_str().unwrap();
     assert_eq!(shown.len(), "[U+202E RLO]".len() + (1 << 20));
     assert!(review.hidden_characters);

@@ -1,7 +1,7 @@
 //! The local history: chain, filters, search, export, and detection of an edited file.
 
 use countersign_approver::Error;
-use countersign_approver::history::{EntryKind, Filter, History};
+use countersign_approver::history::{EntryKind, Filter, History, ItemStatus};
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::{
     ActionName, ActionRequest, Actor, Context, PendingParts, PolicyRef, Resource, Subject,
@@ -166,7 +166,7 @@ fn filters_and_full_text_search_find_the_right_items() {
     );
     assert_eq!(
         ids(Filter {
-            status: Some("pending".into()),
+            status: Some(ItemStatus::Pending),
             ..Filter::default()
         }),
         ["pa_3"]
@@ -222,7 +222,7 @@ fn filters_and_full_text_search_find_the_right_items() {
     assert_eq!(
         ids(Filter {
             search: Some("refund".into()),
-            status: Some("redeemed".into()),
+            status: Some(ItemStatus::Redeemed),
             ..Filter::default()
         }),
         ["pa_1"]

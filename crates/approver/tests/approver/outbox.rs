@@ -97,7 +97,7 @@ async fn a_crash_anywhere_in_approving_yields_exactly_one_grant() {
         .entries(&ticket.id)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(kinds, ["received", "approved"]);
     history.verify().unwrap();
@@ -127,7 +127,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
     history.receive(p.client.base(), &lying, 1).unwrap();
     let refused = approve(&mut history, &mut p, "pa_lying", now());
     assert!(
-        matches!(refused, Err(Error::NotPending { ref status, .. }) if status == "refused"),
+        matches!(refused, Err(Error::NotPending { ref status, .. }) if *status == "refused"),
         "{refused:?}"
     );
 
@@ -147,7 +147,7 @@ async fn deny_is_queued_sent_and_seen_by_the_agent_and_refusals_hold() {
     // The first decision stays the decision: approving after a denial is refused.
     let late = approve(&mut history, &mut p, &ticket.id, now());
     assert!(
-        matches!(late, Err(Error::NotPending { ref status, .. }) if status == "denied"),
+        matches!(late, Err(Error::NotPending { ref status, .. }) if *status == "denied"),
         "{late:?}"
     );
     let first = history.queued(&ticket.id).unwrap().unwrap();
@@ -206,7 +206,7 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
         .entries(stale)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(kinds, ["received", "approved", "rejected"]);
 

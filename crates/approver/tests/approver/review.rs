@@ -9,6 +9,7 @@ use std::sync::Arc;
 use countersign_approver::authn::{Kind, Unattended};
 use countersign_approver::display::{BOUND_MEMBERS, Review};
 use countersign_approver::engine::{Change, Engine};
+use countersign_approver::history::ItemStatus;
 use countersign_approver::notify::{DesktopNotifier, Notice, Notifier as _};
 use countersign_approver::{Error, Filter};
 use countersign_protocol::ActionRequest;
@@ -155,7 +156,7 @@ fn every_member_the_hash_binds_has_a_place_in_the_review() {
         request.clone(),
     )
     .unwrap();
-    let review = serde_json::to_value(Review::of(&pending, "pending")).unwrap();
+    let review = serde_json::to_value(Review::of(&pending, ItemStatus::Pending)).unwrap();
     let bound_value = serde_json::to_value(&request).unwrap();
     for (path, field) in BOUND_MEMBERS {
         let shown = review
@@ -199,20 +200,8 @@ async fn hostile_broker(
     approver_id: &str,
     listing: Value,
 ) -> (String, tokio::task::JoinHandle<()>) {
-    use axum::routing::{get, post};
-    let pairing = json!({"approver_id": approver_id, "owner": OWNER});
-    let one = listing["requests"][0].clone();
-    let answer = |value: Value| move || std::future::ready(axum::Json(value.clone()));
-    let app = axum::Router::new()
-        .route("/v1/pair", post(answer(pairing)))
-        .route("/v1/approver/requests", get(answer(listing)))
-        .route("/v1/approver/requests/{id}", get(answer(one)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, task)
+    let one = listing["requests"][0].to_string();
+    raw_broker(approver_id, listing.to_string(), one).await
 }
 
 fn engine(dir: &std::path::Path, name: &str) -> Engine {
@@ -281,6 +270,71 @@ async fn an_item_this_app_cannot_show_is_refused_with_why() {
         report.failed[0].error
     );
     assert!(engine.history().item("pa_sneaky").unwrap().is_none());
+}
+
+/// The approver reads what brokers send as strictly as brokers read what agents send: a
+/// listing whose item repeats a key (one intent for a lenient reader, another for a strict one)
+/// is refused whole, with the key named, and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_answer_with_a_repeated_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = engine(dir.path(), "duplicate");
+    engine
+        .enroll(Kind::Dev, "key", None, &Unattended)
+        .await
+        .unwrap();
+    let listing = json!({
+        "requests": [listed_item("pa_twofaced", |_| {})],
+        "last_event_id": 0,
+    });
+    let text = serde_json::to_string(&listing).unwrap();
+    assert!(text.contains("\"intent\":\""));
+    let text = text.replacen(
+        "\"intent\":\"",
+        "\"intent\":\"Check the weather\",\"intent\":\"",
+        1,
+    );
+    // What a lenient reader makes of it: one intent, the last; the repetition is gone.
+    assert!(serde_json::from_str::<Value>(&text).is_ok());
+    let (url, _task) = raw_broker("apr_twofaced", text, String::new()).await;
+    engine
+        .pair(&url, "ANY-CODE", None, None, None, &Unattended)
+        .await
+        .unwrap();
+    let reports = engine.sync().await.unwrap();
+    let (_, error) = reports[0].as_ref().unwrap_err();
+    assert_eq!(error.code(), "duplicate_key", "{error}");
+    assert!(error.to_string().contains("intent"), "{error}");
+    assert!(engine.history().item("pa_twofaced").unwrap().is_none());
+}
+
+/// A broker whose listing and single item are the raw texts given (a repeated key, say, which
+/// `axum::Json` could never send).
+async fn raw_broker(
+    approver_id: &str,
+    listing: String,
+    one: String,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::routing::{get, post};
+    let pairing = json!({"approver_id": approver_id, "owner": OWNER}).to_string();
+    let answer = |body: String| {
+        move || {
+            std::future::ready((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body.clone(),
+            ))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v1/pair", post(answer(pairing)))
+        .route("/v1/approver/requests", get(answer(listing)))
+        .route("/v1/approver/requests/{id}", get(answer(one)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
 }
 
 /// Finding 10: each broker has its own device key, an approver id another paired broker uses

@@ -1,6 +1,7 @@
 //! Shared setup: a real broker on loopback with one agent and one gateway, a simulated agent,
 //! and a paired approver with a software authenticator.
 
+use countersign_approver::authn::AuthenticatorFailure;
 use countersign_approver::client::BrokerClient;
 use countersign_approver::outbox::Authenticator;
 use countersign_approver::{Error, Result};
@@ -53,7 +54,7 @@ impl Authenticator for Soft {
     fn assert(&mut self, challenge: &[u8; 32]) -> Result<WebAuthnAssertion> {
         self.inner
             .assert(&self.credential.id, challenge, true)
-            .map_err(|e| Error::Authenticator(e.to_string()))
+            .map_err(|e| Error::authenticator(AuthenticatorFailure::Failed, e.to_string()))
     }
 }
 

@@ -284,7 +284,8 @@ async fn hardware_backends_fail_clearly_without_hardware() {
             5,
         )
         .await;
-    assert_eq!(usb["error"]["code"], "authenticator");
+    // No key to reach is its own failure, with its own code (the UI says "plug one in").
+    assert_eq!(usb["error"]["code"], "no_key");
     let message = usb["error"]["message"].as_str().unwrap();
     assert!(message.contains("security key"), "{message}");
     // Windows Hello exists only on Windows.

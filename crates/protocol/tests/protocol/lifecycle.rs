@@ -42,6 +42,52 @@ fn a_minted_grant_verifies_and_redeems_once() {
     assert_eq!(again.code(), "replayed");
 }
 
+/// The approver's own check before sending: the grant it just minted passes as a gateway would
+/// check it; checked against another credential, another broker or a later time, it does not.
+#[test]
+fn an_approver_checks_what_it_minted_before_sending_it() {
+    use countersign_protocol::grant::Issuer;
+    use countersign_protocol::verify::{MintCheckError, check_minted};
+    let mut fx = Fixture::new();
+    let pending = pending();
+    let grant = fx.mint(&pending);
+    let device = fx.device.public_jwk();
+    let credential = fx.approver.credential.clone();
+    let checked = check_minted(
+        &grant,
+        &pending,
+        &fx.issuer,
+        device.clone(),
+        credential.clone(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(checked.claims.approval.txn, pending.id);
+
+    let other = countersign_protocol::dev_authenticator::DevApprover::new("apr_x", OWNER, "b")
+        .unwrap()
+        .credential;
+    let refused = |issuer: &Issuer, credential, now| {
+        check_minted(&grant, &pending, issuer, device.clone(), credential, now).unwrap_err()
+    };
+    assert!(matches!(
+        refused(&fx.issuer, other, NOW),
+        MintCheckError::Refused(VerifyError::Assertion(_))
+    ));
+    let elsewhere = Issuer {
+        broker: "https://another-broker.example.com".into(),
+        ..fx.issuer.clone()
+    };
+    assert!(matches!(
+        refused(&elsewhere, credential.clone(), NOW),
+        MintCheckError::Refused(VerifyError::WrongBroker(_))
+    ));
+    assert!(matches!(
+        refused(&fx.issuer, credential, NOW + 3600),
+        MintCheckError::Refused(VerifyError::Expired)
+    ));
+}
+
 #[test]
 fn the_token_is_a_standard_compact_jws() {
     let mut fx = Fixture::new();

@@ -7,7 +7,11 @@ export type PairLink = {
 /**
  * The broker's base URL (http only on loopback is checked when pairing).
  */
-broker: string, code: string, 
+broker: string, 
+/**
+ * The one-time pairing code.
+ */
+code: string, 
 /**
  * The broker certificate's SHA-256 fingerprint, when the link carries one.
  */

@@ -1,19 +1,21 @@
 //! `countersign://pair?broker=…&code=…[&fingerprint=…]` links, as a broker's admin hands them
 //! out. A link only fills in the pairing form: the owner reads the address, and pairing still
-//! needs a user-verified assertion. Links come from anywhere, so they are parsed strictly.
+//! needs a user-verified assertion. Links come from anywhere, so they are parsed strictly (and
+//! fuzzed: `fuzz/fuzz_targets/pair_link.rs`).
 
 use serde::Serialize;
-use tauri::Url;
-use ts_rs::TS;
+use url::Url;
 
 /// The scheme the app registers.
 pub const SCHEME: &str = "countersign";
 
 /// A pairing offer from a link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PairLink {
     /// The broker's base URL (http only on loopback is checked when pairing).
     pub broker: String,
+    /// The one-time pairing code.
     pub code: String,
     /// The broker certificate's SHA-256 fingerprint, when the link carries one.
     pub fingerprint: Option<String>,
@@ -22,20 +24,31 @@ pub struct PairLink {
 /// Why a link was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
+    /// Not a `countersign:` URL at all.
     #[error("not a countersign:// link")]
     Scheme,
+    /// A `countersign:` URL for something other than pairing.
     #[error("countersign://{0} is not a link the app knows (only countersign://pair)")]
     Unknown(String),
+    /// A required parameter is absent.
     #[error("the pairing link has no {0}")]
     Missing(&'static str),
+    /// A parameter is given twice.
     #[error("the pairing link gives {0} more than once")]
     Repeated(String),
+    /// A parameter the link format does not have.
     #[error("the pairing link has an unknown parameter {0:?}")]
     Parameter(String),
-    #[error("the pairing link's broker must be an http(s) address without a user name: {0}")]
+    /// The broker is not an http(s) address without user information.
+    #[error(
+        "the pairing link's broker must be an http(s) address without a user name, query or \
+         fragment, and at most a plain path: {0}"
+    )]
     Broker(String),
+    /// The code has characters or a length a pairing code never has.
     #[error("the pairing link's code is not a pairing code")]
     Code,
+    /// Longer than any real link.
     #[error("the link is longer than 4096 characters")]
     TooLong,
 }
@@ -69,10 +82,23 @@ impl PairLink {
         let broker = broker.ok_or(LinkError::Missing("broker"))?;
         let code = code.ok_or(LinkError::Missing("code"))?;
         let parsed = Url::parse(&broker).map_err(|_| LinkError::Broker(broker.clone()))?;
+        // The address the owner reads must be the one paired with: no user information, and
+        // nothing after the host that could read as another host (`https://a//x@b.example`):
+        // a path of plain segments at most, no query, no fragment.
+        let plain_path = parsed.path() == "/"
+            || parsed.path().split('/').skip(1).all(|segment| {
+                !segment.is_empty()
+                    && segment.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+                    })
+            });
         if !matches!(parsed.scheme(), "http" | "https")
             || parsed.host_str().is_none()
             || !parsed.username().is_empty()
             || parsed.password().is_some()
+            || !plain_path
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
         {
             return Err(LinkError::Broker(broker));
         }
@@ -152,10 +178,20 @@ mod tests {
             "file:///etc/passwd",
             "https://user:pw@broker.example",
             "broker.example",
+            // Found by the fuzz target: a host, then a path that reads like another address.
+            "https://user2F//user::pw@broker.example~",
+            "https://a.example/x@broker.example",
+            "https://broker.example/?next=x",
+            "https://broker.example/#x",
+            "https://broker.example//x",
         ] {
             let link = format!(
                 "countersign://pair?code=c&broker={}",
-                broker.replace(':', "%3A").replace('/', "%2F")
+                broker
+                    .replace(':', "%3A")
+                    .replace('/', "%2F")
+                    .replace('?', "%3F")
+                    .replace('#', "%23")
             );
             assert!(matches!(refused(&link), LinkError::Broker(_)), "{broker}");
         }
