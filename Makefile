@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-core demo demo-cli setup check ui fmt lint unit e2e screenshots bundle appimage measure-app bench deny
+.PHONY: test test-core demo demo-cli setup check ui fmt lint unit fuzz-short fuzz e2e screenshots bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -22,7 +22,7 @@ demo-cli:
 setup:
 	@scripts/setup.sh
 
-check: ui fmt lint unit e2e bundle
+check: ui fmt lint unit fuzz-short e2e bundle
 
 ## The UI: type check, unit tests (Vitest), and the bundle the app embeds (ui/dist).
 ui:
@@ -42,6 +42,15 @@ lint:
 ## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
 unit:
 	scripts/session.sh $(CARGO) test --workspace --locked
+
+## Every fuzz target for a few seconds from its committed corpus (scripts/fuzz.sh).
+fuzz-short:
+	scripts/fuzz.sh 10
+
+## Every fuzz target for longer: FUZZ_SECONDS each (default 300), with AddressSanitizer.
+FUZZ_SECONDS ?= 300
+fuzz:
+	FUZZ_SANITIZER=address scripts/fuzz.sh $(FUZZ_SECONDS)
 
 ## The real desktop app, driven through WebDriver in demo mode; its screenshots go to
 ## target/e2e-screenshots/ (the tree stays clean). (Built with the UI embedded, and copied

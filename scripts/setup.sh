@@ -62,3 +62,15 @@ if ! target/tools/bin/cargo-machete --version 2>/dev/null | grep -q "$MACHETE_VE
   echo "setup: installing cargo-machete $MACHETE_VERSION (target/tools)"
   cargo install --quiet --locked --root target/tools cargo-machete --version "$MACHETE_VERSION"
 fi
+
+# cargo-fuzz and the nightly toolchain, for the fuzz targets (fuzz/, scripts/fuzz.sh); the
+# project itself builds with its pinned stable toolchain.
+FUZZ_VERSION=0.13.2
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "setup: installing the nightly toolchain (for cargo fuzz)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! target/tools/bin/cargo-fuzz --version 2>/dev/null | grep -q "$FUZZ_VERSION"; then
+  echo "setup: installing cargo-fuzz $FUZZ_VERSION (target/tools)"
+  cargo install --quiet --locked --root target/tools cargo-fuzz --version "$FUZZ_VERSION"
+fi
