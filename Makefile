@@ -24,8 +24,10 @@ setup:
 
 check: ui fmt lint unit fuzz-short e2e bundle
 
-## The UI: type check, unit tests (Vitest), and the bundle the app embeds (ui/dist).
+## The UI: formatting (Prettier), type check, unit tests (Vitest), and the bundle the app
+## embeds (ui/dist). `npm --prefix ui run format` formats.
 ui:
+	npm --prefix ui run format:check
 	npm --prefix ui run check
 	npm --prefix ui test
 	npm --prefix ui run build

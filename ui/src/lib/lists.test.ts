@@ -8,7 +8,10 @@ describe("filters and order", () => {
       search: "refund",
       tool: "stripe/refunds.create",
     });
-    expect(historyArgs({ search: "", status: "redeemed", agent: "", tool: "" })).toEqual({ limit: 200, status: "redeemed" });
+    expect(historyArgs({ search: "", status: "redeemed", agent: "", tool: "" })).toEqual({
+      limit: 200,
+      status: "redeemed",
+    });
   });
   test("pending sorts by expiry, then age", () => {
     const items = [

@@ -21,11 +21,17 @@ describe("approvalFailure", () => {
     expect(approvalFailure("cancelled", "cancelled at the authenticator")).toBe(
       "Not approved: cancelled at the authenticator. Nothing was signed.",
     );
-    expect(approvalFailure("authenticator_timeout", "the authenticator failed: the authenticator timed out waiting for a touch")).toBe(
-      "Not approved: the authenticator timed out waiting for a touch. Nothing was signed; you can try again.",
-    );
     expect(
-      approvalFailure("wrong_key", "the authenticator failed: this authenticator does not hold the enrolled credential (wrong key?)"),
+      approvalFailure(
+        "authenticator_timeout",
+        "the authenticator failed: the authenticator timed out waiting for a touch",
+      ),
+    ).toBe("Not approved: the authenticator timed out waiting for a touch. Nothing was signed; you can try again.");
+    expect(
+      approvalFailure(
+        "wrong_key",
+        "the authenticator failed: this authenticator does not hold the enrolled credential (wrong key?)",
+      ),
     ).toContain("wrong key?");
   });
   test("each authenticator failure has its own sentence, decided by the code alone", () => {
@@ -44,8 +50,12 @@ describe("approvalFailure", () => {
     );
   });
   test("other errors pass through", () => {
-    expect(approvalFailure("not_pending", "item pa_1 is expired, not pending")).toBe("item pa_1 is expired, not pending");
+    expect(approvalFailure("not_pending", "item pa_1 is expired, not pending")).toBe(
+      "item pa_1 is expired, not pending",
+    );
     // A message that merely reads like an authenticator failure is not one.
-    expect(approvalFailure("broker_refused", "the authenticator failed: wrong PIN")).toBe("the authenticator failed: wrong PIN");
+    expect(approvalFailure("broker_refused", "the authenticator failed: wrong PIN")).toBe(
+      "the authenticator failed: wrong PIN",
+    );
   });
 });

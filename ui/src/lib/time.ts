@@ -6,7 +6,8 @@ export function countdown(expiresAt: number, now: number): { text: string; urgen
   const left = Math.floor(expiresAt - now);
   if (left <= 0) return { text: "expired", urgent: true, expired: true };
   const two = (n: number) => String(n).padStart(2, "0");
-  if (left < SECONDS_SHOWN) return { text: `${Math.floor(left / 60)}:${two(left % 60)}`, urgent: left < 60, expired: false };
+  if (left < SECONDS_SHOWN)
+    return { text: `${Math.floor(left / 60)}:${two(left % 60)}`, urgent: left < 60, expired: false };
   // Further out, minutes are precise enough, and the screen stays still (no repaint each second).
   const h = Math.floor(left / 3600);
   const m = Math.floor((left % 3600) / 60);
