@@ -68,7 +68,7 @@ pub fn run() {
     // and exit before opening anything; so the state is opened in `setup`, after its check.
     let builder = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            tray::show_main(app);
+            window::show(app);
         }))
         .plugin(tauri_plugin_deep_link::init());
     let builder = with_commands(builder, demo).setup(move |app| {

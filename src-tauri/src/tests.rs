@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use countersign_approver::authn::{Kind, Unattended};
 use countersign_approver::engine::Engine;
-use countersign_broker::simulate::{SmallFleet, scenarios};
+use countersign_broker::simulate::scenarios;
+use countersign_testkit::{OWNER, SmallFleet, fleet, pairing_code};
 use serde_json::{Value, json};
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{INVOKE_KEY, MockRuntime, mock_builder};
@@ -42,25 +43,14 @@ struct Paired {
 }
 
 fn paired(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, profile: &str) -> Paired {
-    let fleet = SmallFleet::new(
-        "alice@example.com",
-        "spiffe://example.com/agent/billing",
-        "https://tools.example.com",
-        profile,
-    );
+    let fleet = fleet(profile);
     runtime.block_on(async {
         let broker = countersign_broker::spawn(
             fleet.config(dir.join("broker.db"), "127.0.0.1:0".parse().unwrap()),
         )
         .await
         .unwrap();
-        let code = countersign_broker::approver::issue_pairing_code(
-            broker.state.store.as_ref(),
-            "alice@example.com",
-            0,
-            i64::MAX / 2,
-        )
-        .unwrap();
+        let code = pairing_code(&broker, OWNER);
         let mut engine = Engine::open(
             &dir.join("app"),
             &format!("{profile}-{}", std::process::id()),
@@ -336,25 +326,14 @@ fn privacy_is_kept_and_each_broker_has_one_stream() {
     // Pair a second broker through the command, which follows again.
     let other_dir = dir.path().join("other");
     std::fs::create_dir_all(&other_dir).unwrap();
-    let fleet = SmallFleet::new(
-        "alice@example.com",
-        "spiffe://example.com/agent/billing",
-        "https://tools.example.com",
-        "desktop-privacy-other",
-    );
+    let fleet = fleet("desktop-privacy-other");
     let (other, code) = runtime.block_on(async {
         let other = countersign_broker::spawn(
             fleet.config(other_dir.join("broker.db"), "127.0.0.1:0".parse().unwrap()),
         )
         .await
         .unwrap();
-        let code = countersign_broker::approver::issue_pairing_code(
-            other.state.store.as_ref(),
-            "alice@example.com",
-            0,
-            i64::MAX / 2,
-        )
-        .unwrap();
+        let code = pairing_code(&other, OWNER);
         (other, code)
     });
     let other_url = format!("http://{}", other.addr);

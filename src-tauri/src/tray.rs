@@ -30,7 +30,7 @@ pub(crate) fn install<R: Runtime>(
         .menu(&menu)
         .tooltip("Countersign")
         .on_menu_event(move |app, event| match event.id().as_ref() {
-            "open" => show_main(app),
+            "open" => crate::window::show(app),
             "pause" | "resume" => {
                 let until = if event.id().as_ref() == "pause" {
                     now() + 3600
@@ -48,10 +48,6 @@ pub(crate) fn install<R: Runtime>(
     }
     builder.build(app)?;
     Ok(())
-}
-
-pub(crate) fn show_main<R: Runtime>(app: &AppHandle<R>) {
-    crate::window::show(app);
 }
 
 /// Shows the pending count on the tray icon.

@@ -397,6 +397,11 @@ fn no_key(e: WebauthnCError) -> Error {
 }
 
 /// webauthn-rs configured for the fixed Countersign relying party.
+///
+/// `new_unsafe_experts_only` is the constructor that takes every setting as given, without the
+/// facade's defaults; it is safe here because nothing is left open: the RP id and origin are
+/// this crate's constants, subdomains and other ports are refused (the two `Some(false)`), and
+/// the core only checks the registration the authenticator returned to this process.
 fn relying_party_core() -> Result<WebauthnCore> {
     Ok(WebauthnCore::new_unsafe_experts_only(
         "Countersign",

@@ -48,7 +48,6 @@ pub fn default_profile_dir() -> Result<PathBuf> {
 /// One profile.
 #[derive(Debug)]
 pub struct Engine {
-    dir: PathBuf,
     history: History,
     vault: Vault,
     clock: Arc<dyn Clock>,
@@ -62,7 +61,6 @@ impl Engine {
         let vault = Vault::platform(profile)?;
         let history = History::open(&dir.join("history.sqlite"))?;
         Ok(Self {
-            dir: dir.to_owned(),
             history,
             vault,
             clock: Arc::new(SystemClock),
@@ -73,10 +71,6 @@ impl Engine {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn now(&self) -> i64 {

@@ -1,5 +1,5 @@
-//! Key custody: secrets (the device signing key, broker credentials, the development
-//! authenticator's keys) live only in the OS keyring — the Secret Service on Linux. Nothing is
+//! Key custody: secrets (the device signing keys, one per paired broker, the history's anchored
+//! head, the development authenticator's keys) live only in the OS keyring — the Secret Service on Linux. Nothing is
 //! ever written to a file or the history database, and there is no plaintext fallback: without
 //! a usable keyring the caller gets [`Error::KeyringUnavailable`] and a sentence saying what to
 //! start.

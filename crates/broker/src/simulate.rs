@@ -16,7 +16,7 @@ use countersign_protocol::spiffe::SpiffeId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{AgentConfig, Config, GatewayConfig, ToolConfig, secret_hash};
+use crate::config::{AgentConfig, GatewayConfig, ToolConfig, secret_hash};
 
 /// Plaintext secrets the simulator uses (written by `countersign-broker demo-init`; demo only).
 #[derive(Clone, Debug, Deserialize)]
@@ -43,70 +43,6 @@ pub struct AgentSecret {
 pub struct GatewaySecret {
     pub audience: String,
     pub secret: String,
-}
-
-/// The smallest fleet: one owner, one agent, and one gateway allowed every tool. For tests
-/// of the approver side, which need a real broker and an agent but no demo files.
-#[derive(Clone, Debug)]
-pub struct SmallFleet {
-    pub secrets: FleetSecrets,
-}
-
-impl SmallFleet {
-    /// A fleet whose secrets are derived from `label` (test secrets; never for a deployment).
-    pub fn new(owner: &str, agent: &str, gateway: &str, label: &str) -> Self {
-        Self {
-            secrets: FleetSecrets {
-                owner: owner.into(),
-                agents: vec![AgentSecret {
-                    id: agent.into(),
-                    secret: format!("{label}-agent-secret-0123456789abcdefghij"),
-                    delegated_by: None,
-                }],
-                gateways: vec![GatewaySecret {
-                    audience: gateway.into(),
-                    secret: format!("{label}-gateway-secret-0123456789abcdefgh"),
-                }],
-            },
-        }
-    }
-
-    /// A broker configuration for this fleet, with its database at `database`: a demo broker
-    /// (the built-in demo policies) with the demo tool catalog.
-    pub fn config(&self, database: std::path::PathBuf, listen: std::net::SocketAddr) -> Config {
-        Config {
-            listen,
-            database,
-            demo: true,
-            tools: demo_catalog(),
-            agents: self
-                .secrets
-                .agents
-                .iter()
-                .map(|a| AgentConfig {
-                    id: a.id.clone(),
-                    owner: self.secrets.owner.clone(),
-                    secret_sha256: secret_hash(&a.secret),
-                })
-                .collect(),
-            gateways: self
-                .secrets
-                .gateways
-                .iter()
-                .map(|g| GatewayConfig {
-                    audience: g.audience.clone(),
-                    tools: vec!["*".into()],
-                    secret_sha256: secret_hash(&g.secret),
-                })
-                .collect(),
-            ..Config::default()
-        }
-    }
-
-    /// The fleet's (first) agent, talking to the broker at `url`.
-    pub fn agent(&self, url: &str) -> anyhow::Result<SimulatedAgent> {
-        SimulatedAgent::new(url, &self.secrets, &self.secrets.agents[0])
-    }
 }
 
 /// The demo fleet with fresh random secrets: three agents of `owner` (two of them acting for a

@@ -113,8 +113,6 @@ impl ReplayStore for MemoryReplayStore {
 
 /// Remembers the highest WebAuthn sign counter seen per credential.
 pub trait SignCounterStore: Send + Sync + Debug {
-    /// The highest counter recorded for `credential_id` (0 if none).
-    fn last(&self, credential_id: &str) -> Result<u32, ConsumeError>;
     /// Atomically stores `max(stored, counter)` and returns the previously stored value.
     fn advance(&self, credential_id: &str, counter: u32) -> Result<u32, ConsumeError>;
 }
@@ -133,14 +131,6 @@ impl MemoryCounterStore {
 }
 
 impl SignCounterStore for MemoryCounterStore {
-    fn last(&self, credential_id: &str) -> Result<u32, ConsumeError> {
-        let map = self
-            .counters
-            .lock()
-            .map_err(|_| ConsumeError::Unavailable("poisoned".into()))?;
-        Ok(map.get(credential_id).copied().unwrap_or(0))
-    }
-
     fn advance(&self, credential_id: &str, counter: u32) -> Result<u32, ConsumeError> {
         let mut map = self
             .counters

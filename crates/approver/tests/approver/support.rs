@@ -9,19 +9,18 @@ use countersign_broker::RunningBroker;
 use std::path::Path;
 
 use countersign_broker::config::Config;
-use countersign_broker::simulate::{SimulatedAgent, SmallFleet};
+use countersign_broker::simulate::SimulatedAgent;
 use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::dev_authenticator::SoftAuthenticator;
 use countersign_protocol::grant::Issuer;
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::{RelyingParty, WebAuthnAssertion};
+use countersign_testkit::SmallFleet;
 
-pub const OWNER: &str = "alice@example.com";
-pub const AGENT: &str = "spiffe://example.com/agent/billing";
-pub const GATEWAY: &str = "https://tools.example.com";
+pub use countersign_testkit::{GATEWAY, OWNER};
 
 fn fleet() -> SmallFleet {
-    SmallFleet::new(OWNER, AGENT, GATEWAY, "approver-test")
+    countersign_testkit::fleet("approver-test")
 }
 
 pub fn broker_config(dir: &Path, listen: &str) -> Config {
@@ -60,13 +59,7 @@ impl Authenticator for Soft {
 
 /// A one-time pairing code, as `countersign-broker pair` issues it.
 pub fn code(broker: &RunningBroker) -> String {
-    countersign_broker::approver::issue_pairing_code(
-        broker.state.store.as_ref(),
-        OWNER,
-        0,
-        i64::MAX / 2,
-    )
-    .unwrap()
+    countersign_testkit::pairing_code(broker, OWNER)
 }
 
 /// A broker, and an approver paired with it.

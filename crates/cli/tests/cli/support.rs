@@ -7,17 +7,16 @@ use std::time::Duration;
 
 use countersign_broker::RunningBroker;
 use countersign_broker::config::Config;
-use countersign_broker::simulate::{Scenario, SimulatedAgent, SmallFleet, scenarios};
+use countersign_broker::simulate::{Scenario, SimulatedAgent, scenarios};
 use countersign_protocol::action::ActionRequest;
 use countersign_protocol::api::RequestStatus;
+use countersign_testkit::SmallFleet;
 use serde_json::Value;
 
-pub const OWNER: &str = "alice@example.com";
-pub const AGENT: &str = "spiffe://example.com/agent/billing";
-pub const GATEWAY: &str = "https://tools.example.com";
+pub use countersign_testkit::{GATEWAY, OWNER};
 
 fn fleet() -> SmallFleet {
-    SmallFleet::new(OWNER, AGENT, GATEWAY, "cli-test")
+    countersign_testkit::fleet("cli-test")
 }
 
 pub fn broker_config(dir: &Path, listen: &str) -> Config {
@@ -72,13 +71,7 @@ pub async fn outcome(agent: &SimulatedAgent, id: &str) -> RequestStatus {
 
 /// A one-time pairing code.
 pub fn code(broker: &RunningBroker) -> String {
-    countersign_broker::approver::issue_pairing_code(
-        broker.state.store.as_ref(),
-        OWNER,
-        0,
-        i64::MAX / 2,
-    )
-    .unwrap()
+    countersign_testkit::pairing_code(broker, OWNER)
 }
 
 /// One CLI profile: a directory and a keyring profile of its own.

@@ -58,19 +58,6 @@ impl ReplayStore for SqliteStore {
 }
 
 impl SignCounterStore for SqliteStore {
-    fn last(&self, credential_id: &str) -> Result<u32, ConsumeError> {
-        let conn = self.lock().map_err(unavailable)?;
-        let counter: Option<u32> = conn
-            .query_row(
-                "SELECT counter FROM sign_counters WHERE credential = ?1",
-                [credential_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        Ok(counter.unwrap_or(0))
-    }
-
     fn advance(&self, credential_id: &str, counter: u32) -> Result<u32, ConsumeError> {
         let mut conn = self.lock().map_err(unavailable)?;
         let tx = conn.transaction().map_err(unavailable)?;
