@@ -34,7 +34,7 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
     };
     let broker = countersign_broker::spawn(config).await?;
     let url = format!("http://{}", broker.addr);
-    let code = countersign_broker::approver::issue_pairing_code(
+    let code = countersign_broker::pairing::issue_pairing_code(
         broker.state.store.as_ref(),
         OWNER,
         0,

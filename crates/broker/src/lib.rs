@@ -12,18 +12,17 @@
 //! device key. Admin operations (pairing codes, releasing agents) are local commands against the
 //! database, never network endpoints.
 
-pub mod api;
-pub mod approver;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod openapi;
+pub mod pairing;
 pub mod policy;
+pub mod routes;
 pub mod server;
 pub mod simulate;
 pub mod state;
 pub mod store;
-pub mod stream;
 
 pub use config::Config;
 pub use server::{RunningBroker, serve, spawn};

@@ -275,7 +275,7 @@ fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
     }
     let store = SqliteStore::open(&config.database)?;
     let now = countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
-    let code = countersign_broker::approver::issue_pairing_code(
+    let code = countersign_broker::pairing::issue_pairing_code(
         &store,
         owner,
         now,

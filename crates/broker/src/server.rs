@@ -76,7 +76,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningBroker> {
         config.public_url = Some(format!("http://{addr}"));
     }
     let state = build(config)?;
-    let app = crate::api::router(state.clone());
+    let app = crate::routes::router(state.clone());
     let sweeper = tokio::spawn(sweep(state.clone()));
     let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -93,7 +93,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = config.tls.clone();
     let listen = config.listen;
     let state = build(config)?;
-    let app = crate::api::router(state.clone());
+    let app = crate::routes::router(state.clone());
     tokio::spawn(sweep(state.clone()));
     tracing::info!(%listen, public_url = %state.public_url, tls = tls.is_some(), "broker listening");
     match tls {

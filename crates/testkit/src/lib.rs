@@ -30,7 +30,7 @@ pub fn fleet(label: &str) -> SmallFleet {
 /// A one-time pairing code for `owner`, issued by `broker`'s own store (what
 /// `countersign-broker pair` prints), valid for as long as a test runs.
 pub fn pairing_code(broker: &RunningBroker, owner: &str) -> String {
-    countersign_broker::approver::issue_pairing_code(
+    countersign_broker::pairing::issue_pairing_code(
         broker.state.store.as_ref(),
         owner,
         0,

@@ -65,7 +65,7 @@ async fn the_brokers_certificate_is_pinned_at_pairing() {
     let url = format!("https://localhost:{port}");
     let store = SqliteStore::open(&dir.path().join("broker.db")).unwrap();
     let code =
-        countersign_broker::approver::issue_pairing_code(&store, OWNER, 0, i64::MAX / 2).unwrap();
+        countersign_broker::pairing::issue_pairing_code(&store, OWNER, 0, i64::MAX / 2).unwrap();
     let app = App::new(dir.path());
     app.ok(&["authenticators", "add", "--kind", "dev", "--name", "laptop"])
         .await;

@@ -1,4 +1,4 @@
-//! Approver endpoints: pairing, enrolment and credential removal, listing, decisions,
+//! Approvers' endpoints: pairing, enrolment and credential removal, listing, decisions,
 //! revocation, agent suspension. Every request carries a device-key proof, checked over the
 //! exact bytes received (see [`crate::http`]); pairing's proof is signed by the key it registers.
 
@@ -22,37 +22,9 @@ use serde::Deserialize;
 use crate::config::secret_hash;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::{ApproverCall, ApproverJson, Body, IdPath, SMALL, StrictQuery, json_body};
+use crate::pairing::normalize_code;
 use crate::state::AppState;
 use crate::store::{DecideOutcome, PairOutcome, StoredDecision, UpdateOutcome};
-
-/// Issues a one-time pairing code for `owner`'s next approver, valid for `ttl_secs`: 10
-/// characters from an alphabet without look-alikes (about 50 bits), stored only as a hash.
-pub fn issue_pairing_code(
-    store: &dyn crate::store::Store,
-    owner: &str,
-    now: i64,
-    ttl_secs: i64,
-) -> Result<String, crate::store::StoreError> {
-    use rand_core::RngCore as _;
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut bytes = [0u8; 10];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    let chars: String = bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect();
-    let code = format!("{}-{}", &chars[..5], &chars[5..]);
-    store.add_pairing_code(&secret_hash(&normalize_code(&code)), owner, now + ttl_secs)?;
-    Ok(code)
-}
-
-/// Normalises a pairing code as typed by a person: case and separators do not matter.
-pub fn normalize_code(code: &str) -> String {
-    code.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
 
 /// `POST /v1/pair`. Everything is checked before anything is written: the client's address is
 /// throttled, the proof verified (signed by the key being registered), the device key and

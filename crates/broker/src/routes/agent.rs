@@ -1,71 +1,31 @@
-//! The HTTP API: routes, and the handlers for agents, gateways and anyone (registry, health,
-//! metrics, this document). Approvers' handlers are in [`crate::approver`].
+//! Agents' endpoints: asking to make a call (`POST /access/v1/evaluation`, AuthZEN) and
+//! following what became of it (`GET /v1/requests/{id}`, long-polled).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use countersign_protocol::action::{Actor, PendingParts, PolicyRef, Status, Timestamp};
 use countersign_protocol::api::{
     ApprovalTicket, EvaluationContext, EvaluationRequest, EvaluationResponse, Outcome,
-    RedeemRequest, RedeemResponse, RequestStatus,
+    RequestStatus,
 };
 use countersign_protocol::hash::random_b64url;
 use countersign_protocol::json::Limits;
 use countersign_protocol::spiffe::SpiffeId;
-use countersign_protocol::{ActionRequest, PendingAction, Presentation};
+use countersign_protocol::{ActionRequest, PendingAction};
 use serde::Deserialize;
 
-use crate::approver;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::{Body, IdPath, MAX_BODY, StrictQuery, json_body};
+use crate::http::{Body, IdPath, StrictQuery, json_body};
 use crate::state::AppState;
-use crate::store::{HoldOutcome, NewPending, RedeemOutcome, Redemption};
+use crate::store::{HoldOutcome, NewPending};
 
-/// The broker's router.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/access/v1/evaluation", post(evaluate))
-        .route("/v1/requests/{id}", get(request_status))
-        .route("/v1/grants/redeem", post(redeem))
-        .route("/v1/registry", get(registry))
-        .route("/v1/registry/jwks.json", get(jwks))
-        .route("/v1/pair", post(approver::pair))
-        .route("/v1/approver/credentials", post(approver::enroll))
-        .route(
-            "/v1/approver/credentials/{id}",
-            axum::routing::delete(approver::remove_credential),
-        )
-        .route("/v1/approver/stream", get(crate::stream::stream))
-        .route("/v1/approver/requests", get(approver::list))
-        .route("/v1/approver/requests/{id}", get(approver::one))
-        .route(
-            "/v1/approver/requests/{id}/decision",
-            post(approver::decide),
-        )
-        .route("/v1/approver/requests/{id}/revoke", post(approver::revoke))
-        .route("/v1/approver/agents/suspend", post(approver::suspend))
-        .route("/v1/approver/agents/resume", post(approver::resume))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "this endpoint does not take that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
-}
-
-async fn evaluate(
+/// `POST /access/v1/evaluation`: policy decides; a call that needs its owner is held as a
+/// pending action (or merged into an identical one already waiting) and the answer says so.
+pub(super) async fn evaluate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Body(body): Body,
@@ -227,7 +187,9 @@ pub(crate) struct WaitQuery {
     wait: Option<u64>,
 }
 
-async fn request_status(
+/// `GET /v1/requests/{id}`: where the agent's own request stands, waiting up to `?wait=N`
+/// seconds for a change.
+pub(super) async fn request_status(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     IdPath(id): IdPath,
@@ -269,95 +231,4 @@ async fn request_status(
             return Ok(axum::Json(status));
         }
     }
-}
-
-async fn redeem(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<axum::Json<RedeemResponse>> {
-    let gateway = state.gateway(&headers)?;
-    let body: RedeemRequest = json_body(&headers, &body, Limits::ACTION)?;
-    let refused = |e: ApiError| {
-        state
-            .metrics
-            .redemptions_refused
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(code = e.code, audience = %gateway.audience, "redemption refused");
-        e
-    };
-    // Every check of the grant itself, then the broker's own record, and the consumption with
-    // it, in one transaction.
-    let verified = state
-        .verifier(&gateway.audience)
-        .check(&Presentation {
-            grant: &body.grant,
-            action: &body.action,
-            presenter_jkt: body.presenter_jkt.as_deref(),
-        })
-        .map_err(|e| refused(e.into()))?;
-    let claims = verified.claims.approval;
-    let redemption = Redemption {
-        txn: &claims.txn,
-        jti: &claims.jti,
-        sub: &claims.sub,
-        aud: &claims.aud,
-        exp: claims.exp,
-    };
-    match state.store.redeem(&redemption, state.now())? {
-        RedeemOutcome::Redeemed(request, event) => {
-            state.metrics.redemptions_ok.fetch_add(1, Ordering::Relaxed);
-            state.publish(&request.owner, *event);
-        }
-        RedeemOutcome::Replayed => {
-            return Err(refused(countersign_protocol::VerifyError::Replayed.into()));
-        }
-        RedeemOutcome::Revoked => {
-            return Err(refused(countersign_protocol::VerifyError::Revoked.into()));
-        }
-        RedeemOutcome::NotAccepted => {
-            return Err(refused(ApiError::new(
-                ErrorCode::GrantNotAccepted,
-                "this broker never accepted this grant for an approved request of its owner \
-                 and this gateway",
-            )));
-        }
-    }
-    Ok(axum::Json(RedeemResponse {
-        status: "consumed".into(),
-        txn: claims.txn,
-        jti: claims.jti,
-    }))
-}
-
-async fn registry(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.registry().document().clone()).into_response()
-}
-
-/// Every paired device key as a standard JWK Set (RFC 7517), for JOSE libraries.
-async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    let keys: Vec<_> = state
-        .registry()
-        .document()
-        .approvers
-        .iter()
-        .flat_map(|a| a.device_keys.iter().cloned())
-        .collect();
-    axum::Json(serde_json::json!({ "keys": keys })).into_response()
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::render(),
-    )
-        .into_response()
 }
