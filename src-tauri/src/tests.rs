@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use countersign_approver::authn::{Kind, Unattended};
 use countersign_approver::engine::Engine;
 use countersign_broker::simulate::scenarios;
-use countersign_testkit::{OWNER, SmallFleet, fleet, pairing_code};
+use countersign_testkit::{OWNER, PairedEngine, fleet, paired_engine, pairing_code};
 use serde_json::{Value, json};
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{INVOKE_KEY, MockRuntime, mock_builder};
@@ -35,50 +34,15 @@ fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result
 }
 
 /// A real broker on loopback, and an engine with the development authenticator paired to it.
-struct Paired {
-    broker: countersign_broker::RunningBroker,
-    engine: Engine,
-    fleet: SmallFleet,
-    url: String,
-}
-
-fn paired(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, profile: &str) -> Paired {
-    let fleet = fleet(profile);
-    runtime.block_on(async {
-        let broker = countersign_broker::spawn(
-            fleet.config(dir.join("broker.db"), "127.0.0.1:0".parse().unwrap()),
-        )
-        .await
-        .unwrap();
-        let code = pairing_code(&broker, OWNER);
-        let mut engine = Engine::open(
-            &dir.join("app"),
-            &format!("{profile}-{}", std::process::id()),
-        )
-        .unwrap();
-        engine
-            .enroll(Kind::Dev, "dev key", None, &Unattended)
-            .await
-            .unwrap();
-        let url = format!("http://{}", broker.addr);
-        engine
-            .pair(&url, &code, None, None, None, &Unattended)
-            .await
-            .unwrap();
-        Paired {
-            broker,
-            engine,
-            fleet,
-            url,
-        }
-    })
+fn paired(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, profile: &str) -> PairedEngine {
+    runtime.block_on(paired_engine(dir, profile))
 }
 
 #[test]
 fn commands_review_approve_deny_and_report_through_ipc() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let Paired {
+    let PairedEngine {
         broker,
         engine,
         fleet,
@@ -239,7 +203,7 @@ fn commands_review_approve_deny_and_report_through_ipc() {
 fn repeated_requests_are_listed_once_with_their_count() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let Paired {
+    let PairedEngine {
         broker,
         mut engine,
         fleet,
@@ -299,7 +263,7 @@ fn privacy_is_kept_and_each_broker_has_one_stream() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let profile = "desktop-privacy-test";
-    let Paired {
+    let PairedEngine {
         broker,
         engine,
         url,

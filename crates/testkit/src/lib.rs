@@ -1,7 +1,7 @@
 //! Test support shared by the integration tests of the approver and the CLI and by the desktop
 //! app's tests: the smallest fleet a real broker is configured with (one owner, one agent, one
-//! gateway allowed every tool), its names, and pairing codes taken straight from a running
-//! broker's store. Never published, never a dependency of anything shipped: the broker's own
+//! gateway allowed every tool), its names, pairing codes taken straight from a running broker's
+//! store, and a broker with an engine paired to it. Never published, never a dependency of anything shipped: the broker's own
 //! API carries no test fixtures.
 
 #![expect(
@@ -9,6 +9,10 @@
     reason = "test support: a fixture that cannot be built fails the test that asked for it"
 )]
 
+use std::path::Path;
+
+use countersign_approver::authn::{Kind, Unattended};
+use countersign_approver::engine::Engine;
 use countersign_broker::RunningBroker;
 use countersign_broker::config::{AgentConfig, Config, GatewayConfig, secret_hash};
 use countersign_broker::simulate::{
@@ -25,6 +29,56 @@ pub const GATEWAY: &str = "https://tools.example.com";
 /// The fleet of [`OWNER`], [`AGENT`] and [`GATEWAY`], its secrets derived from `label`.
 pub fn fleet(label: &str) -> SmallFleet {
     SmallFleet::new(OWNER, AGENT, GATEWAY, label)
+}
+
+/// A real broker on loopback, and an engine paired with it.
+pub struct PairedEngine {
+    pub broker: RunningBroker,
+    /// The broker's base URL.
+    pub url: String,
+    /// An engine with the development authenticator ("dev key") enrolled, paired as [`OWNER`].
+    pub engine: Engine,
+    /// The broker's fleet: [`SmallFleet::agent`] gives its agent.
+    pub fleet: SmallFleet,
+}
+
+impl std::fmt::Debug for PairedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairedEngine")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A broker for the fleet `label` (its database in `dir`), and an engine whose profile is
+/// `dir/app` (keyring entries under `label` and this process's id) with the development
+/// authenticator enrolled and paired with that broker: what most tests of the app start from.
+pub async fn paired_engine(dir: &Path, label: &str) -> PairedEngine {
+    let fleet = fleet(label);
+    let broker = countersign_broker::spawn(fleet.config(
+        dir.join("broker.db"),
+        "127.0.0.1:0".parse().expect("an address"),
+    ))
+    .await
+    .expect("a broker");
+    let code = pairing_code(&broker, OWNER);
+    let mut engine = Engine::open(&dir.join("app"), &format!("{label}-{}", std::process::id()))
+        .expect("an engine");
+    engine
+        .enroll(Kind::Dev, "dev key", None, &Unattended)
+        .await
+        .expect("the development authenticator enrolled");
+    let url = format!("http://{}", broker.addr);
+    engine
+        .pair(&url, &code, None, None, None, &Unattended)
+        .await
+        .expect("paired");
+    PairedEngine {
+        broker,
+        url,
+        engine,
+        fleet,
+    }
 }
 
 /// A one-time pairing code for `owner`, issued by `broker`'s own store (what
