@@ -11,23 +11,23 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 shift || true
 root=$PWD
-fuzz=(target/tools/bin/cargo-fuzz)
+fuzz="$root/target/tools/bin/cargo-fuzz"
 export RUSTUP_TOOLCHAIN=nightly
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  mapfile -t targets < <(cd fuzz && "$root/${fuzz[0]}" list)
+  mapfile -t targets < <(cd fuzz && "$fuzz" list)
 fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cd fuzz
 sanitizer=(--sanitizer "${FUZZ_SANITIZER:-none}")
 # One build for every target (release, with debug assertions).
-"$root/${fuzz[0]}" build "${sanitizer[@]}" --target-dir "$root/target/fuzz"
+"$fuzz" build "${sanitizer[@]}" --target-dir "$root/target/fuzz"
 for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t" "$root/target/fuzz/artifacts/$t"
   echo "fuzz: $t for ${seconds}s"
   status=0
-  "$root/${fuzz[0]}" run "${sanitizer[@]}" --target-dir "$root/target/fuzz" "$t" "$scratch/$t" "corpus/$t" -- \
+  "$fuzz" run "${sanitizer[@]}" --target-dir "$root/target/fuzz" "$t" "$scratch/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -print_final_stats=1 \
     -artifact_prefix="$root/target/fuzz/artifacts/$t/" >"$scratch/$t.log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|new_units_added)' "$scratch/$t.log" | tr '\n' ' '

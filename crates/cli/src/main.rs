@@ -280,7 +280,7 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             // What is signed is shown first, in full: approving an ID never read is blind.
             // Shown is viewed: the first look is recorded as it is for `show`.
             let opened = engine.open_item(&id, Via::Cli)?;
-            if opened.review.status == "pending" {
+            if opened.review.status == countersign_approver::history::ItemStatus::Pending {
                 out.note(&output::review(&opened.review, &[]));
                 out.note(&format!(
                     "\nApproving {}: your authenticator will ask you to confirm.",

@@ -241,19 +241,21 @@ impl BrokerClient {
             Ok(r) => Ok(DecisionOutcome::Recorded(strict(r).await?)),
             // "Already decided" carries the item as the broker has it; a 409 without it (a
             // replayed grant) stays a refusal.
-            Err(Error::Broker {
-                status: 409,
-                ref body,
-                ..
-            }) if parse_strict::<serde_json::Value>(body.as_bytes())
-                .is_ok_and(|v| v.get("request").is_some()) =>
-            {
-                let mut value: serde_json::Value = parse_strict(body.as_bytes())?;
-                Ok(DecisionOutcome::AlreadyDecided(serde_json::from_value(
-                    value["request"].take(),
-                )?))
+            Err(e) => {
+                if let Error::Broker {
+                    status: 409,
+                    ref body,
+                    ..
+                } = e
+                    && let Ok(mut answer) = parse_strict::<serde_json::Value>(body.as_bytes())
+                    && let Some(request) = answer.get_mut("request")
+                {
+                    return Ok(DecisionOutcome::AlreadyDecided(serde_json::from_value(
+                        request.take(),
+                    )?));
+                }
+                Err(e)
             }
-            Err(e) => Err(e),
         }
     }
 
