@@ -107,6 +107,7 @@ fn item(n: usize, base: i64) -> PendingAction {
                     domain: "bench".into(),
                     classification: vec!["internal".into()],
                 }),
+                annotations: None,
             },
         },
     )

@@ -260,7 +260,8 @@ pub fn clip(text: &str, max: usize) -> String {
 /// test walks the action's schema and fails on a member without a place here), and it says
 /// where each fact comes from: what the broker established (the agent, from its credential; the
 /// human it acts for, its configured owner; the tool catalog's facts) apart from what the agent
-/// merely claims (its delegation chain, the data it says it touches, its properties).
+/// merely claims (its delegation chain, the data it says it touches, its properties) and what
+/// the tool's server claims about its tool (MCP annotations).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Review {
@@ -298,6 +299,9 @@ pub struct Review {
     pub data_domain: Option<String>,
     /// The data classes the agent says the call touches (its claim).
     pub classification: Vec<String>,
+    /// What the tool's server says about the tool (MCP annotations: read-only, destructive,
+    /// …), one claim per line: the server's own, unverified claims, never the broker's facts.
+    pub server_claims: Vec<String>,
     /// What the broker's tool catalog says of the tool (what policy decided on), if listed.
     pub catalog: Option<CatalogFacts>,
     pub policy_id: String,
@@ -343,6 +347,7 @@ pub const BOUND_MEMBERS: &[(&str, &str)] = &[
     ("context.arguments", "arguments"),
     ("context.data.domain", "data_domain"),
     ("context.data.classification", "classification"),
+    ("context.annotations", "server_claims"),
 ];
 
 impl Review {
@@ -384,6 +389,12 @@ impl Review {
             data_domain: data.map(|d| show(&d.domain)),
             classification: data
                 .map(|d| d.classification.iter().map(|c| show(c)).collect())
+                .unwrap_or_default(),
+            server_claims: pending
+                .context
+                .annotations
+                .as_ref()
+                .map(|a| a.claims().iter().map(|c| show(c)).collect())
                 .unwrap_or_default(),
             catalog: pending.catalog.as_ref().map(|c| CatalogFacts {
                 domain: c.domain.as_deref().map(&mut show),

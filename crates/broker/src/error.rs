@@ -66,6 +66,8 @@ error_codes! {
     PendingCapReached = "pending_cap_reached", TOO_MANY_REQUESTS, "The owner already has the most pending requests the broker holds for one owner.";
     NoGateway = "no_gateway", UNPROCESSABLE_ENTITY, "No gateway is configured to run this tool.";
     GrantNotAccepted = "grant_not_accepted", FORBIDDEN, "The broker never accepted this grant for an approved request of this owner and gateway.";
+    OutcomeNotRedeemed = "outcome_not_redeemed", CONFLICT, "Only the gateway that redeemed a grant reports its outcome, once, for that grant's request.";
+    OutcomeInvalid = "outcome_invalid", BAD_REQUEST, "An outcome's detail is at most 1024 bytes.";
     GrantMismatch = "grant_mismatch", FORBIDDEN, "The grant is for another request or approver.";
     IdempotencyKeyMissing = "idempotency_key_missing", BAD_REQUEST, "A decision needs an Idempotency-Key header (1 to 128 characters).";
     ReasonInvalid = "reason_invalid", BAD_REQUEST, "A denial needs a reason of 1 to 2000 bytes.";

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use countersign_protocol::api::{
     AgentRef, ApproverEvent, Conflict, Decision, EnrollRequest, ErrorBody, EvaluationRequest,
-    EvaluationResponse, PairRequest, PairResponse, RedeemRequest, RedeemResponse, RequestList,
-    RequestStatus, RequestView,
+    EvaluationResponse, OutcomeReport, PairRequest, PairResponse, RedeemRequest, RedeemResponse,
+    RequestList, RequestStatus, RequestView,
 };
 use countersign_protocol::proof::ProofError;
 use countersign_protocol::registry::{ApproverEntry, RegistryDocument};
@@ -164,6 +164,23 @@ pub const ENDPOINTS: &[Endpoint] = &[
             BODY[2],
             Grant,
             Own(E::GrantNotAccepted),
+        ],
+    },
+    Endpoint {
+        method: "post",
+        path: "/v1/grants/outcome",
+        summary: "Report what became of a redeemed call (succeeded, failed, never ran), once, so the owner's history shows it",
+        caller: Caller::Gateway,
+        request: Some(schema::<OutcomeReport>),
+        success: Success::Empty(204, "recorded"),
+        parameters: &[],
+        codes: &[
+            Own(E::Unauthenticated),
+            BODY[0],
+            BODY[1],
+            BODY[2],
+            Own(E::OutcomeInvalid),
+            Own(E::OutcomeNotRedeemed),
         ],
     },
     Endpoint {

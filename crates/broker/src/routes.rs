@@ -24,6 +24,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/access/v1/evaluation", post(agent::evaluate))
         .route("/v1/requests/{id}", get(agent::request_status))
         .route("/v1/grants/redeem", post(gateway::redeem))
+        .route("/v1/grants/outcome", post(gateway::outcome))
         .route("/v1/registry", get(public::registry))
         .route("/v1/registry/jwks.json", get(public::jwks))
         .route("/v1/pair", post(approver::pair))

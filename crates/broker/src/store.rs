@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::Status;
-use countersign_protocol::api::{ApproverEvent, EventKind, RequestView};
+use countersign_protocol::api::{ApproverEvent, EventKind, ReportedOutcome, RequestView};
 use countersign_protocol::registry::ApproverEntry;
 
 use countersign_protocol::replay::{ReplayStore, SignCounterStore};
@@ -101,6 +101,16 @@ pub struct Redemption<'a> {
     pub exp: i64,
 }
 
+/// What reporting a call's outcome came to.
+#[derive(Debug)]
+pub enum ReportOutcome {
+    /// Recorded; the event tells the owner's approvers.
+    Recorded(Box<StoredRequest>, Box<ApproverEvent>),
+    /// No redeemed item `txn` of this audience spent this `jti`, or its outcome is reported
+    /// already (nothing was written).
+    Refused,
+}
+
 /// What pairing came to.
 #[derive(Debug)]
 pub enum PairOutcome {
@@ -183,6 +193,16 @@ pub trait Requests {
     /// `txn` must be `approved` with this `jti`, owned by `sub`, for audience `aud`; then the
     /// `jti` is consumed and the item becomes `redeemed`.
     fn redeem(&self, grant: &Redemption<'_>, now: i64) -> Result<RedeemOutcome>;
+    /// Records what became of the call of a redeemed item `txn` whose grant `jti` was for
+    /// audience `aud`; the first report stands.
+    fn report_outcome(
+        &self,
+        txn: &str,
+        jti: &str,
+        aud: &str,
+        outcome: &ReportedOutcome,
+        now: i64,
+    ) -> Result<ReportOutcome>;
     /// Revokes an approved, unredeemed grant.
     fn revoke(
         &self,

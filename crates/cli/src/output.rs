@@ -249,6 +249,13 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
         r.data_domain.as_deref().unwrap_or("(none stated)"),
         r.classification.join(", ")
     );
+    if !r.server_claims.is_empty() {
+        let _ = writeln!(
+            t,
+            "Server says  {}  (the tool server's own claims, unverified)",
+            r.server_claims.join("; ")
+        );
+    }
     let _ = writeln!(t, "Policy       {}: {}", r.policy_id, r.policy_reason);
     let _ = writeln!(t, "Gateway      {}", r.audience);
     let _ = writeln!(t, "Requested    {}", r.requested_at);

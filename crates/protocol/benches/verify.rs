@@ -82,6 +82,7 @@ fn setup() -> Setup {
                 domain: "payments".into(),
                 classification: vec!["financial".into(), "pii".into()],
             }),
+            annotations: None,
         },
     };
     let now = SystemClock.now();

@@ -127,6 +127,52 @@ pub struct Context {
     /// The data the agent says the call touches: its own claim, not the broker's catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataTouched>,
+    /// What the tool's server says about the tool (MCP tool annotations), passed on by the
+    /// gateway: the server's own claims, which nothing verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+}
+
+/// MCP tool annotations (`title`, `readOnlyHint`, `destructiveHint`, `idempotentHint`,
+/// `openWorldHint`), as the tool's server declares them. Hints, never guarantees: a server may
+/// call a destructive tool read-only. Shown to the owner as the server's unverified claims.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ToolAnnotations {
+    /// The tool's display title, at most 256 bytes. Untrusted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The server says the tool changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    /// The server says the tool may destroy or overwrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    /// The server says calling it twice with the same arguments does nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    /// The server says the tool reaches the world outside (the web, other people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+impl ToolAnnotations {
+    /// Each claim as a line the owner reads, in a fixed order.
+    pub fn claims(&self) -> Vec<String> {
+        let hint = |name: &str, value: Option<bool>| {
+            value.map(|v| format!("{name}: {}", if v { "yes" } else { "no" }))
+        };
+        self.title
+            .as_ref()
+            .map(|t| format!("title: {t}"))
+            .into_iter()
+            .chain(hint("read-only", self.read_only_hint))
+            .chain(hint("destructive", self.destructive_hint))
+            .chain(hint("idempotent", self.idempotent_hint))
+            .chain(hint("open world", self.open_world_hint))
+            .collect()
+    }
 }
 
 /// The data the call touches.
@@ -182,6 +228,14 @@ impl ActionRequest {
             tool_name(&self.resource.id)?;
         }
         text("context.intent", &self.context.intent, MAX_TEXT)?;
+        if let Some(title) = self
+            .context
+            .annotations
+            .as_ref()
+            .and_then(|a| a.title.as_ref())
+        {
+            text("context.annotations.title", title, MAX_ID)?;
+        }
         if let Some(data) = &self.context.data {
             text("context.data.domain", &data.domain, MAX_ID)?;
             for class in &data.classification {

@@ -141,6 +141,62 @@ pub struct RedeemResponse {
     pub jti: String,
 }
 
+/// What became of a redeemed call, as the gateway that ran it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The tool ran and reported success.
+    Succeeded,
+    /// The tool ran (or was started) and reported an error, crashed or hung.
+    Failed,
+    /// The grant was spent but the call never reached the tool.
+    NotRun,
+}
+
+impl RunOutcome {
+    /// The wire name (`succeeded`, `failed`, `not_run`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::NotRun => "not_run",
+        }
+    }
+}
+
+/// The longest outcome detail a broker keeps, in bytes.
+pub const MAX_OUTCOME_DETAIL: usize = 1024;
+
+/// `POST /v1/grants/outcome`: the gateway that redeemed a grant says what became of the call.
+/// Reported once; the first report stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeReport {
+    /// The request the grant approved (its `txn` claim).
+    pub txn: String,
+    /// The redeemed grant's `jti`.
+    pub jti: String,
+    /// What became of the call.
+    pub outcome: RunOutcome,
+    /// A short explanation (the tool's error, say), at most [`MAX_OUTCOME_DETAIL`] bytes.
+    /// Untrusted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the gateway reported of a redeemed call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReportedOutcome {
+    /// What became of the call.
+    pub outcome: RunOutcome,
+    /// The gateway's short explanation. Untrusted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// `POST /v1/pair`: a new device proves possession of its key (request proof) and presents the
 /// one-time code and its first authenticator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +287,9 @@ pub struct RequestView {
     /// The id of the approver that approved or denied the request, once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// What became of the call, once its gateway redeemed the grant and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ReportedOutcome>,
 }
 
 /// `GET /v1/approver/requests`: one page of the owner's requests, newest first.
@@ -313,6 +372,8 @@ pub enum EventKind {
     Redeemed,
     /// The owner revoked an approved grant before it was redeemed.
     Revoked,
+    /// The gateway reported what became of a redeemed call.
+    Outcome,
     /// An agent was quarantined after repeated denials.
     AgentQuarantined,
     /// The owner suspended an agent.

@@ -54,13 +54,23 @@ impl std::fmt::Debug for PairedEngine {
 /// `dir/app` (keyring entries under `label` and this process's id) with the development
 /// authenticator enrolled and paired with that broker: what most tests of the app start from.
 pub async fn paired_engine(dir: &Path, label: &str) -> PairedEngine {
+    paired_engine_with(dir, label, |_| {}).await
+}
+
+/// [`paired_engine`] with the broker's configuration changed by `tweak` first (a shorter
+/// expiry, say).
+pub async fn paired_engine_with(
+    dir: &Path,
+    label: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> PairedEngine {
     let fleet = fleet(label);
-    let broker = countersign_broker::spawn(fleet.config(
+    let mut config = fleet.config(
         dir.join("broker.db"),
         "127.0.0.1:0".parse().expect("an address"),
-    ))
-    .await
-    .expect("a broker");
+    );
+    tweak(&mut config);
+    let broker = countersign_broker::spawn(config).await.expect("a broker");
     let code = pairing_code(&broker, OWNER);
     let mut engine = Engine::open(&dir.join("app"), &format!("{label}-{}", std::process::id()))
         .expect("an engine");

@@ -113,6 +113,7 @@ impl Engine {
             let refused = entry.is_some_and(|e| e.kind == EntryKind::Refused);
             if !refused && view.status != Status::Pending {
                 self.record_status(&id, view, now)?;
+                self.record_outcome(&id, view, now)?;
             }
             return Ok(Some(if refused {
                 Change::Refused(id)
@@ -123,8 +124,15 @@ impl Engine {
         // Another identical request merged into the item: its count grows, nothing else.
         let merged = self.history.set_merged(&id, view.merged)?;
         let unchanged = Ok(merged.then_some(Change::Updated(id.clone())));
-        if local.as_str() == view.status.as_str() || local == ItemStatus::Refused {
+        if local == ItemStatus::Refused {
             return unchanged;
+        }
+        if local.as_str() == view.status.as_str() {
+            return if self.record_outcome(&id, view, now)? {
+                Ok(Some(Change::Updated(id)))
+            } else {
+                unchanged
+            };
         }
         // A decision queued here and not yet delivered: the broker still shows it pending. And a
         // view behind what is known (a replayed "approved" after "redeemed", a cached answer)
@@ -135,7 +143,34 @@ impl Engine {
         // Anything else the broker reports wins, including another approver's decision that
         // reached it before ours (the history then says what really happened).
         self.record_status(&id, view, now)?;
+        self.record_outcome(&id, view, now)?;
         Ok(Some(Change::Updated(id)))
+    }
+
+    /// Records what the gateway reported of a redeemed call, once; whether it was new.
+    fn record_outcome(&mut self, id: &str, view: &RequestView, now: i64) -> Result<bool> {
+        let Some(outcome) = view
+            .outcome
+            .as_ref()
+            .filter(|_| view.status == Status::Redeemed)
+        else {
+            return Ok(false);
+        };
+        if self
+            .history
+            .entries(id)?
+            .iter()
+            .any(|e| e.kind == EntryKind::Outcome)
+        {
+            return Ok(false);
+        }
+        let detail = json!({
+            "source": "gateway",
+            "outcome": outcome.outcome.as_str(),
+            "detail": outcome.detail,
+        });
+        self.history.record(id, EntryKind::Outcome, detail, now)?;
+        Ok(true)
     }
 
     fn record_status(&mut self, id: &str, view: &RequestView, now: i64) -> Result<()> {

@@ -93,10 +93,13 @@ pub enum EntryKind {
     /// The broker refused the decision queued here for good (a grant that expired while the
     /// broker was unreachable, say); the item is open again.
     Rejected,
+    /// The gateway that spent the grant reported what became of the call (succeeded, failed,
+    /// never ran).
+    Outcome,
 }
 
 impl EntryKind {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Received,
         Self::Notified,
         Self::Viewed,
@@ -108,6 +111,7 @@ impl EntryKind {
         Self::Revoked,
         Self::Refused,
         Self::Rejected,
+        Self::Outcome,
     ];
 
     /// The item status this entry moves to, if it changes it.
@@ -121,7 +125,7 @@ impl EntryKind {
             Self::Revoked => Some(ItemStatus::Revoked),
             Self::Refused => Some(ItemStatus::Refused),
             Self::Received | Self::Rejected => Some(ItemStatus::Pending),
-            Self::Notified | Self::Viewed => None,
+            Self::Notified | Self::Viewed | Self::Outcome => None,
         }
     }
 
@@ -139,6 +143,7 @@ impl EntryKind {
             Self::Revoked => "revoked",
             Self::Refused => "refused",
             Self::Rejected => "rejected",
+            Self::Outcome => "outcome",
         }
     }
 

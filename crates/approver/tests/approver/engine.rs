@@ -42,6 +42,7 @@ fn view(id: &str, arguments: serde_json::Value) -> RequestView {
         merged: 0,
         reason: None,
         decided_by: None,
+        outcome: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn item(id: &str, agent: &str, tool: &str, intent: &str, at: i64) -> PendingActi
                     .unwrap()
                     .clone(),
                 data: None,
+                annotations: None,
             },
         },
     )

@@ -110,6 +110,13 @@ fn maximal() -> ActionRequest {
                 domain: "domain-marker".into(),
                 classification: vec!["class-marker".into()],
             }),
+            annotations: Some(countersign_protocol::action::ToolAnnotations {
+                title: Some("title-marker".into()),
+                read_only_hint: Some(false),
+                destructive_hint: Some(true),
+                idempotent_hint: Some(false),
+                open_world_hint: Some(true),
+            }),
         },
     }
 }

@@ -1,4 +1,5 @@
-//! Gateways' endpoint: redeeming a grant before the call runs (`POST /v1/grants/redeem`).
+//! Gateways' endpoints: redeeming a grant before the call runs (`POST /v1/grants/redeem`) and
+//! reporting what became of the call (`POST /v1/grants/outcome`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -6,13 +7,15 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use countersign_protocol::Presentation;
-use countersign_protocol::api::{RedeemRequest, RedeemResponse};
+use countersign_protocol::api::{
+    MAX_OUTCOME_DETAIL, OutcomeReport, RedeemRequest, RedeemResponse, ReportedOutcome,
+};
 use countersign_protocol::json::Limits;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::{Body, json_body};
 use crate::state::AppState;
-use crate::store::{RedeemOutcome, Redemption};
+use crate::store::{RedeemOutcome, Redemption, ReportOutcome};
 
 /// `POST /v1/grants/redeem`: the grant verified against what the broker recorded and spent
 /// once, in one transaction, before the gateway runs the call.
@@ -73,4 +76,47 @@ pub(super) async fn redeem(
         txn: claims.txn,
         jti: claims.jti,
     }))
+}
+
+/// `POST /v1/grants/outcome`: what became of a call whose grant this gateway redeemed. The first
+/// report stands; the owner's approvers see it as an `outcome` event.
+pub(super) async fn outcome(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<axum::http::StatusCode> {
+    let gateway = state.gateway(&headers)?;
+    let body: OutcomeReport = json_body(&headers, &body, Limits::ACTION)?;
+    if body
+        .detail
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_OUTCOME_DETAIL)
+    {
+        return Err(ApiError::new(
+            ErrorCode::OutcomeInvalid,
+            format!("the detail is over {MAX_OUTCOME_DETAIL} bytes"),
+        ));
+    }
+    let reported = ReportedOutcome {
+        outcome: body.outcome,
+        detail: body.detail,
+    };
+    match state.store.report_outcome(
+        &body.txn,
+        &body.jti,
+        &gateway.audience,
+        &reported,
+        state.now(),
+    )? {
+        ReportOutcome::Recorded(request, event) => {
+            tracing::info!(txn = %body.txn, outcome = reported.outcome.as_str(), "outcome reported");
+            state.publish(&request.owner, *event);
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+        ReportOutcome::Refused => Err(ApiError::new(
+            ErrorCode::OutcomeNotRedeemed,
+            "this gateway redeemed no grant with that jti for that request, or its outcome is \
+             reported already",
+        )),
+    }
 }

@@ -79,6 +79,7 @@ impl SimulatedAgent {
                 intent: scenario.intent.clone(),
                 arguments: scenario.arguments.as_object().cloned().unwrap_or_default(),
                 data,
+                annotations: None,
             },
         })
     }

@@ -163,6 +163,7 @@ pub fn request() -> ActionRequest {
                 domain: "payments".into(),
                 classification: vec!["financial".into(), "pii".into()],
             }),
+            annotations: None,
         },
     }
 }

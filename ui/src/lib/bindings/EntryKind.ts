@@ -3,4 +3,4 @@
 /**
  * What happened to an item: one entry of the chain.
  */
-export type EntryKind = "received" | "notified" | "viewed" | "approved" | "denied" | "expired" | "cancelled" | "redeemed" | "revoked" | "refused" | "rejected";
+export type EntryKind = "received" | "notified" | "viewed" | "approved" | "denied" | "expired" | "cancelled" | "redeemed" | "revoked" | "refused" | "rejected" | "outcome";

@@ -63,6 +63,11 @@ data_domain: string | null,
  */
 classification: Array<string>, 
 /**
+ * What the tool's server says about the tool (MCP annotations: read-only, destructive,
+ * …), one claim per line: the server's own, unverified claims, never the broker's facts.
+ */
+server_claims: Array<string>, 
+/**
  * What the broker's tool catalog says of the tool (what policy decided on), if listed.
  */
 catalog: CatalogFacts | null, policy_id: string, policy_reason: string, audience: string, requested_at: string, expires_at: string, 

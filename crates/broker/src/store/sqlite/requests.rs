@@ -1,12 +1,12 @@
 //! Requests: holding, deciding, redeeming, revoking, expiring and purging them.
 
 use countersign_protocol::action::Status;
-use countersign_protocol::api::{ApproverEvent, EventKind};
+use countersign_protocol::api::{ApproverEvent, EventKind, ReportedOutcome};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::super::{
-    DecideOutcome, HoldOutcome, NewPending, Page, Purged, RedeemOutcome, Redemption, Requests,
-    Result, Retention, StoredDecision, StoredRequest,
+    DecideOutcome, HoldOutcome, NewPending, Page, Purged, RedeemOutcome, Redemption, ReportOutcome,
+    Requests, Result, Retention, StoredDecision, StoredRequest,
 };
 use super::events::append_event;
 use super::rows::{
@@ -180,6 +180,39 @@ impl Requests for SqliteStore {
                 now,
             )?;
             Ok(RedeemOutcome::Redeemed(Box::new(request), Box::new(event)))
+        })
+    }
+
+    fn report_outcome(
+        &self,
+        txn: &str,
+        jti: &str,
+        aud: &str,
+        outcome: &ReportedOutcome,
+        now: i64,
+    ) -> Result<ReportOutcome> {
+        self.with_tx(|tx| {
+            // Only the redeemed item of this grant and audience, and only once.
+            let updated = tx.execute(
+                "UPDATE requests SET outcome = ?1, outcome_detail = ?2 \
+                 WHERE id = ?3 AND status = 'redeemed' AND grant_jti = ?4 \
+                 AND json_extract(pending, '$.audience') = ?5 AND outcome IS NULL",
+                params![outcome.outcome.as_str(), outcome.detail, txn, jti, aud],
+            )?;
+            if updated == 0 {
+                return Ok(ReportOutcome::Refused);
+            }
+            let request = load_existing(tx, txn)?;
+            let event = append_event(
+                tx,
+                &request.owner,
+                EventKind::Outcome,
+                Some(&request),
+                None,
+                None,
+                now,
+            )?;
+            Ok(ReportOutcome::Recorded(Box::new(request), Box::new(event)))
         })
     }
 

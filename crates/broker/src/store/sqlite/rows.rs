@@ -2,13 +2,13 @@
 
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::Status;
-use countersign_protocol::api::RequestView;
+use countersign_protocol::api::{ReportedOutcome, RequestView};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::super::{Result, StoreError, StoredRequest};
 
-pub(super) const REQUEST_COLUMNS: &str =
-    "pending, status, merged, reason, decided_by, owner, agent, grant_token, grant_jti, grant_exp";
+pub(super) const REQUEST_COLUMNS: &str = "pending, status, merged, reason, decided_by, owner, agent, grant_token, grant_jti, grant_exp, \
+     outcome, outcome_detail";
 
 /// One `requests` row, as read by [`REQUEST_COLUMNS`].
 pub(super) struct Row {
@@ -22,11 +22,13 @@ pub(super) struct Row {
     grant: Option<String>,
     grant_jti: Option<String>,
     grant_exp: Option<i64>,
+    outcome: Option<String>,
+    outcome_detail: Option<String>,
 }
 
 /// [`REQUEST_COLUMNS`] with the `requests` table's alias, for joins.
 pub(super) const PREFIXED_COLUMNS: &str = "r.pending, r.status, r.merged, r.reason, r.decided_by, r.owner, r.agent, \
-     r.grant_token, r.grant_jti, r.grant_exp";
+     r.grant_token, r.grant_jti, r.grant_exp, r.outcome, r.outcome_detail";
 
 pub(super) fn read_request(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     read_request_at(row, 0)
@@ -45,6 +47,8 @@ pub(super) fn read_request_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::R
         grant: row.get(at + 7)?,
         grant_jti: row.get(at + 8)?,
         grant_exp: row.get(at + 9)?,
+        outcome: row.get(at + 10)?,
+        outcome_detail: row.get(at + 11)?,
     })
 }
 
@@ -59,6 +63,14 @@ pub(super) fn pending_count(conn: &Connection, owner: &str, now: i64) -> Result<
 pub(super) fn to_request(row: Row) -> Result<StoredRequest> {
     let pending: PendingAction = serde_json::from_str(&row.pending)?;
     let status: Status = serde_json::from_value(serde_json::Value::String(row.status))?;
+    let outcome = row
+        .outcome
+        .map(|o| serde_json::from_value(serde_json::Value::String(o)))
+        .transpose()?
+        .map(|outcome| ReportedOutcome {
+            outcome,
+            detail: row.outcome_detail,
+        });
     Ok(StoredRequest {
         view: RequestView {
             pending,
@@ -66,6 +78,7 @@ pub(super) fn to_request(row: Row) -> Result<StoredRequest> {
             merged: row.merged,
             reason: row.reason,
             decided_by: row.decided_by,
+            outcome,
         },
         owner: row.owner,
         agent: row.agent,

@@ -71,4 +71,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX requests_owner ON requests(owner);
     CREATE INDEX requests_decided ON requests(status, decided_at);
     CREATE INDEX idempotency_at ON idempotency(at);",
+    // What became of a redeemed call, as its gateway reported it (once).
+    "ALTER TABLE requests ADD COLUMN outcome TEXT;
+    ALTER TABLE requests ADD COLUMN outcome_detail TEXT;",
 ];
