@@ -1,0 +1,222 @@
+//! A real broker with a paired engine (the development authenticator approves), a gateway
+//! configuration for it, and the real MCP peers of the official Python SDK.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use countersign_approver::authn::Unattended;
+use countersign_testkit::{AGENT, GATEWAY, OWNER, PairedEngine, paired_engine_with};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt as _;
+
+pub(crate) const AGENT_SECRET_VAR: &str = "COUNTERSIGN_TEST_AGENT_SECRET";
+pub(crate) const GATEWAY_SECRET_VAR: &str = "COUNTERSIGN_TEST_GATEWAY_SECRET";
+
+/// The repository's root.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where setup installed the Python SDK (1.x, the session era).
+pub(crate) fn python_path() -> PathBuf {
+    let path = root().join("target/python-mcp1");
+    assert!(
+        path.join("mcp").is_dir(),
+        "the Python MCP SDK is missing from {}: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+pub(crate) struct Setup {
+    pub(crate) paired: PairedEngine,
+    _dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) record: PathBuf,
+}
+
+/// A broker (tweaked by `broker`), an engine paired with it, and a gateway configuration for
+/// the MCP server "stripe" with `extra` TOML appended.
+pub(crate) async fn setup(
+    label: &str,
+    extra: &str,
+    broker: impl FnOnce(&mut countersign_broker::config::Config),
+) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let paired = paired_engine_with(dir.path(), label, broker).await;
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[broker]
+url = "{url}"
+
+[agent]
+id = "{AGENT}"
+owner = "{OWNER}"
+secret = {{ env = "{AGENT_SECRET_VAR}" }}
+
+[gateway]
+audience = "{GATEWAY}"
+secret = {{ env = "{GATEWAY_SECRET_VAR}" }}
+
+[mcp]
+server = "stripe"
+{extra}
+"#,
+            url = paired.url,
+        ),
+    )
+    .unwrap();
+    let record = dir.path().join("executions.jsonl");
+    Setup {
+        paired,
+        _dir: dir,
+        config,
+        record,
+    }
+}
+
+impl Setup {
+    /// The environment the gateway (and the server it starts) runs with.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let secrets = &self.paired.fleet.secrets;
+        vec![
+            (AGENT_SECRET_VAR, secrets.agents[0].secret.clone()),
+            (GATEWAY_SECRET_VAR, secrets.gateways[0].secret.clone()),
+            ("PYTHONPATH", python_path().display().to_string()),
+            ("COUNTERSIGN_TEST_RECORD", self.record.display().to_string()),
+            ("COUNTERSIGN_LOG", "countersign_gateway=info".into()),
+        ]
+    }
+
+    /// `countersign-gateway mcp stdio --config … -- python3 server.py`.
+    pub(crate) fn gateway_command(&self) -> Vec<String> {
+        vec![
+            env!("CARGO_BIN_EXE_countersign-gateway").into(),
+            "mcp".into(),
+            "stdio".into(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--".into(),
+            "python3".into(),
+            root().join("tests/mcp/server.py").display().to_string(),
+        ]
+    }
+
+    /// The server's executions, as it recorded them.
+    pub(crate) fn executions(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits for the next pending item at the broker and returns its id.
+    pub(crate) async fn next_pending(&mut self) -> String {
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            self.paired.engine.sync().await.unwrap();
+            if let Some(item) = self.paired.engine.pending().unwrap().first() {
+                return item.review.id.clone();
+            }
+            assert!(tokio::time::Instant::now() < until, "no pending item came");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Approves `id` with the development authenticator.
+    pub(crate) async fn approve(&mut self, id: &str) {
+        self.paired.engine.sync().await.unwrap();
+        self.paired
+            .engine
+            .approve(id, None, &Unattended)
+            .await
+            .unwrap();
+    }
+
+    /// The history entries of `id`, after a sync.
+    pub(crate) async fn entries(&mut self, id: &str) -> Vec<(String, Value)> {
+        self.paired.engine.sync().await.unwrap();
+        let opened = self
+            .paired
+            .engine
+            .open_item(id, countersign_approver::engine::Via::App)
+            .unwrap();
+        opened
+            .entries
+            .into_iter()
+            .map(|e| (e.kind.to_string(), e.detail))
+            .collect()
+    }
+}
+
+/// The official Python SDK's client, running `steps` against the gateway; one JSON line per
+/// step.
+pub(crate) struct Client {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Client {
+    pub(crate) fn start(setup: &Setup, steps: Value) -> Self {
+        let spec = serde_json::json!({"command": setup.gateway_command(), "steps": steps});
+        let mut child = tokio::process::Command::new("python3")
+            .arg(root().join("tests/mcp/client.py"))
+            .arg(spec.to_string())
+            .envs(setup.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, lines }
+    }
+
+    /// The next line the client printed.
+    pub(crate) async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+            .await
+            .expect("the client answered in time")
+            .unwrap()
+            .expect("the client printed a line");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Skips the `initialized` and `tools` lines; returns the tool names.
+    pub(crate) async fn started(&mut self) -> Vec<String> {
+        let init = self.next().await;
+        assert!(init.get("initialized").is_some(), "{init}");
+        let tools = self.next().await;
+        serde_json::from_value(tools["tools"].clone()).unwrap()
+    }
+
+    pub(crate) async fn finish(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the client ended")
+            .unwrap();
+        assert!(status.success(), "the client failed: {status}");
+    }
+
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The result text of a step line.
+pub(crate) fn text(step: &Value) -> String {
+    step["text"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}

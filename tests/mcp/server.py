@@ -1,0 +1,62 @@
+"""A real MCP server (the official Python SDK's FastMCP, over stdio) for the gateway's tests.
+
+Every tool appends one JSON line to the file named by COUNTERSIGN_TEST_RECORD when it runs, so
+tests count executions on the server's side, not the gateway's.
+"""
+
+import json
+import os
+import sys
+import time
+
+from mcp.server.fastmcp import FastMCP
+from mcp.types import ToolAnnotations
+
+server = FastMCP("payments")
+
+
+def record(tool: str, arguments: dict) -> None:
+    path = os.environ["COUNTERSIGN_TEST_RECORD"]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"tool": tool, "arguments": arguments}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@server.tool(
+    name="refunds.create",
+    annotations=ToolAnnotations(title="Refund an order", destructiveHint=True, readOnlyHint=False),
+)
+def refunds_create(order: str, amount: str) -> str:
+    record("refunds.create", {"order": order, "amount": amount})
+    return f"refunded {amount} for order {order}"
+
+
+@server.tool(name="payouts.create")
+def payouts_create(amount: str) -> str:
+    record("payouts.create", {"amount": amount})
+    return f"paid out {amount}"
+
+
+@server.tool(name="refunds.crash")
+def refunds_crash(order: str, amount: str) -> str:
+    record("refunds.crash", {"order": order, "amount": amount})
+    sys.stderr.write("test server: crashing on purpose\n")
+    os._exit(3)
+
+
+@server.tool(name="refunds.hang")
+def refunds_hang(order: str, amount: str) -> str:
+    record("refunds.hang", {"order": order, "amount": amount})
+    time.sleep(3600)
+    return "never"
+
+
+@server.tool(name="refunds.fail")
+def refunds_fail(order: str, amount: str) -> str:
+    record("refunds.fail", {"order": order, "amount": amount})
+    raise ValueError("the card network refused the refund")
+
+
+if __name__ == "__main__":
+    server.run("stdio")
