@@ -90,6 +90,7 @@ bench:
 	$(CARGO) bench -p countersign-protocol --bench verify
 	$(CARGO) bench -p countersign-broker --bench broker
 	$(CARGO) bench -p countersign-approver --bench history
+	$(CARGO) bench -p countersign-gateway --bench gateway
 
 ## Licence and advisory checks (installs cargo-deny on first use).
 deny:

@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 
 if [[ "${COUNTERSIGN_IN_SESSION:-}" != 1 ]]; then
   scripts/setup.sh
-  cargo build --locked -p countersign-broker -p countersign-cli --features countersign-cli/dev-authenticator
+  cargo build --locked -p countersign-broker -p countersign-gateway -p countersign-cli --features countersign-cli/dev-authenticator
   exec scripts/session.sh "$0" "$@"
 fi
 
 bin="$PWD/target/debug"
+repo="$PWD"
 work=$(mktemp -d)
 broker_pid="" sim_pid=""
 cleanup() {
@@ -65,6 +66,68 @@ run countersign deny "$second" --reason "not without a ticket"
 sleep 2
 say "The agents' side: the approved call's grant was redeemed once, its replay refused"
 grep -E "call finished" simulate.log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*call finished/call finished/' || true
+
+say "An MCP client behind countersign-gateway: its refund is held until you approve"
+# The gateway speaks for the billing agent and the payments gateway, its secrets in the
+# environment (never in the file the MCP host points at).
+python3 - <<'PY'
+import tomllib
+s = tomllib.load(open("demo/simulate.toml", "rb"))
+agent = next(a for a in s["agents"] if a["id"].endswith("/billing"))
+gateway = next(g for g in s["gateways"] if "payments" in g["audience"])
+open("demo/gateway.env", "w").write(
+    f"export COUNTERSIGN_AGENT_SECRET={agent['secret']}\n"
+    f"export COUNTERSIGN_GATEWAY_SECRET={gateway['secret']}\n")
+open("demo/gw.toml", "w").write(f"""[broker]
+url = "http://{__import__('os').environ['COUNTERSIGN_BROKER_LISTEN']}"
+
+[agent]
+id = "{agent['id']}"
+owner = "{s['owner']}"
+secret = {{ env = "COUNTERSIGN_AGENT_SECRET" }}
+
+[gateway]
+audience = "{gateway['audience']}"
+secret = {{ env = "COUNTERSIGN_GATEWAY_SECRET" }}
+
+[mcp]
+server = "stripe"
+
+[hold]
+max_wait_secs = 50
+""")
+PY
+# shellcheck disable=SC1091
+source demo/gateway.env
+run countersign-gateway check --config demo/gw.toml
+cat demo/gw.toml
+client_spec='{"command": ["countersign-gateway", "mcp", "stdio", "--config", "demo/gw.toml", "--",
+  "python3", "'"$repo"'/tests/mcp/server.py"],
+  "steps": [{"call": "refunds.create", "args": {"order": "7781", "amount": "2500.00"}, "progress": true}]}'
+echo "An MCP client (the official Python SDK) calls refunds.create through the gateway…"
+PYTHONPATH="$repo/target/python-mcp1" COUNTERSIGN_TEST_RECORD="$work/executions.jsonl" \
+  python3 "$repo/tests/mcp/client.py" "$client_spec" >mcp-client.log 2>mcp-client.err &
+mcp_pid=$!
+held=""
+for _ in $(seq 100); do
+  held=$(countersign --json pending | python3 -c '
+import json, sys
+items = json.load(sys.stdin)
+print(next((i["id"] for i in items if "MCP client" in i["intent"]), ""))')
+  [[ -n "$held" ]] && break
+  sleep 0.2
+done
+echo "Held: nothing has run yet ($(wc -l <"$work/executions.jsonl" 2>/dev/null || echo 0) executions on the server)."
+run countersign show "$held"
+run countersign approve "$held"
+wait "$mcp_pid" || true
+echo "The client's answer:"
+sed -n 3p mcp-client.log
+echo "The server ran it exactly once:"
+cat "$work/executions.jsonl"
+sleep 1
+run countersign sync
+run countersign show "$held"
 
 say "History: every state change, hash-chained"
 run countersign sync

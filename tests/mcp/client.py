@@ -2,7 +2,8 @@
 tests: starts the command it is given as its server, runs the steps, and prints one JSON line
 per step as it finishes.
 
-argv[1]: {"command": [...], "steps": [{"call": NAME, "args": {...}, "progress": bool}, ...]}.
+argv[1]: {"command": [...], "steps": [{"call": NAME, "args": {...}, "progress": bool}, ...]},
+or {"url": "http://…/mcp", "steps": […]} for Streamable HTTP.
 An argument "$held" is replaced by the id of the last call that answered "pending".
 """
 
@@ -14,6 +15,7 @@ from datetime import timedelta
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 
 def out(value: dict) -> None:
@@ -22,37 +24,45 @@ def out(value: dict) -> None:
 
 async def main() -> None:
     spec = json.loads(sys.argv[1])
-    params = StdioServerParameters(
-        command=spec["command"][0], args=spec["command"][1:], env=dict(os.environ)
-    )
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=120)) as session:
-            init = await session.initialize()
-            out({"initialized": init.protocolVersion})
-            tools = await session.list_tools()
-            out({"tools": sorted(t.name for t in tools.tools)})
-            held = None
-            for step in spec["steps"]:
-                args = {k: (held if v == "$held" else v) for k, v in step.get("args", {}).items()}
-                progress = []
+    if "url" in spec:
+        async with streamable_http_client(spec["url"]) as (read, write, _):
+            await run(spec, read, write)
+    else:
+        params = StdioServerParameters(
+            command=spec["command"][0], args=spec["command"][1:], env=dict(os.environ)
+        )
+        async with stdio_client(params) as (read, write):
+            await run(spec, read, write)
 
-                async def on_progress(value, total, message):
-                    progress.append(message)
 
-                callback = on_progress if step.get("progress") else None
-                result = await session.call_tool(step["call"], args, progress_callback=callback)
-                structured = result.structuredContent or {}
-                if result.isError and structured.get("status") == "pending":
-                    held = structured["id"]
-                out(
-                    {
-                        "call": step["call"],
-                        "isError": bool(result.isError),
-                        "text": [c.text for c in result.content if c.type == "text"],
-                        "structured": structured,
-                        "progress": progress,
-                    }
-                )
+async def run(spec: dict, read, write) -> None:
+    async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=120)) as session:
+        init = await session.initialize()
+        out({"initialized": init.protocolVersion})
+        tools = await session.list_tools()
+        out({"tools": sorted(t.name for t in tools.tools)})
+        held = None
+        for step in spec["steps"]:
+            args = {k: (held if v == "$held" else v) for k, v in step.get("args", {}).items()}
+            progress = []
+
+            async def on_progress(value, total, message):
+                progress.append(message)
+
+            callback = on_progress if step.get("progress") else None
+            result = await session.call_tool(step["call"], args, progress_callback=callback)
+            structured = result.structuredContent or {}
+            if result.isError and structured.get("status") == "pending":
+                held = structured["id"]
+            out(
+                {
+                    "call": step["call"],
+                    "isError": bool(result.isError),
+                    "text": [c.text for c in result.content if c.type == "text"],
+                    "structured": structured,
+                    "progress": progress,
+                }
+            )
 
 
 asyncio.run(main())

@@ -12,13 +12,15 @@ import time
 from mcp.server.fastmcp import FastMCP
 from mcp.types import ToolAnnotations
 
-server = FastMCP("payments")
+# `server.py` speaks stdio; `server.py --http PORT` serves Streamable HTTP on 127.0.0.1:PORT/mcp.
+HTTP_PORT = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--http" else None
+server = FastMCP("payments", host="127.0.0.1", port=HTTP_PORT or 8000, log_level="WARNING")
 
 
 def record(tool: str, arguments: dict) -> None:
     path = os.environ["COUNTERSIGN_TEST_RECORD"]
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"tool": tool, "arguments": arguments}) + "\n")
+        f.write(json.dumps({"tool": tool, "arguments": arguments, "at": time.time()}) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -30,6 +32,12 @@ def record(tool: str, arguments: dict) -> None:
 def refunds_create(order: str, amount: str) -> str:
     record("refunds.create", {"order": order, "amount": amount})
     return f"refunded {amount} for order {order}"
+
+
+@server.tool(name="echo")
+def echo(text: str) -> str:
+    """Answers at once and records nothing: for measuring the path, not the tool."""
+    return text
 
 
 @server.tool(name="payouts.create")
@@ -59,4 +67,4 @@ def refunds_fail(order: str, amount: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    server.run("streamable-http" if HTTP_PORT else "stdio")

@@ -55,6 +55,16 @@ enum McpTransport {
         #[arg(last = true, required = true)]
         server: Vec<String>,
     },
+    /// Streamable HTTP: listens for the client and forwards to the server's MCP endpoint.
+    Http {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8472")]
+        listen: SocketAddr,
+        /// The server's MCP endpoint, `http://127.0.0.1:8000/mcp`.
+        #[arg(long)]
+        upstream: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +129,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let pep = pep(&config)?;
             mcp::stdio(pep, &server, tokio::io::stdin(), tokio::io::stdout()).await
+        }
+        Command::Mcp {
+            transport:
+                McpTransport::Http {
+                    config,
+                    listen,
+                    upstream,
+                },
+        } => {
+            let pep = pep(&config)?;
+            anyhow::ensure!(
+                upstream.starts_with("http://") || upstream.starts_with("https://"),
+                "--upstream must be an http:// or https:// URL"
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "countersign-gateway: MCP on http://{} → {upstream}",
+                listener.local_addr()?
+            );
+            axum::serve(listener, mcp::http::router(pep, &upstream)?).await?;
+            Ok(())
         }
         Command::Hook {
             mode: HookMode::Serve { config, listen },

@@ -4,5 +4,6 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod hooks;
+mod http;
 mod mcp;
 mod support;

@@ -110,7 +110,12 @@ impl Setup {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let mut e: Value = serde_json::from_str(l).unwrap();
+                // When it ran: for the benchmark, not the tests.
+                e.as_object_mut().unwrap().remove("at");
+                e
+            })
             .collect()
     }
 
@@ -153,6 +158,68 @@ impl Setup {
     }
 }
 
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub(crate) async fn listening(port: u16) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SDK's FastMCP server over Streamable HTTP, and `countersign-gateway mcp http` in front
+/// of it.
+pub(crate) struct HttpGateway {
+    _server: tokio::process::Child,
+    _gateway: tokio::process::Child,
+    /// The gateway's MCP endpoint.
+    pub(crate) url: String,
+}
+
+impl HttpGateway {
+    pub(crate) async fn start(setup: &Setup) -> Self {
+        let (server_port, gateway_port) = (free_port(), free_port());
+        let server = tokio::process::Command::new("python3")
+            .arg(root().join("tests/mcp/server.py"))
+            .args(["--http", &server_port.to_string()])
+            .envs(setup.env())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign-gateway"))
+            .args(["mcp", "http", "--config"])
+            .arg(&setup.config)
+            .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+            .args(["--upstream", &format!("http://127.0.0.1:{server_port}/mcp")])
+            .envs(setup.env())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        listening(server_port).await;
+        listening(gateway_port).await;
+        Self {
+            _server: server,
+            _gateway: gateway,
+            url: format!("http://127.0.0.1:{gateway_port}/mcp"),
+        }
+    }
+}
+
 /// The official Python SDK's client, running `steps` against the gateway; one JSON line per
 /// step.
 pub(crate) struct Client {
@@ -162,7 +229,18 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn start(setup: &Setup, steps: Value) -> Self {
-        let spec = serde_json::json!({"command": setup.gateway_command(), "steps": steps});
+        Self::with_spec(
+            setup,
+            &serde_json::json!({"command": setup.gateway_command(), "steps": steps}),
+        )
+    }
+
+    /// The client over Streamable HTTP to `url`.
+    pub(crate) fn http(setup: &Setup, url: &str, steps: Value) -> Self {
+        Self::with_spec(setup, &serde_json::json!({"url": url, "steps": steps}))
+    }
+
+    fn with_spec(setup: &Setup, spec: &Value) -> Self {
         let mut child = tokio::process::Command::new("python3")
             .arg(root().join("tests/mcp/client.py"))
             .arg(spec.to_string())
