@@ -49,14 +49,17 @@ if ! PYTHONPATH=target/python-deps python3 -c "import webauthn, rfc8785" 2>/dev/
     --target target/python-deps -r tests/e2e/requirements.txt
 fi
 
-# The official MCP SDK for Python (1.x, the 2025-11-25 session era): the real client and
-# server the gateway's tests put it between (tests/mcp/); into target/, never system-wide.
-MCP_PY_VERSION=1.30.0
-if ! PYTHONPATH=target/python-mcp1 python3 -c "import mcp, sys; from importlib.metadata import version; sys.exit(version('mcp') != '$MCP_PY_VERSION')" 2>/dev/null; then
-  echo "setup: installing the Python MCP SDK $MCP_PY_VERSION (target/python-mcp1)"
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-    --target target/python-mcp1 "mcp==$MCP_PY_VERSION"
-fi
+# The official MCP SDK for Python, twice: 1.x (the 2025-11-25 session era) and 2.x (the
+# 2026-07-28 stateless era): the real clients and servers the gateway's tests put it between
+# (tests/mcp/); into target/, never system-wide.
+for sdk in python-mcp1:1.30.0 python-mcp2:2.3.0; do
+  dir=${sdk%%:*} version=${sdk##*:}
+  if ! PYTHONPATH=target/$dir python3 -c "import sys; from importlib.metadata import version; sys.exit(version('mcp') != '$version')" 2>/dev/null; then
+    echo "setup: installing the Python MCP SDK $version (target/$dir)"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --target "target/$dir" "mcp==$version"
+  fi
+done
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install rustup (https://rustup.rs), then run this again" >&2

@@ -9,12 +9,20 @@ import os
 import sys
 import time
 
-from mcp.server.fastmcp import FastMCP
-from mcp.types import ToolAnnotations
+try:  # the SDK's 1.x (session era)
+    from mcp.server.fastmcp import FastMCP
+    from mcp.types import ToolAnnotations
+except ImportError:  # 2.x (2026-07-28): FastMCP is MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+    from mcp_types import ToolAnnotations
 
 # `server.py` speaks stdio; `server.py --http PORT` serves Streamable HTTP on 127.0.0.1:PORT/mcp.
 HTTP_PORT = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--http" else None
-server = FastMCP("payments", host="127.0.0.1", port=HTTP_PORT or 8000, log_level="WARNING")
+server = (
+    FastMCP("payments", host="127.0.0.1", port=HTTP_PORT or 8000, log_level="WARNING")
+    if HTTP_PORT
+    else FastMCP("payments")
+)
 
 
 def record(tool: str, arguments: dict) -> None:

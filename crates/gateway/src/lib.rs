@@ -9,6 +9,7 @@ pub mod hook;
 pub mod keyring;
 pub mod mcp;
 pub mod pep;
+pub mod state;
 
 pub use config::Config;
 pub use error::GatewayError;

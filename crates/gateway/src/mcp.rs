@@ -82,6 +82,22 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    /// For a 2026-07-28 client: a result says it is complete (`resultType`), unless it says
+    /// otherwise already (`input_required`).
+    fn complete(self) -> Self {
+        match self {
+            Self::Result(mut result) => {
+                if let Some(object) = result.as_object_mut() {
+                    object
+                        .entry("resultType")
+                        .or_insert_with(|| Value::String("complete".into()));
+                }
+                Self::Result(result)
+            }
+            error => error,
+        }
+    }
+
     /// The response frame for request `id`.
     pub(crate) fn frame(&self, id: &Value) -> Value {
         match self {
@@ -189,17 +205,26 @@ impl Calls {
     }
 
     /// The annotations of `tool`, asking the server for its list when none was seen yet.
-    async fn annotations_of(&self, via: &dyn Transport, tool: &str) -> Option<ToolAnnotations> {
+    async fn annotations_of(
+        &self,
+        via: &dyn Transport,
+        tool: &str,
+        meta: Option<&Value>,
+    ) -> Option<ToolAnnotations> {
         let known = |calls: &Self| lock(&calls.annotations).get(tool).cloned();
         if let Some(a) = known(self) {
             return Some(a);
         }
         let mut cursor: Option<String> = None;
         for _ in 0..20 {
-            let params = match &cursor {
+            let mut params = match &cursor {
                 Some(c) => json!({"cursor": c}),
                 None => json!({}),
             };
+            // A 2026-07-28 server reads the protocol version (and who asks) from each request.
+            if let Some(meta) = meta {
+                params["_meta"] = meta.clone();
+            }
             let raw = serde_json::value::to_raw_value(&params).ok()?;
             let answer = via
                 .ask("tools/list", &raw, Duration::from_secs(10))
@@ -221,6 +246,14 @@ impl Calls {
 
     /// One `tools/call` request frame.
     pub(crate) async fn call(&self, via: &dyn Transport, message: &Value) -> Handled {
+        let era = Era::of(message);
+        match self.call_in(via, message, &era).await {
+            Handled::Answer(answer) if era.modern => Handled::Answer(answer.complete()),
+            handled => handled,
+        }
+    }
+
+    async fn call_in(&self, via: &dyn Transport, message: &Value, era: &Era) -> Handled {
         let params_value = message.get("params").cloned().unwrap_or(Value::Null);
         let params: CallToolRequestParams = match serde_json::from_value(params_value) {
             Ok(p) => p,
@@ -233,32 +266,91 @@ impl Calls {
         };
         let progress = message.pointer("/params/_meta/progressToken").cloned();
         if params.name == AWAIT_TOOL {
-            let Some(id) = params
-                .arguments
-                .as_ref()
-                .and_then(|a| a.get("id"))
-                .and_then(Value::as_str)
-            else {
-                return Handled::Answer(tool_error(
-                    "await_approval needs {\"id\": \"pa_…\"}: the id a held call answered with",
-                    None,
-                ));
-            };
-            let held = lock(&self.held).get(id).cloned();
-            return Handled::Answer(match held {
-                Some(held) => {
-                    self.wait_and_run(via, id, held, progress, &params.name)
-                        .await
-                }
-                None => tool_error(
-                    &format!(
-                        "This gateway holds no call {id} (it may have restarted). Nothing ran. \
-                         Send the original call again: an identical call joins the same request."
-                    ),
-                    Some(json!({"status": "unknown", "id": id})),
-                ),
-            });
+            return Handled::Answer(self.await_approval(via, &params, progress).await);
         }
+        let tool = params.name.to_string();
+        let action = match self.action_of(via, &params, era).await {
+            Ok(a) => a,
+            Err(e) => return Handled::Answer(refused(&e)),
+        };
+        // A 2026-07-28 client's retry after `input_required`: the sealed state names the item.
+        if let Some(token) = message
+            .pointer("/params/requestState")
+            .and_then(Value::as_str)
+        {
+            return Handled::Answer(
+                self.retry(via, message, token, action, progress, &tool)
+                    .await,
+            );
+        }
+        let verdict = match self.pep.evaluate(&action).await {
+            Ok(v) => v,
+            Err(e) => return Handled::Answer(refused(&e)),
+        };
+        match verdict {
+            Verdict::Allow => Handled::Forward,
+            Verdict::Deny { policy, reason } => {
+                Handled::Answer(refused(&GatewayError::Denied { policy, reason }))
+            }
+            Verdict::Held { id, expires_at } => {
+                let Some(kept) = kept_params(message) else {
+                    return Handled::Answer(refused(&GatewayError::Malformed(
+                        "tools/call without params".into(),
+                    )));
+                };
+                let hash = action.action_hash().map(|h| h.as_str().to_owned());
+                let held = self.hold(&id, kept, action);
+                if era.url_elicitation {
+                    // Tell the client at once, and let it come back: its retry waits.
+                    let Ok(hash) = hash else {
+                        return Handled::Answer(refused(&GatewayError::Malformed(
+                            "the call cannot be hashed".into(),
+                        )));
+                    };
+                    let exp = countersign_protocol::timestamp::Timestamp::try_from(expires_at)
+                        .map(|t| t.unix())
+                        .unwrap_or_else(|_| self.pep.now() + 300);
+                    let token = self.pep.sealer().seal(&crate::state::RequestState {
+                        id: id.clone(),
+                        hash,
+                        exp,
+                    });
+                    return Handled::Answer(input_required(&id, &token, true));
+                }
+                Handled::Answer(
+                    self.wait_and_run(via, &id, held, progress, &tool, None)
+                        .await,
+                )
+            }
+        }
+    }
+
+    /// The held call `id`, kept (the first kept parameters stay; an identical call joins them).
+    fn hold(
+        &self,
+        id: &str,
+        params: Box<RawValue>,
+        action: countersign_protocol::ActionRequest,
+    ) -> Arc<Mutex<Held>> {
+        lock(&self.held)
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Held {
+                    params,
+                    action,
+                    done: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// The action the broker is asked about for this call.
+    async fn action_of(
+        &self,
+        via: &dyn Transport,
+        params: &CallToolRequestParams,
+        era: &Era,
+    ) -> Result<countersign_protocol::ActionRequest, GatewayError> {
         let tool = params.name.to_string();
         let config = self.pep.config();
         let resource = config
@@ -266,7 +358,10 @@ impl Calls {
             .get(&tool)
             .and_then(|t| t.resource.clone())
             .unwrap_or_else(|| format!("{}/{tool}", config.mcp.server));
-        let client = lock(&self.client).clone();
+        let client = era
+            .client
+            .clone()
+            .unwrap_or_else(|| lock(&self.client).clone());
         let intent = config
             .tools
             .get(&tool)
@@ -277,47 +372,91 @@ impl Calls {
                     config.mcp.server
                 )
             });
-        let annotations = self.annotations_of(via, &tool).await;
+        let annotations = self.annotations_of(via, &tool, era.meta.as_ref()).await;
         let arguments: Map<String, Value> = params.arguments.clone().unwrap_or_default();
-        let action = match self.pep.action(&resource, arguments, intent, annotations) {
-            Ok(a) => a,
-            Err(e) => return Handled::Answer(refused(&e)),
+        self.pep.action(&resource, arguments, intent, annotations)
+    }
+
+    /// `await_approval {id}`: the legacy path's resumed wait.
+    async fn await_approval(
+        &self,
+        via: &dyn Transport,
+        params: &CallToolRequestParams,
+        progress: Option<Value>,
+    ) -> Answer {
+        let Some(id) = params
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str)
+        else {
+            return tool_error(
+                "await_approval needs {\"id\": \"pa_…\"}: the id a held call answered with",
+                None,
+            );
         };
-        let verdict = match self.pep.evaluate(&action).await {
-            Ok(v) => v,
-            Err(e) => return Handled::Answer(refused(&e)),
-        };
-        match verdict {
-            Verdict::Allow => Handled::Forward,
-            Verdict::Deny { policy, reason } => {
-                Handled::Answer(refused(&GatewayError::Denied { policy, reason }))
+        let held = lock(&self.held).get(id).cloned();
+        match held {
+            Some(held) => {
+                self.wait_and_run(via, id, held, progress, AWAIT_TOOL, None)
+                    .await
             }
-            Verdict::Held { id, .. } => {
-                let kept = match message
-                    .get("params")
-                    .map(serde_json::value::to_raw_value)
-                    .transpose()
-                {
-                    Ok(Some(raw)) => raw,
-                    _ => {
-                        return Handled::Answer(refused(&GatewayError::Malformed(
-                            "tools/call without params".into(),
-                        )));
-                    }
-                };
-                let held = lock(&self.held)
-                    .entry(id.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Mutex::new(Held {
-                            params: kept,
-                            action,
-                            done: None,
-                        }))
-                    })
-                    .clone();
-                Handled::Answer(self.wait_and_run(via, &id, held, progress, &tool).await)
-            }
+            None => tool_error(
+                &format!(
+                    "This gateway holds no call {id} (it may have restarted). Nothing ran. \
+                     Send the original call again: an identical call joins the same request."
+                ),
+                Some(json!({"status": "unknown", "id": id})),
+            ),
         }
+    }
+
+    /// A 2026-07-28 client's retry with the request state the gateway sealed: the same call
+    /// (its action hash), the item it names, waited on; a declined elicitation runs nothing.
+    async fn retry(
+        &self,
+        via: &dyn Transport,
+        message: &Value,
+        token: &str,
+        action: countersign_protocol::ActionRequest,
+        progress: Option<Value>,
+        tool: &str,
+    ) -> Answer {
+        let state = match self.pep.sealer().open(token, self.pep.now()) {
+            Ok(state) => state,
+            Err(why) => return refused(&GatewayError::Malformed(why.into())),
+        };
+        let same = action.action_hash().is_ok_and(|h| h.as_str() == state.hash);
+        if !same {
+            return refused(&GatewayError::Malformed(
+                "the request state is for another call".into(),
+            ));
+        }
+        if let Some(responses) = message
+            .pointer("/params/inputResponses")
+            .and_then(Value::as_object)
+            && let Some(action) = responses
+                .get(APPROVAL_INPUT)
+                .and_then(|r| r.get("action"))
+                .and_then(Value::as_str)
+            && action != "accept"
+        {
+            return tool_error(
+                &format!(
+                    "Countersign: not run. You chose not to approve {} now ({action}); it stays \
+                     pending for the owner until it expires.",
+                    state.id
+                ),
+                Some(json!({"status": "declined", "id": state.id})),
+            );
+        }
+        // After a restart the call is kept again from the retry (same hash: the same call).
+        let Some(kept) = kept_params(message) else {
+            return refused(&GatewayError::Malformed("tools/call without params".into()));
+        };
+        let held = self.hold(&state.id, kept, action);
+        self.wait_and_run(via, &state.id, held, progress, tool, Some(token))
+            .await
     }
 
     /// Waits for the owner's decision on `id` (bounded), then verifies, spends and runs the
@@ -329,6 +468,7 @@ impl Calls {
         held: Arc<Mutex<Held>>,
         progress: Option<Value>,
         tool: &str,
+        retry: Option<&str>,
     ) -> Answer {
         let mut held = held.lock().await;
         if let Some(done) = &held.done {
@@ -359,6 +499,10 @@ impl Calls {
         };
         let grant = match decided {
             Ok(grant) => grant,
+            Err(GatewayError::StillPending { .. }) if let Some(token) = retry => {
+                // The client backs off and retries with the same state.
+                return input_required(id, token, false);
+            }
             Err(GatewayError::StillPending { id, expires_at }) => {
                 return tool_error(
                     &format!(
@@ -425,6 +569,95 @@ impl Calls {
         self.running.fetch_sub(1, Ordering::SeqCst);
         answer
     }
+}
+
+/// Which protocol era a request is of, and what its client can do.
+pub(crate) struct Era {
+    /// A 2026-07-28 (or later) request: its results say `resultType`.
+    modern: bool,
+    /// The client takes URL-mode elicitation (`input_required` with a URL to approve at).
+    url_elicitation: bool,
+    /// The client's name, from the request's own metadata.
+    client: Option<String>,
+    /// The request's `_meta` (protocol version, client info and capabilities), for the
+    /// gateway's own requests on its behalf.
+    meta: Option<Value>,
+}
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// The key of the approval request in `input_required`'s `inputRequests`.
+pub(crate) const APPROVAL_INPUT: &str = "countersign_approval";
+
+impl Era {
+    fn of(message: &Value) -> Self {
+        let meta = message.pointer("/params/_meta");
+        let version = meta
+            .and_then(|m| m.get(META_VERSION))
+            .and_then(Value::as_str);
+        // Protocol versions are dates: they compare as text.
+        let modern = version.is_some_and(|v| v >= "2026-07-28");
+        let url_elicitation = modern
+            && meta
+                .and_then(|m| m.get(META_CAPABILITIES))
+                .and_then(|c| c.pointer("/elicitation/url"))
+                .is_some();
+        let client = meta
+            .and_then(|m| m.get(META_CLIENT))
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| clip(n, 64));
+        let meta = modern.then(|| {
+            let mut own = Map::new();
+            for key in [META_VERSION, META_CLIENT, META_CAPABILITIES] {
+                if let Some(v) = meta.and_then(|m| m.get(key)) {
+                    own.insert(key.to_owned(), v.clone());
+                }
+            }
+            Value::Object(own)
+        });
+        Self {
+            modern,
+            url_elicitation,
+            client,
+            meta,
+        }
+    }
+}
+
+/// The call's parameters as the client sent them, without a retry's own members.
+fn kept_params(message: &Value) -> Option<Box<RawValue>> {
+    let mut params = message.get("params")?.clone();
+    if let Some(object) = params.as_object_mut() {
+        object.remove("inputResponses");
+        object.remove("requestState");
+    }
+    serde_json::value::to_raw_value(&params).ok()
+}
+
+/// `input_required` (2026-07-28): on the first answer, a URL-mode elicitation asking the user to
+/// approve in Countersign; on later ones, only the state, so the client retries.
+fn input_required(id: &str, token: &str, ask: bool) -> Answer {
+    let mut result = json!({"resultType": "input_required", "requestState": token});
+    if ask {
+        result["inputRequests"] = json!({
+            APPROVAL_INPUT: {
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "url",
+                    "message": format!(
+                        "Countersign holds this call for its owner's approval ({id}). Approve or \
+                         deny it in the Countersign app; nothing runs before."
+                    ),
+                    "url": format!("countersign://review?id={id}"),
+                    "elicitationId": id,
+                },
+            },
+        });
+    }
+    Answer::Result(result)
 }
 
 /// The first text content of a tool result, for an outcome's detail.

@@ -51,6 +51,7 @@ pub struct Pep {
     agent_secret: Arc<Zeroizing<String>>,
     gateway_secret: Arc<Zeroizing<String>>,
     agent_id: SpiffeId,
+    sealer: crate::state::Sealer,
 }
 
 impl std::fmt::Debug for Pep {
@@ -92,6 +93,7 @@ impl Pep {
             config: Arc::new(config),
             http,
             agent_secret: Arc::new(agent_secret),
+            sealer: crate::state::Sealer::new(gateway_secret.as_bytes()),
             gateway_secret: Arc::new(gateway_secret),
             agent_id,
         })
@@ -99,6 +101,17 @@ impl Pep {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Seals and opens the request state this gateway hands to 2026-07-28 clients.
+    pub fn sealer(&self) -> &crate::state::Sealer {
+        &self.sealer
+    }
+
+    /// Unix seconds, from the system clock.
+    pub fn now(&self) -> i64 {
+        use countersign_protocol::clock::Clock as _;
+        SystemClock.now()
     }
 
     /// The action the broker is asked about and the grant is bound to: the call of `resource`

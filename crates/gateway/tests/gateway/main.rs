@@ -6,4 +6,5 @@
 mod hooks;
 mod http;
 mod mcp;
+mod modern;
 mod support;

@@ -20,7 +20,16 @@ pub(crate) fn root() -> PathBuf {
 
 /// Where setup installed the Python SDK (1.x, the session era).
 pub(crate) fn python_path() -> PathBuf {
-    let path = root().join("target/python-mcp1");
+    sdk("python-mcp1")
+}
+
+/// Where setup installed the Python SDK 2.x (the 2026-07-28 era).
+pub(crate) fn python2_path() -> PathBuf {
+    sdk("python-mcp2")
+}
+
+fn sdk(dir: &str) -> PathBuf {
+    let path = root().join("target").join(dir);
     assert!(
         path.join("mcp").is_dir(),
         "the Python MCP SDK is missing from {}: run scripts/setup.sh",
@@ -240,11 +249,32 @@ impl Client {
         Self::with_spec(setup, &serde_json::json!({"url": url, "steps": steps}))
     }
 
+    /// The SDK 2.x client (2026-07-28) over stdio, answering elicitations with `elicitation`
+    /// (or declaring none); the server behind the gateway is the SDK 2.x server.
+    pub(crate) fn modern(setup: &Setup, steps: Value, elicitation: Option<&str>) -> Self {
+        let spec = serde_json::json!({
+            "command": setup.gateway_command(), "steps": steps, "elicitation": elicitation,
+        });
+        let env = setup.env().into_iter().map(|(k, v)| match k {
+            "PYTHONPATH" => (k, python2_path().display().to_string()),
+            _ => (k, v),
+        });
+        Self::spawn("client2.py", &spec, env)
+    }
+
     fn with_spec(setup: &Setup, spec: &Value) -> Self {
+        Self::spawn("client.py", spec, setup.env())
+    }
+
+    fn spawn(
+        script: &str,
+        spec: &Value,
+        env: impl IntoIterator<Item = (&'static str, String)>,
+    ) -> Self {
         let mut child = tokio::process::Command::new("python3")
-            .arg(root().join("tests/mcp/client.py"))
+            .arg(root().join("tests/mcp").join(script))
             .arg(spec.to_string())
-            .envs(setup.env())
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
