@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import timedelta
 
+import mcp.types as types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -50,6 +51,26 @@ async def run(spec: dict, read, write) -> None:
                 progress.append(message)
 
             callback = on_progress if step.get("progress") else None
+            if step.get("task"):
+                # 2025-11-25 tasks: a handle at once, polled until it ends (or cancelled).
+                created = await session.experimental.call_tool_as_task(step["call"], args)
+                task_id = created.task.taskId
+                out({"task": task_id, "status": created.task.status})
+                if step.get("cancel"):
+                    cancelled = await session.experimental.cancel_task(task_id)
+                    out({"call": step["call"], "task": task_id, "status": cancelled.status})
+                    continue
+                statuses = [s.status async for s in session.experimental.poll_task(task_id)]
+                result = await session.experimental.get_task_result(task_id, types.CallToolResult)
+                out(
+                    {
+                        "call": step["call"],
+                        "isError": bool(result.isError),
+                        "text": [c.text for c in result.content if c.type == "text"],
+                        "statuses": statuses,
+                    }
+                )
+                continue
             result = await session.call_tool(step["call"], args, progress_callback=callback)
             structured = result.structuredContent or {}
             if result.isError and structured.get("status") == "pending":

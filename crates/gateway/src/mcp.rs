@@ -17,6 +17,7 @@
 
 pub mod http;
 pub mod stdio;
+mod tasks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -125,7 +126,35 @@ pub(crate) struct Calls {
     client: std::sync::Mutex<String>,
     /// Calls running on the server (spent, waiting for its answer).
     running: AtomicUsize,
+    /// Tasks of held calls, by task id.
+    tasks: std::sync::Mutex<HashMap<String, Arc<tasks::Task>>>,
 }
+
+/// An answer of the server's the gateway changes before the client gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rewrite {
+    /// `tools/list`: annotations noted, `await_approval` added, tasks offered.
+    List,
+    /// `initialize` (the session era): the experimental tasks offered.
+    Initialize,
+    /// `server/discover` (2026-07-28): the Tasks extension offered.
+    Discover,
+}
+
+impl Rewrite {
+    /// What the answer to a request of `method` needs, if anything.
+    pub(crate) fn of(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(Self::List),
+            "initialize" => Some(Self::Initialize),
+            "server/discover" => Some(Self::Discover),
+            _ => None,
+        }
+    }
+}
+
+/// How long a task is kept after it is created, in milliseconds.
+const TASK_TTL_MS: u64 = 3_600_000;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -148,6 +177,7 @@ impl Calls {
             held: Default::default(),
             client: std::sync::Mutex::new("an MCP client".into()),
             running: AtomicUsize::new(0),
+            tasks: Default::default(),
         }
     }
 
@@ -165,19 +195,55 @@ impl Calls {
         *lock(&self.client) = clip(name, 64);
     }
 
-    /// A `tools/list` answer frame as the client gets it: the tools' annotations noted, and
-    /// `await_approval` added.
-    pub(crate) fn listed(&self, frame: &mut Value) {
+    /// An answer frame as the client gets it (see [`Rewrite`]).
+    pub(crate) fn rewrite(&self, kind: Rewrite, frame: &mut Value) {
+        match kind {
+            Rewrite::List => self.listed(frame),
+            Rewrite::Initialize | Rewrite::Discover => {
+                let Some(capabilities) = frame
+                    .pointer_mut("/result/capabilities")
+                    .and_then(Value::as_object_mut)
+                else {
+                    return;
+                };
+                // Held calls can be tasks, whatever the server does with its own.
+                if kind == Rewrite::Initialize {
+                    capabilities.entry("tasks").or_insert_with(
+                        || json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}),
+                    );
+                } else if let Some(extensions) = capabilities
+                    .entry("extensions")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                {
+                    extensions
+                        .entry(tasks::EXTENSION)
+                        .or_insert_with(|| json!({}));
+                }
+            }
+        }
+    }
+
+    /// A `tools/list` answer frame as the client gets it: the tools' annotations noted, each
+    /// tool offered as a task, and `await_approval` added.
+    fn listed(&self, frame: &mut Value) {
         let Some(tools) = frame.pointer_mut("/result/tools") else {
             return;
         };
         self.note_tools(tools);
-        if let Some(list) = tools.as_array_mut()
-            && !list
+        if let Some(list) = tools.as_array_mut() {
+            for tool in list.iter_mut() {
+                if let Some(tool) = tool.as_object_mut() {
+                    tool.entry("execution")
+                        .or_insert_with(|| json!({"taskSupport": "optional"}));
+                }
+            }
+            if !list
                 .iter()
                 .any(|t| t.get("name").and_then(Value::as_str) == Some(AWAIT_TOOL))
-        {
-            list.push(await_tool());
+            {
+                list.push(await_tool());
+            }
         }
     }
 
@@ -245,82 +311,253 @@ impl Calls {
     }
 
     /// One `tools/call` request frame.
-    pub(crate) async fn call(&self, via: &dyn Transport, message: &Value) -> Handled {
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        via: Arc<dyn Transport>,
+        message: &Value,
+    ) -> Handled {
         let era = Era::of(message);
-        match self.call_in(via, message, &era).await {
+        let step = self.call_in(via.as_ref(), message, &era).await;
+        let handled = match (step, era.tasks) {
+            (
+                Step::Held {
+                    id,
+                    held,
+                    tool,
+                    exp,
+                },
+                Some(shape),
+            ) => {
+                let deadline =
+                    Duration::from_secs(u64::try_from(exp - self.pep.now()).unwrap_or(0) + 10);
+                let message = format!("Waiting for the owner's approval of {id}");
+                let run = TaskRun::Wait {
+                    held,
+                    tool,
+                    deadline,
+                };
+                Handled::Answer(self.start_task(via, shape, id, message, run))
+            }
+            // A task was asked for (2025-11-25): every answer is one.
+            (Step::Handled(Handled::Forward), Some(tasks::Shape::Experimental)) => {
+                let Some(params) = kept_params(message) else {
+                    return Handled::Answer(refused(&GatewayError::Malformed(
+                        "tools/call without params".into(),
+                    )));
+                };
+                let run = TaskRun::Forward(params);
+                Handled::Answer(self.start_task(
+                    via,
+                    tasks::Shape::Experimental,
+                    String::new(),
+                    "Running".into(),
+                    run,
+                ))
+            }
+            (Step::Handled(Handled::Answer(answer)), Some(tasks::Shape::Experimental)) => {
+                let run = TaskRun::Done(answer);
+                Handled::Answer(self.start_task(
+                    via,
+                    tasks::Shape::Experimental,
+                    String::new(),
+                    "Done".into(),
+                    run,
+                ))
+            }
+            (Step::Handled(handled), _) => handled,
+            (Step::Held { .. }, None) => Handled::Answer(refused(&GatewayError::Malformed(
+                "a held call without a task".into(),
+            ))),
+        };
+        match handled {
             Handled::Answer(answer) if era.modern => Handled::Answer(answer.complete()),
             handled => handled,
         }
     }
 
-    async fn call_in(&self, via: &dyn Transport, message: &Value, era: &Era) -> Handled {
+    /// Starts a task and returns the answer that creates it.
+    fn start_task(
+        self: &Arc<Self>,
+        via: Arc<dyn Transport>,
+        shape: tasks::Shape,
+        pending: String,
+        message: String,
+        run: TaskRun,
+    ) -> Answer {
+        let id = format!("task_{}", countersign_protocol::hash::random_b64url::<12>());
+        let task = Arc::new(tasks::Task::new(
+            id.clone(),
+            pending,
+            message,
+            shape,
+            &self.timestamp(),
+            TASK_TTL_MS,
+        ));
+        lock(&self.tasks).insert(id, task.clone());
+        let created = task.created();
+        let calls = self.clone();
+        tokio::spawn(async move {
+            let answer = match run {
+                TaskRun::Done(answer) => answer,
+                TaskRun::Forward(params) => {
+                    let limit = calls.pep.config().hold.run_timeout();
+                    match via.ask("tools/call", &params, limit).await {
+                        Ok(frame) => match frame.get("error") {
+                            Some(error) => Answer::Error(error.clone()),
+                            None => {
+                                Answer::Result(frame.get("result").cloned().unwrap_or(Value::Null))
+                            }
+                        },
+                        Err(e) => refused(&e),
+                    }
+                }
+                TaskRun::Wait {
+                    held,
+                    tool,
+                    deadline,
+                } => {
+                    let wait = Wait {
+                        progress: None,
+                        retry: None,
+                        task: Some(&task),
+                        max: Some(deadline),
+                    };
+                    calls
+                        .wait_and_run(via.as_ref(), &task.pending, held, &tool, wait)
+                        .await
+                }
+            };
+            task.finish(answer, &calls.timestamp());
+        });
+        Answer::Result(created)
+    }
+
+    /// Now, as RFC 3339 UTC.
+    fn timestamp(&self) -> String {
+        countersign_protocol::timestamp::Timestamp::from_unix(self.pep.now())
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A `tasks/*` request about one of the gateway's tasks; `None` when the task is not the
+    /// gateway's (the server's own: the request goes to the server).
+    pub(crate) async fn task_request(&self, message: &Value) -> Option<Answer> {
+        let method = message.get("method").and_then(Value::as_str)?;
+        if method == "tasks/list" {
+            let list: Vec<Value> = lock(&self.tasks).values().map(|t| t.fields()).collect();
+            return Some(Answer::Result(json!({"tasks": list})));
+        }
+        let id = message.pointer("/params/taskId").and_then(Value::as_str)?;
+        let task = lock(&self.tasks).get(id).cloned()?;
+        let invalid = |text: &str| {
+            Answer::Error(
+                json!({"code": INVALID_PARAMS, "message": format!("Countersign gateway: {text}")}),
+            )
+        };
+        Some(match method {
+            "tasks/get" => Answer::Result(task.get()),
+            "tasks/result" => {
+                task.finished().await;
+                match task.answer() {
+                    Some(answer) => answer,
+                    None => invalid("the task was cancelled; its call never ran"),
+                }
+            }
+            "tasks/cancel" => {
+                if task.cancel(&self.timestamp()) {
+                    Answer::Result(task.get())
+                } else if task.is_terminal() {
+                    invalid("the task is finished already")
+                } else {
+                    invalid("the call is running; it runs once and cannot be cancelled now")
+                }
+            }
+            "tasks/update" => invalid("this task takes no input"),
+            _ => return None,
+        })
+    }
+
+    async fn call_in(&self, via: &dyn Transport, message: &Value, era: &Era) -> Step {
         let params_value = message.get("params").cloned().unwrap_or(Value::Null);
         let params: CallToolRequestParams = match serde_json::from_value(params_value) {
             Ok(p) => p,
             Err(e) => {
-                return Handled::Answer(Answer::Error(json!({
+                return Step::Handled(Handled::Answer(Answer::Error(json!({
                     "code": INVALID_PARAMS,
                     "message": format!("Countersign gateway: tools/call params: {e}"),
-                })));
+                }))));
             }
         };
+        let answer = |a| Step::Handled(Handled::Answer(a));
         let progress = message.pointer("/params/_meta/progressToken").cloned();
         if params.name == AWAIT_TOOL {
-            return Handled::Answer(self.await_approval(via, &params, progress).await);
+            return answer(self.await_approval(via, &params, progress).await);
         }
         let tool = params.name.to_string();
         let action = match self.action_of(via, &params, era).await {
             Ok(a) => a,
-            Err(e) => return Handled::Answer(refused(&e)),
+            Err(e) => return answer(refused(&e)),
         };
         // A 2026-07-28 client's retry after `input_required`: the sealed state names the item.
         if let Some(token) = message
             .pointer("/params/requestState")
             .and_then(Value::as_str)
         {
-            return Handled::Answer(
+            return answer(
                 self.retry(via, message, token, action, progress, &tool)
                     .await,
             );
         }
         let verdict = match self.pep.evaluate(&action).await {
             Ok(v) => v,
-            Err(e) => return Handled::Answer(refused(&e)),
+            Err(e) => return answer(refused(&e)),
         };
         match verdict {
-            Verdict::Allow => Handled::Forward,
+            Verdict::Allow => Step::Handled(Handled::Forward),
             Verdict::Deny { policy, reason } => {
-                Handled::Answer(refused(&GatewayError::Denied { policy, reason }))
+                answer(refused(&GatewayError::Denied { policy, reason }))
             }
             Verdict::Held { id, expires_at } => {
                 let Some(kept) = kept_params(message) else {
-                    return Handled::Answer(refused(&GatewayError::Malformed(
+                    return answer(refused(&GatewayError::Malformed(
                         "tools/call without params".into(),
                     )));
                 };
                 let hash = action.action_hash().map(|h| h.as_str().to_owned());
                 let held = self.hold(&id, kept, action);
+                let exp = countersign_protocol::timestamp::Timestamp::try_from(expires_at)
+                    .map(|t| t.unix())
+                    .unwrap_or_else(|_| self.pep.now() + 300);
+                // A client that takes tasks gets one: it polls, and no timeout cuts it off.
+                if era.tasks.is_some() {
+                    return Step::Held {
+                        id,
+                        held,
+                        tool,
+                        exp,
+                    };
+                }
                 if era.url_elicitation {
                     // Tell the client at once, and let it come back: its retry waits.
                     let Ok(hash) = hash else {
-                        return Handled::Answer(refused(&GatewayError::Malformed(
+                        return answer(refused(&GatewayError::Malformed(
                             "the call cannot be hashed".into(),
                         )));
                     };
-                    let exp = countersign_protocol::timestamp::Timestamp::try_from(expires_at)
-                        .map(|t| t.unix())
-                        .unwrap_or_else(|_| self.pep.now() + 300);
                     let token = self.pep.sealer().seal(&crate::state::RequestState {
                         id: id.clone(),
                         hash,
                         exp,
                     });
-                    return Handled::Answer(input_required(&id, &token, true));
+                    return answer(input_required(&id, &token, true));
                 }
-                Handled::Answer(
-                    self.wait_and_run(via, &id, held, progress, &tool, None)
-                        .await,
-                )
+                let wait = Wait {
+                    progress,
+                    retry: None,
+                    task: None,
+                    max: None,
+                };
+                answer(self.wait_and_run(via, &id, held, &tool, wait).await)
             }
         }
     }
@@ -398,8 +635,13 @@ impl Calls {
         let held = lock(&self.held).get(id).cloned();
         match held {
             Some(held) => {
-                self.wait_and_run(via, id, held, progress, AWAIT_TOOL, None)
-                    .await
+                let wait = Wait {
+                    progress,
+                    retry: None,
+                    task: None,
+                    max: None,
+                };
+                self.wait_and_run(via, id, held, AWAIT_TOOL, wait).await
             }
             None => tool_error(
                 &format!(
@@ -455,8 +697,13 @@ impl Calls {
             return refused(&GatewayError::Malformed("tools/call without params".into()));
         };
         let held = self.hold(&state.id, kept, action);
-        self.wait_and_run(via, &state.id, held, progress, tool, Some(token))
-            .await
+        let wait = Wait {
+            progress,
+            retry: Some(token),
+            task: None,
+            max: None,
+        };
+        self.wait_and_run(via, &state.id, held, tool, wait).await
     }
 
     /// Waits for the owner's decision on `id` (bounded), then verifies, spends and runs the
@@ -466,23 +713,38 @@ impl Calls {
         via: &dyn Transport,
         id: &str,
         held: Arc<Mutex<Held>>,
-        progress: Option<Value>,
         tool: &str,
-        retry: Option<&str>,
+        how: Wait<'_>,
     ) -> Answer {
+        let Wait {
+            progress,
+            retry,
+            task,
+            max,
+        } = how;
         let mut held = held.lock().await;
         if let Some(done) = &held.done {
             return done.clone();
         }
-        let max = self.pep.config().max_wait(tool);
+        let max = max.unwrap_or_else(|| self.pep.config().max_wait(tool));
         let wait = self.pep.wait(id, max);
         tokio::pin!(wait);
         let every = self.pep.config().hold.progress_every();
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut step = 0u64;
+        let cancelled = async {
+            match task {
+                Some(task) => task.cancelled.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(cancelled);
         let decided = loop {
             tokio::select! {
                 decided = &mut wait => break decided,
+                () = &mut cancelled => {
+                    return refused(&GatewayError::NotApproved("the task was cancelled".into()));
+                }
                 _ = ticker.tick(), if progress.is_some() => {
                     step += 1;
                     via.notify(json!({
@@ -520,6 +782,13 @@ impl Calls {
             }
             Err(e) => return refused(&e),
         };
+        // A task cancelled meanwhile never runs; one that starts running can no longer be
+        // cancelled.
+        if let Some(task) = task
+            && !task.start_running(&self.timestamp())
+        {
+            return refused(&GatewayError::NotApproved("the task was cancelled".into()));
+        }
         let released = match self.pep.release(&grant, &held.action).await {
             Ok(r) => r,
             Err(e) => {
@@ -571,12 +840,54 @@ impl Calls {
     }
 }
 
+/// What `call_in` came to.
+enum Step {
+    Handled(Handled),
+    /// Held, for a client that takes a task.
+    Held {
+        id: String,
+        held: Arc<Mutex<Held>>,
+        tool: String,
+        /// The pending item's expiry, Unix seconds.
+        exp: i64,
+    },
+}
+
+/// What a task does in the background.
+enum TaskRun {
+    /// Wait for the owner, then run the held call.
+    Wait {
+        held: Arc<Mutex<Held>>,
+        tool: String,
+        deadline: Duration,
+    },
+    /// Run the allowed call.
+    Forward(Box<RawValue>),
+    /// Nothing: the answer is known.
+    Done(Answer),
+}
+
+/// How one wait goes.
+struct Wait<'a> {
+    /// The client's progress token.
+    progress: Option<Value>,
+    /// The sealed state of a 2026-07-28 retry.
+    retry: Option<&'a str>,
+    /// The task the wait is for.
+    task: Option<&'a tasks::Task>,
+    /// How long, instead of the configured hold.
+    max: Option<Duration>,
+}
+
 /// Which protocol era a request is of, and what its client can do.
 pub(crate) struct Era {
     /// A 2026-07-28 (or later) request: its results say `resultType`.
     modern: bool,
     /// The client takes URL-mode elicitation (`input_required` with a URL to approve at).
     url_elicitation: bool,
+    /// The client takes a task for this call: it asked for one (2025-11-25), or declared the
+    /// Tasks extension (2026-07-28).
+    tasks: Option<tasks::Shape>,
     /// The client's name, from the request's own metadata.
     client: Option<String>,
     /// The request's `_meta` (protocol version, client info and capabilities), for the
@@ -604,6 +915,19 @@ impl Era {
                 .and_then(|m| m.get(META_CAPABILITIES))
                 .and_then(|c| c.pointer("/elicitation/url"))
                 .is_some();
+        let tasks = if message.pointer("/params/task").is_some() {
+            Some(tasks::Shape::Experimental)
+        } else if modern
+            && meta
+                .and_then(|m| m.get(META_CAPABILITIES))
+                .and_then(|c| c.get("extensions"))
+                .and_then(|e| e.get(tasks::EXTENSION))
+                .is_some()
+        {
+            Some(tasks::Shape::Extension)
+        } else {
+            None
+        };
         let client = meta
             .and_then(|m| m.get(META_CLIENT))
             .and_then(|c| c.get("name"))
@@ -621,6 +945,7 @@ impl Era {
         Self {
             modern,
             url_elicitation,
+            tasks,
             client,
             meta,
         }
@@ -633,6 +958,8 @@ fn kept_params(message: &Value) -> Option<Box<RawValue>> {
     if let Some(object) = params.as_object_mut() {
         object.remove("inputResponses");
         object.remove("requestState");
+        // The gateway makes the task; the server runs the call.
+        object.remove("task");
     }
     serde_json::value::to_raw_value(&params).ok()
 }

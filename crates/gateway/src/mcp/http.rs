@@ -23,7 +23,8 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{
-    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Transport, error_frame, id_key, lock,
+    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
+    lock,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
@@ -42,7 +43,7 @@ const CARRIED: &[&str] = &[
 const RETURNED: &[&str] = &["content-type", "mcp-session-id", "cache-control"];
 
 struct HttpProxy {
-    calls: Calls,
+    calls: Arc<Calls>,
     upstream: String,
     http: reqwest::Client,
     /// `tools/call` requests in progress, by session and id.
@@ -57,7 +58,7 @@ pub fn router(pep: Pep, upstream: &str) -> anyhow::Result<axum::Router> {
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let proxy = Arc::new(HttpProxy {
-        calls: Calls::new(pep),
+        calls: Arc::new(Calls::new(pep)),
         upstream: upstream.to_owned(),
         http,
         in_flight: Default::default(),
@@ -101,10 +102,18 @@ async fn handle(
         (Some("tools/call"), Some(id), Some(message)) => {
             proxy.tools_call(headers, bytes, id, message).await
         }
-        (Some("tools/list"), Some(id), Some(_)) => proxy.tools_list(&headers, bytes, &id).await,
-        (Some("initialize"), Some(_), Some(message)) => {
-            proxy.calls.initialize(&message);
-            proxy.forward(method, &headers, bytes).await
+        (Some(name), Some(id), Some(message)) if name.starts_with("tasks/") => {
+            // The gateway's own tasks are answered here; the server's go to the server.
+            match proxy.calls.task_request(&message).await {
+                Some(answer) => json_response(StatusCode::OK, &answer.frame(&id)),
+                None => proxy.forward(method, &headers, bytes).await,
+            }
+        }
+        (Some(name), Some(id), Some(message)) if let Some(kind) = Rewrite::of(name) => {
+            if name == "initialize" {
+                proxy.calls.initialize(&message);
+            }
+            proxy.rewritten(&headers, bytes, &id, kind).await
         }
         _ => proxy.forward(method, &headers, bytes).await,
     }
@@ -204,12 +213,14 @@ impl HttpProxy {
         }
     }
 
-    /// `tools/list`: the server's answer with the annotations noted and `await_approval` added.
-    async fn tools_list(
+    /// A request whose answer the gateway changes (see [`Rewrite`]): the server's answer,
+    /// changed.
+    async fn rewritten(
         &self,
         headers: &HeaderMap,
         body: axum::body::Bytes,
         id: &Value,
+        kind: Rewrite,
     ) -> Response {
         let answer = match self
             .request(Method::POST, headers, body.to_vec())
@@ -242,7 +253,7 @@ impl HttpProxy {
         let mut frames = frames(&content_type, &bytes);
         for frame in &mut frames {
             if frame.get("id") == Some(id) {
-                self.calls.listed(frame);
+                self.calls.rewrite(kind, frame);
             }
         }
         let (content_type, body) = if content_type.starts_with("text/event-stream") {
@@ -302,12 +313,12 @@ impl HttpProxy {
             let proxy = self.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let via = Upstream {
+                let via: Arc<dyn Transport> = Arc::new(Upstream {
                     proxy: proxy.clone(),
                     headers: headers.clone(),
                     progress: stream.then_some(tx),
-                };
-                let frames = match proxy.calls.call(&via, &message).await {
+                });
+                let frames = match proxy.calls.call(via, &message).await {
                     Handled::Answer(answer) => vec![answer.frame(&id)],
                     // Allowed: the client's own request, to the server.
                     Handled::Forward => proxy.forward_frames(&headers, bytes.to_vec(), &id).await,
@@ -332,13 +343,22 @@ impl HttpProxy {
         }
         let (events, body) = mpsc::unbounded_channel::<Result<String, Infallible>>();
         tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
+            // Progress until the answer; the stream ends with it (a task the call became may
+            // hold the progress sender longer).
+            tokio::pin!(task);
+            let frames = loop {
+                tokio::select! {
+                    Some(frame) = rx.recv() => {
+                        let _ = events.send(Ok(sse_event(&frame)));
+                    }
+                    frames = &mut task => break frames.unwrap_or_default(),
+                }
+            };
+            while let Ok(frame) = rx.try_recv() {
                 let _ = events.send(Ok(sse_event(&frame)));
             }
-            if let Ok(frames) = task.await {
-                for frame in frames {
-                    let _ = events.send(Ok(sse_event(&frame)));
-                }
+            for frame in frames {
+                let _ = events.send(Ok(sse_event(&frame)));
             }
         });
         let body = Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(body));

@@ -16,20 +16,21 @@ use tokio::io::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Transport, error_frame, id_key, lock,
+    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
+    lock,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
 
 /// The proxy's state.
 struct Proxy {
-    calls: Calls,
+    calls: Arc<Calls>,
     to_client: mpsc::UnboundedSender<String>,
     to_server: mpsc::UnboundedSender<String>,
     /// Answers to requests the gateway itself sent upstream, by id.
     own: std::sync::Mutex<HashMap<String, oneshot::Sender<Value>>>,
-    /// The client's `tools/list` requests in flight (their results get `await_approval`).
-    listing: std::sync::Mutex<HashSet<String>>,
+    /// The client's requests in flight whose answers the gateway changes (see [`Rewrite`]).
+    rewrite: std::sync::Mutex<HashMap<String, Rewrite>>,
     /// The client's `tools/call` ids in flight: a second request with one of them is refused.
     in_flight: std::sync::Mutex<HashSet<String>>,
     next_id: AtomicU64,
@@ -61,11 +62,11 @@ pub async fn stdio(
     let (to_client, client_rx) = mpsc::unbounded_channel::<String>();
     let (to_server, server_rx) = mpsc::unbounded_channel::<String>();
     let proxy = Arc::new(Proxy {
-        calls: Calls::new(pep),
+        calls: Arc::new(Calls::new(pep)),
         to_client,
         to_server,
         own: Default::default(),
-        listing: Default::default(),
+        rewrite: Default::default(),
         in_flight: Default::default(),
         next_id: AtomicU64::new(1),
         tag: countersign_protocol::hash::random_b64url::<6>(),
@@ -238,7 +239,8 @@ impl Proxy {
                     return;
                 }
                 tokio::spawn(async move {
-                    match self.calls.call(&*self, &message).await {
+                    let via: Arc<dyn Transport> = self.clone();
+                    match self.calls.call(via, &message).await {
                         // The server answers it; its id is free again when the answer passes.
                         Handled::Forward => {
                             let _ = self.to_server.send(line);
@@ -250,9 +252,20 @@ impl Proxy {
                     }
                 });
             }
+            (Some(method), Some(id)) if method.starts_with("tasks/") => {
+                // The gateway's own tasks are answered here; the server's go to the server.
+                tokio::spawn(async move {
+                    match self.calls.task_request(&message).await {
+                        Some(answer) => self.send_client(&answer.frame(&id)),
+                        None => {
+                            let _ = self.to_server.send(line);
+                        }
+                    }
+                });
+            }
             (Some(method), Some(id)) => {
-                if method == "tools/list" {
-                    lock(&self.listing).insert(id_key(&id));
+                if let Some(kind) = Rewrite::of(method) {
+                    lock(&self.rewrite).insert(id_key(&id), kind);
                 }
                 if method == "initialize" {
                     self.calls.initialize(&message);
@@ -283,8 +296,9 @@ impl Proxy {
         }
         // An allowed call's answer passes through; its id is free again.
         lock(&self.in_flight).remove(&key);
-        if lock(&self.listing).remove(&key) {
-            self.calls.listed(&mut message);
+        let rewrite = lock(&self.rewrite).remove(&key);
+        if let Some(kind) = rewrite {
+            self.calls.rewrite(kind, &mut message);
             self.send_client(&message);
             return;
         }

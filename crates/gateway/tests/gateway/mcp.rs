@@ -352,3 +352,42 @@ async fn a_grant_for_another_call_or_audience_is_refused() {
     let e = pep.release(&grant, &action).await.unwrap_err();
     assert_eq!(e.code(), "replayed", "{e}");
 }
+
+/// 2025-11-25 tasks (the SDK 1.x client's experimental tasks): a held call is a task the client
+/// polls; a task cancelled before the owner decides never runs, whatever the owner does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_tasks_gets_one_and_a_cancelled_task_never_runs() {
+    let mut s = setup("gw-tasks", "[hold]\nmax_wait_secs = 2\n", |_| {}).await;
+    let mut held = refund("5000.00");
+    held["task"] = json!(true);
+    let mut cancel =
+        json!({"call": "refunds.create", "args": {"order": "77", "amount": "9000.00"}});
+    cancel["task"] = json!(true);
+    cancel["cancel"] = json!(true);
+    let mut client = Client::start(&s, json!([held, cancel]));
+    client.started().await;
+    let created = client.next().await;
+    assert_eq!(created["status"], "working", "{created}");
+    let id = s.next_pending().await;
+    // Longer than the hold limit: a task is not cut off.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(s.executions().is_empty());
+    s.approve(&id).await;
+    let ran = client.next().await;
+    assert_eq!(ran["isError"], false, "{ran}");
+    assert_eq!(text(&ran), "refunded 5000.00 for order 1234");
+    assert_eq!(
+        ran["statuses"].as_array().unwrap().last().unwrap(),
+        "completed",
+        "{ran}"
+    );
+    // The second is cancelled at once; its item stays pending, and approving it runs nothing.
+    let _created = client.next().await;
+    let cancelled = client.next().await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let second = s.next_pending().await;
+    s.approve(&second).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.finish().await;
+    assert_eq!(s.executions().len(), 1, "{:?}", s.executions());
+}

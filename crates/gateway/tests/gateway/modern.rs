@@ -91,3 +91,86 @@ async fn a_2026_client_without_elicitation_gets_the_bounded_hold_and_await_appro
     client.finish().await;
     assert_eq!(s.executions().len(), 1);
 }
+
+/// The 2026-07-28 Tasks extension, from a raw peer (the SDK 2.x client has no tasks yet): a
+/// client that declares it gets `resultType: "task"`, polls `tasks/get`, and finds the result
+/// inline; a finished task cannot be cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_declares_the_tasks_extension_gets_a_task_with_the_result_inline() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut s = setup("gw-ext-tasks", "[hold]\nmax_wait_secs = 2\n", |_| {}).await;
+    let command = s.gateway_command();
+    let env = s.env().into_iter().map(|(k, v)| match k {
+        "PYTHONPATH" => (k, crate::support::python2_path().display().to_string()),
+        _ => (k, v),
+    });
+    let mut gateway = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = gateway.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": {"io.modelcontextprotocol/tasks": {}}
+        },
+    });
+    let mut ask = async |frame: Value| -> Value {
+        let id = frame["id"].clone();
+        stdin
+            .write_all(format!("{frame}\n").as_bytes())
+            .await
+            .unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            if answer["id"] == id {
+                return answer;
+            }
+        }
+    };
+    let created = ask(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "refunds.create", "arguments": {"order": "8", "amount": "5000.00"}, "_meta": meta}}))
+    .await;
+    let task = &created["result"];
+    assert_eq!(task["resultType"], "task", "{created}");
+    assert_eq!(task["status"], "working", "{created}");
+    let task_id = task["taskId"].as_str().unwrap().to_owned();
+    let id = s.next_pending().await;
+    // Past the hold limit, still working: a task is not cut off.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let get = |n: u64| json!({"jsonrpc": "2.0", "id": n, "method": "tasks/get", "params": {"taskId": task_id}});
+    assert_eq!(ask(get(2)).await["result"]["status"], "working");
+    assert!(s.executions().is_empty());
+    s.approve(&id).await;
+    let mut n = 3;
+    let done = loop {
+        let polled = ask(get(n)).await;
+        if polled["result"]["status"] != "working" {
+            break polled;
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["result"]["content"][0]["text"], "refunded 5000.00 for order 8",
+        "{done}"
+    );
+    let cancel = ask(json!({"jsonrpc": "2.0", "id": 999, "method": "tasks/cancel", "params": {"taskId": task_id}})).await;
+    assert!(cancel.get("error").is_some(), "{cancel}");
+    drop(stdin);
+    let _ = gateway.wait().await;
+    assert_eq!(s.executions().len(), 1);
+}
