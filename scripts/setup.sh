@@ -41,6 +41,12 @@ if [[ ! -d ui/node_modules ]] || [[ ui/package-lock.json -nt ui/node_modules/.pa
   npm --prefix ui ci --no-audit --no-fund
 fi
 
+# The official MCP TypeScript SDK, the gateway's tests' TypeScript client (tests/mcp/ts/).
+if [[ ! -d tests/mcp/ts/node_modules ]] || [[ tests/mcp/ts/package-lock.json -nt tests/mcp/ts/node_modules/.package-lock.json ]]; then
+  echo "setup: installing the MCP TypeScript SDK (tests/mcp/ts)"
+  npm --prefix tests/mcp/ts ci --no-audit --no-fund
+fi
+
 # An independent WebAuthn relying party, JOSE and JCS in Python, for the interoperability test
 # of real grants (tests/e2e/verify_grant.py); into target/, never system-wide.
 if ! PYTHONPATH=target/python-deps python3 -c "import webauthn, rfc8785" 2>/dev/null; then

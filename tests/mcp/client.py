@@ -72,7 +72,7 @@ async def run(spec: dict, read, write) -> None:
                 )
                 continue
             result = await session.call_tool(step["call"], args, progress_callback=callback)
-            structured = result.structuredContent or {}
+            structured = (result.meta or {}).get("dev.countersign/status", {})
             if result.isError and structured.get("status") == "pending":
                 held = structured["id"]
             out(

@@ -45,7 +45,7 @@ async def main() -> None:
             args = {k: (held if v == "$held" else v) for k, v in step.get("args", {}).items()}
             asked.clear()
             result = await client.call_tool(step["call"], args)
-            structured = result.structured_content or {}
+            structured = (result.meta or {}).get("dev.countersign/status", {})
             if result.is_error and structured.get("status") == "pending":
                 held = structured["id"]
             out(

@@ -997,6 +997,10 @@ fn first_text(result: &Value) -> Option<String> {
         .map(|t| clip(t, 512))
 }
 
+/// Where a gateway-made result says, for programs, what became of the call (`status`: pending,
+/// refused, declined, unknown; `code`, `id`, `expires_at`).
+pub const STATUS_META: &str = "dev.countersign/status";
+
 /// A tool-level error the model reads: why the call did not run.
 fn tool_error(text: &str, structured: Option<Value>) -> Answer {
     let mut result = json!({
@@ -1004,7 +1008,9 @@ fn tool_error(text: &str, structured: Option<Value>) -> Answer {
         "isError": true,
     });
     if let Some(s) = structured {
-        result["structuredContent"] = s;
+        // In `_meta`, not `structuredContent`: that belongs to the tool's own output schema,
+        // which clients check it against.
+        result["_meta"] = json!({ STATUS_META: s });
     }
     Answer::Result(result)
 }

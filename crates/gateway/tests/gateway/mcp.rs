@@ -391,3 +391,35 @@ async fn a_client_that_takes_tasks_gets_one_and_a_cancelled_task_never_runs() {
     client.finish().await;
     assert_eq!(s.executions().len(), 1, "{:?}", s.executions());
 }
+
+/// The official TypeScript SDK's client: allowed, held then approved (with progress), denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_client_is_allowed_held_and_denied_through_the_gateway() {
+    let mut s = setup(
+        "gw-ts",
+        "[hold]\nmax_wait_secs = 60\nprogress_every_secs = 1\n",
+        |_| {},
+    )
+    .await;
+    let payout = json!({"call": "payouts.create", "args": {"amount": "10.00"}});
+    let mut client = Client::typescript(&s, json!([refund("500.00"), refund("5000.00"), payout]));
+    let tools = client.started().await;
+    assert!(tools.contains(&"await_approval".to_owned()), "{tools:?}");
+    let allowed = client.next().await;
+    assert_eq!(
+        text(&allowed),
+        "refunded 500.00 for order 1234",
+        "{allowed}"
+    );
+    let id = s.next_pending().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.executions().len(), 1, "the held call ran before approval");
+    s.approve(&id).await;
+    let ran = client.next().await;
+    assert_eq!(ran["isError"], false, "{ran}");
+    assert_eq!(text(&ran), "refunded 5000.00 for order 1234");
+    let denied = client.next().await;
+    assert_eq!(denied["structured"]["code"], "denied_by_policy", "{denied}");
+    client.finish().await;
+    assert_eq!(s.executions().len(), 2);
+}

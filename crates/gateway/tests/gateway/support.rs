@@ -259,19 +259,31 @@ impl Client {
             "PYTHONPATH" => (k, python2_path().display().to_string()),
             _ => (k, v),
         });
-        Self::spawn("client2.py", &spec, env)
+        Self::spawn("python3", "client2.py", &spec, env)
     }
 
     fn with_spec(setup: &Setup, spec: &Value) -> Self {
-        Self::spawn("client.py", spec, setup.env())
+        Self::spawn("python3", "client.py", spec, setup.env())
+    }
+
+    /// The official TypeScript SDK's client over stdio.
+    pub(crate) fn typescript(setup: &Setup, steps: Value) -> Self {
+        let client = root().join("tests/mcp/ts/node_modules/@modelcontextprotocol/sdk");
+        assert!(
+            client.is_dir(),
+            "the MCP TypeScript SDK is missing from tests/mcp/ts: run scripts/setup.sh"
+        );
+        let spec = serde_json::json!({"command": setup.gateway_command(), "steps": steps});
+        Self::spawn("node", "ts/client.mjs", &spec, setup.env())
     }
 
     fn spawn(
+        program: &str,
         script: &str,
         spec: &Value,
         env: impl IntoIterator<Item = (&'static str, String)>,
     ) -> Self {
-        let mut child = tokio::process::Command::new("python3")
+        let mut child = tokio::process::Command::new(program)
             .arg(root().join("tests/mcp").join(script))
             .arg(spec.to_string())
             .envs(env)
