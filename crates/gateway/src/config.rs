@@ -21,6 +21,8 @@ pub struct Config {
     pub mcp: McpSection,
     #[serde(default)]
     pub hold: HoldSection,
+    #[serde(default)]
+    pub hooks: HooksSection,
     /// Per-tool overrides, by the tool's name as its server (or the agent's hook) gives it.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolOverride>,
@@ -75,6 +77,17 @@ impl Default for McpSection {
 
 fn default_server() -> String {
     "mcp".into()
+}
+
+/// The hook endpoint.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// A bearer token `hook serve` requires (`Authorization: Bearer …`), so that other local
+    /// programs cannot make held requests in the agent's name. Claude Code's `http` hooks send
+    /// it from an environment variable (`headers` with `allowedEnvVars`).
+    #[serde(default)]
+    pub token: Option<SecretRef>,
 }
 
 /// How long things may take.
@@ -226,10 +239,11 @@ impl Config {
             return Err(GatewayError::Config("gateway.audience is empty".into()));
         }
         for (what, secret) in [
-            ("agent.secret", &self.agent.secret),
-            ("gateway.secret", &self.gateway.secret),
+            ("agent.secret", Some(&self.agent.secret)),
+            ("gateway.secret", Some(&self.gateway.secret)),
+            ("hooks.token", self.hooks.token.as_ref()),
         ] {
-            if matches!(secret, SecretRef::Inline(_)) {
+            if matches!(secret, Some(SecretRef::Inline(_))) {
                 return Err(inline(what));
             }
         }

@@ -279,40 +279,101 @@ pub async fn run(pep: &Pep, agent: Agent) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `hook serve` answers with.
+struct Served {
+    pep: Pep,
+    /// The bearer token callers must present, when configured.
+    token: Option<zeroize::Zeroizing<String>>,
+}
+
 /// The `hook serve` router: `POST /claude-code` and `POST /codex`, each answering 200 with the
-/// agent's JSON (a non-2xx answer would let the agent run the tool).
-pub fn router(pep: Pep) -> axum::Router {
-    let pep = Arc::new(pep);
-    axum::Router::new()
+/// agent's JSON (a non-2xx answer would let the agent run the tool). With `hooks.token`
+/// configured, a request without that bearer token is denied.
+pub fn router(pep: Pep) -> Result<axum::Router, GatewayError> {
+    let token = pep
+        .config()
+        .hooks
+        .token
+        .as_ref()
+        .map(|t| t.resolve("hooks.token"))
+        .transpose()?;
+    let pep = Arc::new(Served { pep, token });
+    Ok(axum::Router::new()
         .route("/claude-code", post(claude))
         .route("/codex", post(codex))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(pep)
+        .with_state(pep))
 }
 
-async fn claude(State(pep): State<Arc<Pep>>, body: axum::body::Body) -> axum::response::Response {
-    respond(serve_one(&pep, Agent::ClaudeCode, body).await)
+async fn claude(
+    State(served): State<Arc<Served>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    respond(serve_one(&served, &headers, Agent::ClaudeCode, body).await)
 }
 
-async fn codex(State(pep): State<Arc<Pep>>, body: axum::body::Body) -> axum::response::Response {
-    respond(serve_one(&pep, Agent::Codex, body).await)
+async fn codex(
+    State(served): State<Arc<Served>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    respond(serve_one(&served, &headers, Agent::Codex, body).await)
+}
+
+/// Whether `headers` carry the bearer `token`, compared in constant time.
+fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Reads at most [`MAX_PAYLOAD`] bytes (a larger body is denied, never refused with a status
 /// the agent would ignore) and answers.
-async fn serve_one(pep: &Pep, agent: Agent, body: axum::body::Body) -> String {
-    match axum::body::to_bytes(body, MAX_PAYLOAD).await {
+async fn serve_one(
+    served: &Served,
+    headers: &axum::http::HeaderMap,
+    agent: Agent,
+    body: axum::body::Body,
+) -> String {
+    let deny = |event: Event, why: &str| {
+        let decision = Decision::deny(format!("Countersign: not allowed. {why}"));
+        answer(agent, event, &decision)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    let bytes = axum::body::to_bytes(body, MAX_PAYLOAD).await;
+    if let Some(token) = &served.token
+        && !authorized(headers, token)
+    {
+        let event = bytes
+            .as_deref()
+            .map(event_hint)
+            .unwrap_or(Event::PreToolUse);
+        tracing::warn!(
+            ?agent,
+            "a hook call without the configured token was denied"
+        );
+        return deny(event, "this hook endpoint needs its bearer token");
+    }
+    let pep = &served.pep;
+    match bytes {
         Ok(bytes) => handle(pep, agent, &bytes).await,
-        Err(_) => {
-            let decision = Decision::deny(format!(
-                "Countersign: not allowed. malformed input: the hook payload is over \
-                 {MAX_PAYLOAD} bytes or was cut off"
-            ));
-            answer(agent, Event::PreToolUse, &decision)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        }
+        Err(_) => deny(
+            Event::PreToolUse,
+            &format!(
+                "malformed input: the hook payload is over {MAX_PAYLOAD} bytes or was cut off"
+            ),
+        ),
     }
 }
 

@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "countersign-gateway: answering hooks on http://{}/claude-code and /codex",
                 listener.local_addr()?
             );
-            axum::serve(listener, hook::router(pep)).await?;
+            axum::serve(listener, hook::router(pep)?).await?;
             Ok(())
         }
         Command::Hook {

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use countersign_gateway::hook::{self, Agent, Decision, Event};
 use serde_json::{Value, json};
@@ -156,6 +155,26 @@ fn malformed_and_oversized_payloads_are_refused_typed() {
     }
 }
 
+/// `hook serve` for `s`, with `extra` environment; its base URL.
+async fn serve(
+    s: &crate::support::Setup,
+    extra: &[(&'static str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = crate::support::free_port();
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign-gateway"))
+        .args(["hook", "serve", "--config"])
+        .arg(&s.config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .envs(s.env())
+        .envs(extra.iter().map(|(k, v)| (*k, *v)))
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    crate::support::listening(port).await;
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
 /// POSTs `payload` to `hook serve` at `base` + `path`.
 async fn post(base: &str, path: &str, payload: &[u8]) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -183,27 +202,7 @@ fn claude(tool: &str, input: Value, event: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_serve_allows_denies_holds_and_times_out_against_a_real_broker() {
     let mut s = setup("gw-hooks", "[hold]\nmax_wait_secs = 30\n\n[tools.\"mcp__stripe__refunds.fail\"]\nresource = \"stripe/refunds.create\"\nmax_wait_secs = 1\n", |_| {}).await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign-gateway"))
-        .args(["hook", "serve", "--config"])
-        .arg(&s.config)
-        .args(["--listen", &addr.to_string()])
-        .envs(s.env())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://{addr}");
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "hook serve never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut server, base) = serve(&s, &[]).await;
     // Allowed by policy.
     let (status, answer) = post(
         &base,
@@ -341,4 +340,46 @@ async fn hook_run_answers_a_command_hook_on_stdout() {
             valid_for_codex("codex-pre-tool-use.command.output.schema.json", &answer);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_serve_with_a_token_denies_callers_without_it() {
+    let extra = "[hooks]\ntoken = { env = \"COUNTERSIGN_TEST_HOOK_TOKEN\" }\n";
+    let s = setup("gw-hook-token", extra, |_| {}).await;
+    let token = "a-token-only-the-agent-has-0123456789";
+    let (mut server, base) = serve(&s, &[("COUNTERSIGN_TEST_HOOK_TOKEN", token)]).await;
+    let allowed = claude(
+        "mcp__stripe__refunds.create",
+        json!({"order": "1", "amount": "10.00"}),
+        "PreToolUse",
+    );
+    let ask = async |auth: Option<String>| -> Value {
+        let mut request = reqwest::Client::new()
+            .post(format!("{base}/claude-code"))
+            .header("content-type", "application/json")
+            .body(allowed.clone());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    };
+    for wrong in [
+        None,
+        Some("Bearer nope".to_owned()),
+        Some(format!("Bearer {token}x")),
+    ] {
+        let answer = ask(wrong).await;
+        assert_eq!(
+            answer["hookSpecificOutput"]["permissionDecision"], "deny",
+            "{answer}"
+        );
+    }
+    let answer = ask(Some(format!("Bearer {token}"))).await;
+    assert_eq!(
+        answer["hookSpecificOutput"]["permissionDecision"], "allow",
+        "{answer}"
+    );
+    let _ = server.kill().await;
 }
