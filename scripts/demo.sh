@@ -70,33 +70,7 @@ grep -E "call finished" simulate.log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*cal
 say "An MCP client behind countersign-gateway: its refund is held until you approve"
 # The gateway speaks for the billing agent and the payments gateway, its secrets in the
 # environment (never in the file the MCP host points at).
-python3 - <<'PY'
-import tomllib
-s = tomllib.load(open("demo/simulate.toml", "rb"))
-agent = next(a for a in s["agents"] if a["id"].endswith("/billing"))
-gateway = next(g for g in s["gateways"] if "payments" in g["audience"])
-open("demo/gateway.env", "w").write(
-    f"export COUNTERSIGN_AGENT_SECRET={agent['secret']}\n"
-    f"export COUNTERSIGN_GATEWAY_SECRET={gateway['secret']}\n")
-open("demo/gw.toml", "w").write(f"""[broker]
-url = "http://{__import__('os').environ['COUNTERSIGN_BROKER_LISTEN']}"
-
-[agent]
-id = "{agent['id']}"
-owner = "{s['owner']}"
-secret = {{ env = "COUNTERSIGN_AGENT_SECRET" }}
-
-[gateway]
-audience = "{gateway['audience']}"
-secret = {{ env = "COUNTERSIGN_GATEWAY_SECRET" }}
-
-[mcp]
-server = "stripe"
-
-[hold]
-max_wait_secs = 50
-""")
-PY
+python3 "$repo/scripts/demo-gateway.py" demo/simulate.toml "http://$COUNTERSIGN_BROKER_LISTEN" demo
 # shellcheck disable=SC1091
 source demo/gateway.env
 run countersign-gateway check --config demo/gw.toml
@@ -117,7 +91,7 @@ print(next((i["id"] for i in items if "MCP client" in i["intent"]), ""))')
   [[ -n "$held" ]] && break
   sleep 0.2
 done
-echo "Held: nothing has run yet ($(wc -l <"$work/executions.jsonl" 2>/dev/null || echo 0) executions on the server)."
+echo "Held: nothing has run yet ($( (wc -l <"$work/executions.jsonl") 2>/dev/null || echo 0) executions on the server)."
 run countersign show "$held"
 run countersign approve "$held"
 wait "$mcp_pid" || true

@@ -50,8 +50,8 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
     engine
         .pair(&url, &code, None, Some("demo".into()), None, &Unattended)
         .await?;
-    // The embedded broker's address and the agents' demo secrets, so that other tools (the
-    // end-to-end run, `countersign-broker simulate`) can act as these agents too.
+    // The embedded broker's address and the agents' and gateways' demo secrets, so that other
+    // tools (the end-to-end run, `countersign-broker simulate`, the gateway) can act as them.
     write_private(
         &dir.join("demo.json"),
         &serde_json::to_vec_pretty(&serde_json::json!({
@@ -59,6 +59,10 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
             "owner": secrets.owner,
             "agents": secrets.agents.iter().map(|a| serde_json::json!({
                 "id": a.id, "secret": a.secret, "delegated_by": a.delegated_by,
+            })).collect::<Vec<_>>(),
+            // For `countersign-gateway` in front of a demo MCP server (scripts/demo-app.sh).
+            "gateways": secrets.gateways.iter().map(|g| serde_json::json!({
+                "audience": g.audience, "secret": g.secret,
             })).collect::<Vec<_>>(),
         }))?,
     )?;
