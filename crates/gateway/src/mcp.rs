@@ -165,6 +165,18 @@ pub(crate) fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
+/// A request of the gateway's own to the server: its id (`countersign-<tag>-<n>`, never a
+/// client's) and its frame, the params as they are.
+pub(crate) fn own_request(tag: &str, n: u64, method: &str, params: &RawValue) -> (Value, String) {
+    let id = Value::String(format!("countersign-{tag}-{n}"));
+    let frame = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#,
+        Value::String(method.to_owned()),
+        params.get()
+    );
+    (id, frame)
+}
+
 pub(crate) fn error_frame(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }

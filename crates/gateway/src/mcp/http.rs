@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
-    lock,
+    lock, own_request,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
@@ -372,11 +372,15 @@ impl HttpProxy {
             .into_response()
     }
 
-    /// Sends the client's allowed call to the server and returns every frame of its answer
-    /// (the server's notifications first, its response last).
-    async fn forward_frames(&self, headers: &HeaderMap, body: Vec<u8>, id: &Value) -> Vec<Value> {
-        let limit = self.calls.pep.config().hold.run_timeout();
-        let sent = tokio::time::timeout(limit, async {
+    /// POSTs `body` to the server with the client's `headers` and reads every frame of the
+    /// answer, within `limit`.
+    async fn post_frames(
+        &self,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> Result<Result<Vec<Value>, reqwest::Error>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(limit, async {
             let answer = self.request(Method::POST, headers, body).send().await?;
             let content_type = answer
                 .headers()
@@ -385,10 +389,16 @@ impl HttpProxy {
                 .unwrap_or("application/json")
                 .to_owned();
             let bytes = answer.bytes().await?;
-            Ok::<_, reqwest::Error>(frames(&content_type, &bytes))
+            Ok(frames(&content_type, &bytes))
         })
-        .await;
-        match sent {
+        .await
+    }
+
+    /// Sends the client's allowed call to the server and returns every frame of its answer
+    /// (the server's notifications first, its response last).
+    async fn forward_frames(&self, headers: &HeaderMap, body: Vec<u8>, id: &Value) -> Vec<Value> {
+        let limit = self.calls.pep.config().hold.run_timeout();
+        match self.post_frames(headers, body, limit).await {
             Ok(Ok(frames)) if !frames.is_empty() => frames,
             Ok(Ok(_)) => vec![error_frame(
                 id,
@@ -426,13 +436,7 @@ impl Transport for Upstream {
     ) -> Pending<'a, Result<Value, GatewayError>> {
         Box::pin(async move {
             let n = self.proxy.next_id.fetch_add(1, Ordering::Relaxed);
-            let id = Value::String(format!("countersign-{}-{n}", self.proxy.tag));
-            let frame = format!(
-                r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
-                id,
-                Value::String(method.to_owned()),
-                params.get()
-            );
+            let (id, frame) = own_request(&self.proxy.tag, n, method, params);
             let mut headers = self.headers.clone();
             headers.insert(
                 header::ACCEPT,
@@ -442,23 +446,11 @@ impl Transport for Upstream {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            let asked = tokio::time::timeout(limit, async {
-                let answer = self
-                    .proxy
-                    .request(Method::POST, &headers, frame.into_bytes())
-                    .send()
-                    .await?;
-                let content_type = answer
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/json")
-                    .to_owned();
-                let bytes = answer.bytes().await?;
-                Ok::<_, reqwest::Error>(frames(&content_type, &bytes))
-            })
-            .await;
-            match asked {
+            match self
+                .proxy
+                .post_frames(&headers, frame.into_bytes(), limit)
+                .await
+            {
                 Ok(Ok(frames)) => frames
                     .into_iter()
                     .find(|f| f.get("id") == Some(&id))

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
-    lock,
+    lock, own_request,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
@@ -181,15 +181,9 @@ impl Transport for Proxy {
     ) -> Pending<'a, Result<Value, GatewayError>> {
         Box::pin(async move {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let id = Value::String(format!("countersign-{}-{n}", self.tag));
+            let (id, frame) = own_request(&self.tag, n, method, params);
             let (tx, rx) = oneshot::channel();
             lock(&self.own).insert(id_key(&id), tx);
-            let frame = format!(
-                r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
-                id,
-                Value::String(method.to_owned()),
-                params.get()
-            );
             self.to_server
                 .send(frame)
                 .map_err(|_| GatewayError::Upstream("the server is gone".into()))?;
