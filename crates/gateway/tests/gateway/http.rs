@@ -47,12 +47,7 @@ async fn over_http_calls_are_allowed_held_and_denied_and_run_at_most_once() {
     assert_eq!(denied["structured"]["code"], "denied_by_policy", "{denied}");
     client.finish().await;
     assert_eq!(s.executions().len(), 2);
-    let entries = s.entries(&id).await;
-    let outcome = entries
-        .iter()
-        .find(|(k, _)| k == "outcome")
-        .expect("an outcome entry");
-    assert_eq!(outcome.1["outcome"], "succeeded", "{outcome:?}");
+    assert_eq!(s.outcome(&id).await["outcome"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

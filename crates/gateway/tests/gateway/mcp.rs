@@ -87,14 +87,7 @@ async fn a_held_call_runs_once_after_approval_and_never_before() {
     client.finish().await;
     assert_eq!(s.executions().len(), 1, "ran exactly once");
     // The owner's history says what happened: redeemed, then the gateway's outcome.
-    let entries = s.entries(&id).await;
-    let kinds: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(kinds.contains(&"redeemed"), "{kinds:?}");
-    let outcome = entries
-        .iter()
-        .find(|(k, _)| k == "outcome")
-        .expect("an outcome entry");
-    assert_eq!(outcome.1["outcome"], "succeeded", "{outcome:?}");
+    assert_eq!(s.outcome(&id).await["outcome"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,15 +215,11 @@ resource = "stripe/refunds.create"
         assert_eq!(failed["isError"], true, "{failed}");
         assert!(text(&failed).contains(words), "{tool}: {failed}");
         client.kill().await;
-        let entries = s.entries(&id).await;
-        let outcome = entries
-            .iter()
-            .find(|(k, _)| k == "outcome")
-            .expect("an outcome entry");
-        assert_eq!(outcome.1["outcome"], "failed", "{outcome:?}");
+        let outcome = s.outcome(&id).await;
+        assert_eq!(outcome["outcome"], "failed", "{outcome}");
         assert!(
-            outcome.1["detail"].as_str().unwrap().contains(words),
-            "{outcome:?}"
+            outcome["detail"].as_str().unwrap().contains(words),
+            "{outcome}"
         );
     }
     let tools: Vec<Value> = s.executions().iter().map(|e| e["tool"].clone()).collect();

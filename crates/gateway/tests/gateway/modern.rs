@@ -53,12 +53,7 @@ async fn a_2026_client_that_takes_url_elicitation_is_asked_and_its_retry_waits()
             .server_claims
             .contains(&"destructive: yes".to_owned())
     );
-    let entries = s.entries(&id).await;
-    let outcome = entries
-        .iter()
-        .find(|(k, _)| k == "outcome")
-        .expect("an outcome entry");
-    assert_eq!(outcome.1["outcome"], "succeeded", "{outcome:?}");
+    assert_eq!(s.outcome(&id).await["outcome"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

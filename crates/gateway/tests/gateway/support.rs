@@ -151,6 +151,16 @@ impl Setup {
             .unwrap();
     }
 
+    /// What the gateway reported of `id`, from the owner's history (after its `redeemed` entry).
+    pub(crate) async fn outcome(&mut self, id: &str) -> Value {
+        let entries = self.entries(id).await;
+        let at = |kind: &str| entries.iter().position(|(k, _)| k == kind);
+        let redeemed = at("redeemed").expect("a redeemed entry");
+        let outcome = at("outcome").expect("an outcome entry");
+        assert!(redeemed < outcome, "{entries:?}");
+        entries[outcome].1.clone()
+    }
+
     /// The history entries of `id`, after a sync.
     pub(crate) async fn entries(&mut self, id: &str) -> Vec<(String, Value)> {
         self.paired.engine.sync().await.unwrap();
