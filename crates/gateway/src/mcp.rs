@@ -1,5 +1,5 @@
-//! The MCP proxy: over stdio ([`stdio`]: the host starts the gateway in place of the server,
-//! and the gateway starts the server) and over Streamable HTTP ([`http`]: the gateway listens
+//! The MCP proxy: over stdio ([`mod@stdio`]: the host starts the gateway in place of the server,
+//! and the gateway starts the server) and over Streamable HTTP ([`mod@http`]: the gateway listens
 //! and forwards to the server's URL).
 //!
 //! Both work on JSON-RPC frames: every message passes through unchanged except `tools/call`
