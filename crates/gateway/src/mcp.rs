@@ -165,6 +165,61 @@ pub(crate) fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
+/// JSON-RPC "parse error".
+pub(crate) const PARSE_ERROR: i64 = -32700;
+
+/// What the gateway does with one message from the client.
+pub(crate) enum Incoming {
+    /// Answer the client with this frame, and send nothing to the server.
+    Refuse(Value),
+    /// Send it to the server as it is (a batch without `tools/call`).
+    Pass,
+    /// One message, read strictly.
+    Message(Value),
+}
+
+/// Reads a client's message strictly ([`countersign_protocol::json`]): duplicate keys, integers
+/// beyond 2^53 and deep nesting are refused, never passed on, because a server that reads them
+/// otherwise than the gateway could run a call other than the one the owner approved (or one
+/// nobody was asked about). A batch (2025-03-26) is passed on only without a `tools/call` in it.
+pub(crate) fn read_client(bytes: &[u8]) -> Incoming {
+    let limits = countersign_protocol::json::Limits {
+        max_bytes: MAX_MESSAGE,
+        max_depth: 64,
+    };
+    let message = match countersign_protocol::json::parse_value(bytes, limits) {
+        Ok(message) => message,
+        Err(e) => {
+            return Incoming::Refuse(error_frame(
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("Countersign gateway: the message is refused: {e}"),
+            ));
+        }
+    };
+    let Some(batch) = message.as_array() else {
+        return Incoming::Message(message);
+    };
+    let calls = |m: &Value| m.get("method").and_then(Value::as_str) == Some("tools/call");
+    if !batch.iter().any(calls) {
+        return Incoming::Pass;
+    }
+    Incoming::Refuse(Value::Array(
+        batch
+            .iter()
+            .filter_map(|m| m.get("id"))
+            .map(|id| {
+                error_frame(
+                    id,
+                    INVALID_REQUEST,
+                    "Countersign gateway: a batch with tools/call is refused; send each call \
+                     on its own",
+                )
+            })
+            .collect(),
+    ))
+}
+
 /// A request of the gateway's own to the server: its id (`countersign-<tag>-<n>`, never a
 /// client's) and its frame, the params as they are.
 pub(crate) fn own_request(tag: &str, n: u64, method: &str, params: &RawValue) -> (Value, String) {

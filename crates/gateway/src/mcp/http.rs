@@ -23,8 +23,8 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{
-    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
-    lock, own_request,
+    Calls, Handled, INVALID_REQUEST, Incoming, MAX_MESSAGE, Pending, Rewrite, Transport,
+    error_frame, id_key, lock, own_request, read_client,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
@@ -91,7 +91,11 @@ async fn handle(
     if method != Method::POST {
         return proxy.forward(method, &headers, bytes).await;
     }
-    let message = serde_json::from_slice::<Value>(&bytes).ok();
+    let message = match read_client(&bytes) {
+        Incoming::Message(message) => Some(message),
+        Incoming::Pass => None,
+        Incoming::Refuse(frame) => return json_response(StatusCode::BAD_REQUEST, &frame),
+    };
     let name = message
         .as_ref()
         .and_then(|m| m.get("method"))
@@ -102,6 +106,15 @@ async fn handle(
         (Some("tools/call"), Some(id), Some(message)) => {
             proxy.tools_call(headers, bytes, id, message).await
         }
+        // A tools/call without an id is never passed on: it would run unasked.
+        (Some("tools/call"), None, _) => json_response(
+            StatusCode::BAD_REQUEST,
+            &error_frame(
+                &Value::Null,
+                INVALID_REQUEST,
+                "Countersign gateway: a tools/call needs an id",
+            ),
+        ),
         (Some(name), Some(id), Some(message)) if name.starts_with("tasks/") => {
             // The gateway's own tasks are answered here; the server's go to the server.
             match proxy.calls.task_request(&message).await {

@@ -16,8 +16,8 @@ use tokio::io::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Calls, Handled, INVALID_REQUEST, MAX_MESSAGE, Pending, Rewrite, Transport, error_frame, id_key,
-    lock, own_request,
+    Calls, Handled, INVALID_REQUEST, Incoming, MAX_MESSAGE, Pending, Rewrite, Transport,
+    error_frame, id_key, lock, own_request, read_client,
 };
 use crate::error::GatewayError;
 use crate::pep::Pep;
@@ -214,10 +214,16 @@ impl Proxy {
     }
 
     fn on_client_message(self: Arc<Self>, line: String) {
-        let Ok(message) = serde_json::from_str::<Value>(&line) else {
-            // Not JSON: the server answers that as it would.
-            let _ = self.to_server.send(line);
-            return;
+        let message = match read_client(line.as_bytes()) {
+            Incoming::Message(message) => message,
+            Incoming::Pass => {
+                let _ = self.to_server.send(line);
+                return;
+            }
+            Incoming::Refuse(frame) => {
+                self.send_client(&frame);
+                return;
+            }
         };
         let method = message.get("method").and_then(Value::as_str);
         let id = message.get("id").cloned();
@@ -245,6 +251,10 @@ impl Proxy {
                         }
                     }
                 });
+            }
+            // A tools/call without an id is never passed on: it would run unasked.
+            (Some("tools/call"), None) => {
+                tracing::warn!("a tools/call notification (no id) was dropped");
             }
             (Some(method), Some(id)) if method.starts_with("tasks/") => {
                 // The gateway's own tasks are answered here; the server's go to the server.

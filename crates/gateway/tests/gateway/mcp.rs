@@ -412,3 +412,79 @@ async fn the_typescript_sdk_client_is_allowed_held_and_denied_through_the_gatewa
     client.finish().await;
     assert_eq!(s.executions().len(), 2);
 }
+
+/// What a server might read otherwise than the gateway never reaches it: duplicate keys, a
+/// `NaN`, an integer beyond 2^53, a batch with a call in it, a call without an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_batched_or_anonymous_calls_are_refused_never_passed_on() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let s = setup("gw-strict", "", |_| {}).await;
+    let command = s.gateway_command();
+    let mut gateway = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .envs(s.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = gateway.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    stdin
+        .write_all(format!("{init}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await["id"], 1);
+    // Each an allowed call (amount 10.00) but for how it is written.
+    let call = r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"refunds.create","arguments":ARGS}}"#;
+    let refused = [
+        call.replace("ID", "2").replace("ARGS", r#"{"order":"1","amount":"10.00","amount":"9999.00"}"#),
+        call.replace("ID", "3").replace("ARGS", r#"{"order":"1","amount":"10.00","n":NaN}"#),
+        call.replace("ID", "4").replace("ARGS", r#"{"order":"1","amount":"10.00","n":9007199254740993}"#),
+        format!("[{}]", call.replace("ID", "5").replace("ARGS", r#"{"order":"1","amount":"10.00"}"#)),
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"refunds.create","arguments":{"order":"1","amount":"10.00"}}}"#.to_owned(),
+    ];
+    for line in &refused {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    for expected in [-32700, -32700, -32700, -32600] {
+        let answer = next().await;
+        let error = if answer.is_array() {
+            &answer[0]["error"]
+        } else {
+            &answer["error"]
+        };
+        assert_eq!(error["code"], expected, "{answer}");
+    }
+    // The server is alive and answers a well-formed call; nothing else ran.
+    let good = call
+        .replace("ID", "6")
+        .replace("ARGS", r#"{"order":"1","amount":"10.00"}"#);
+    stdin
+        .write_all(format!("{good}\n").as_bytes())
+        .await
+        .unwrap();
+    let ran = next().await;
+    assert_eq!(ran["id"], 6, "{ran}");
+    assert_eq!(
+        ran["result"]["content"][0]["text"], "refunded 10.00 for order 1",
+        "{ran}"
+    );
+    drop(stdin);
+    let _ = gateway.wait().await;
+    assert_eq!(s.executions().len(), 1, "{:?}", s.executions());
+}
