@@ -8,7 +8,7 @@ use countersign_protocol::action::Status;
 use countersign_protocol::api::{EventKind, Outcome, RedeemRequest};
 use reqwest::StatusCode;
 
-use crate::support::{BILLING, OWNER, PAYMENTS, TestBroker, big_refund, hold, post_raw};
+use crate::support::{BILLING, OWNER, PAYMENTS, TOOLS, TestBroker, big_refund, hold, post_raw};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_redeem_once_and_the_owner_sees_it_all() {
@@ -69,7 +69,7 @@ async fn approve_redeem_once_and_the_owner_sees_it_all() {
     // Another gateway, or another call, cannot use it.
     let (status, body) = post_raw(
         &format!("{}/v1/grants/redeem", broker.url),
-        &broker.gateway_secret(crate::support::TOOLS),
+        &broker.gateway_secret(TOOLS),
         "application/json",
         serde_json::to_vec(&RedeemRequest {
             grant: grant.clone(),
@@ -155,4 +155,89 @@ async fn exactly_one_of_64_concurrent_redemptions_wins() {
             .iter()
             .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT)
     );
+}
+
+/// The gateway that spent a grant says what became of the call, once; no other gateway, no
+/// other grant, and nothing before the redemption.
+#[tokio::test]
+async fn the_gateway_that_spent_a_grant_reports_the_outcome_once() {
+    let broker = TestBroker::start().await;
+    let mut alice = broker.approver(OWNER).await;
+    let agent = broker.agent(BILLING);
+    let request = agent.request(&big_refund()).unwrap();
+    let ticket = hold(&agent, &request).await;
+    let view = alice.list(Some("pending")).await.requests.remove(0);
+    let report = |gateway: &'static str, body: serde_json::Value| {
+        let url = format!("{}/v1/grants/outcome", broker.url);
+        let secret = broker.gateway_secret(gateway);
+        async move {
+            post_raw(
+                &url,
+                &secret,
+                "application/json",
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    let outcome = |jti: &str| serde_json::json!({"txn": ticket.id, "jti": jti, "outcome": "succeeded", "detail": "ok"});
+    // Nothing is redeemed yet.
+    let (status, body) = report(PAYMENTS, outcome("none")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("outcome_not_redeemed")),
+        "{body}"
+    );
+    assert_eq!(alice.approve(&view, "outcome-1").await.0, StatusCode::OK);
+    let grant = agent
+        .wait(&ticket.id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let (status, redeemed) = post_raw(
+        &format!("{}/v1/grants/redeem", broker.url),
+        &broker.gateway_secret(PAYMENTS),
+        "application/json",
+        serde_json::to_vec(&RedeemRequest {
+            grant,
+            action: request.clone(),
+            presenter_jkt: None,
+        })
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{redeemed}");
+    let jti = redeemed["jti"].as_str().unwrap().to_owned();
+    let mut stream = alice.stream(None).await;
+    // Another gateway, another grant, an oversized detail: refused, nothing written.
+    let (_, body) = report(TOOLS, outcome(&jti)).await;
+    assert_eq!(body["code"], "outcome_not_redeemed", "{body}");
+    let (_, body) = report(PAYMENTS, outcome("another-jti")).await;
+    assert_eq!(body["code"], "outcome_not_redeemed", "{body}");
+    let mut long = outcome(&jti);
+    long["detail"] = serde_json::json!("x".repeat(2000));
+    let (status, body) = report(PAYMENTS, long).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("outcome_invalid")),
+        "{body}"
+    );
+    // The gateway that spent it, once.
+    let (status, body) = report(PAYMENTS, outcome(&jti)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let event = stream.until(EventKind::Outcome).await;
+    let seen = event.request.unwrap().outcome.unwrap();
+    assert_eq!(
+        seen.outcome,
+        countersign_protocol::api::RunOutcome::Succeeded
+    );
+    assert_eq!(seen.detail.as_deref(), Some("ok"));
+    let (_, body) = report(PAYMENTS, outcome(&jti)).await;
+    assert_eq!(
+        body["code"], "outcome_not_redeemed",
+        "the first report stands: {body}"
+    );
+    let listed = alice.list(Some("redeemed")).await.requests.remove(0);
+    assert_eq!(listed.outcome.unwrap().detail.as_deref(), Some("ok"));
 }
