@@ -3,10 +3,11 @@
 //! official Python SDK's FastMCP server (`tests/mcp/server.py`).
 //!
 //! - overhead: an allowed `tools/call` straight to the server versus through the gateway (which
-//!   asks the broker first), interleaved in blocks, p50/p99 of each and of the difference;
+//!   asks the broker first), interleaved in blocks, p50/p99 of each and of the difference, over
+//!   stdio and over Streamable HTTP;
 //! - release: from the owner's decision reaching the broker to the server running the held call.
 //!
-//! `GATEWAY_BENCH=overhead|release` runs one part; `GATEWAY_BENCH_CALLS` sets the number of
+//! `GATEWAY_BENCH=overhead|http|release` runs one part; `GATEWAY_BENCH_CALLS` sets the number of
 //! calls per path (default 2000). Prints figures; never a pass/fail test.
 
 #![expect(
@@ -236,6 +237,154 @@ async fn overhead(f: &Fixture, calls: usize) {
     gated.stop().await;
 }
 
+/// A raw JSON-RPC peer over Streamable HTTP.
+struct HttpPeer {
+    http: reqwest::Client,
+    url: String,
+    session: Option<String>,
+    next: u64,
+}
+
+impl HttpPeer {
+    async fn start(url: String) -> Self {
+        let mut peer = Self {
+            http: reqwest::Client::new(),
+            url,
+            session: None,
+            next: 1,
+        };
+        peer.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "bench", "version": "1"}}),
+        )
+        .await;
+        peer.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        peer
+    }
+
+    async fn post(&mut self, frame: &Value) -> Vec<Value> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(frame.to_string());
+        if let Some(session) = &self.session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let answer = request.send().await.unwrap();
+        if let Some(session) = answer.headers().get("mcp-session-id") {
+            self.session = Some(session.to_str().unwrap().to_owned());
+        }
+        let sse = answer.headers().get("content-type").is_some_and(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .starts_with("text/event-stream")
+        });
+        let body = answer.text().await.unwrap();
+        if sse {
+            body.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok())
+                .collect()
+        } else {
+            serde_json::from_str(&body).into_iter().collect()
+        }
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let frames = self
+            .post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        frames
+            .into_iter()
+            .find(|f| f["id"] == id)
+            .expect("an answer")
+    }
+
+    async fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn listening(port: u16) {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn overhead_http(f: &Fixture, calls: usize) {
+    println!("== allowed call: straight to the server vs through the gateway (Streamable HTTP)");
+    let (server_port, gateway_port) = (free_port(), free_port());
+    let _server = tokio::process::Command::new("python3")
+        .arg(root().join("tests/mcp/server.py"))
+        .args(["--http", &server_port.to_string()])
+        .envs(f.env.iter().cloned())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign-gateway"))
+        .args(["mcp", "http", "--config"])
+        .arg(&f.config)
+        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+        .args(["--upstream", &format!("http://127.0.0.1:{server_port}/mcp")])
+        .envs(f.env.iter().cloned())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    listening(server_port).await;
+    listening(gateway_port).await;
+    let mut direct = HttpPeer::start(format!("http://127.0.0.1:{server_port}/mcp")).await;
+    let mut gated = HttpPeer::start(format!("http://127.0.0.1:{gateway_port}/mcp")).await;
+    for _ in 0..50 {
+        direct.call("echo", json!({"text": "warm"})).await;
+        gated.call("echo", json!({"text": "warm"})).await;
+    }
+    let (mut straight, mut through) = (Vec::new(), Vec::new());
+    while straight.len() < calls {
+        for _ in 0..50 {
+            let t = Instant::now();
+            let answer = direct.call("echo", json!({"text": "x"})).await;
+            straight.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(answer.get("result").is_some(), "{answer}");
+        }
+        for _ in 0..50 {
+            let t = Instant::now();
+            let answer = gated.call("echo", json!({"text": "x"})).await;
+            through.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
+        }
+    }
+    let (d50, d99) = summary("straight to the server", straight);
+    let (g50, g99) = summary("through the gateway", through);
+    println!(
+        "{:<34} p50 +{:.3} ms   p99 +{:.3} ms   (goal: p99 added < 3 ms)",
+        "added by the gateway",
+        g50 - d50,
+        g99 - d99
+    );
+}
+
 async fn release(f: &mut Fixture, rounds: usize) {
     println!("== decision reaching the broker → the server running the held call");
     let mut gated = Peer::start(&gateway_command(&f.config), &f.env).await;
@@ -305,6 +454,9 @@ async fn main() {
     let mut f = fixture().await;
     if part.is_empty() || part == "overhead" {
         overhead(&f, calls).await;
+    }
+    if part.is_empty() || part == "http" {
+        overhead_http(&f, calls).await;
     }
     if part.is_empty() || part == "release" {
         release(&mut f, 200).await;
