@@ -200,27 +200,42 @@ fn gateway_command(config: &Path) -> Vec<String> {
     command
 }
 
-async fn overhead(f: &Fixture, calls: usize) {
-    println!("== allowed call: straight to the server vs through the gateway (stdio)");
-    let mut direct = Peer::start(&server_command(), &f.env).await;
-    let mut gated = Peer::start(&gateway_command(&f.config), &f.env).await;
-    // Warm both paths (Python imports, the broker's caches, connections).
+/// A peer that can call the server's `echo` tool.
+trait Echo {
+    async fn echo(&mut self, text: &str) -> Value;
+}
+
+impl Echo for Peer {
+    async fn echo(&mut self, text: &str) -> Value {
+        self.call("echo", json!({ "text": text })).await
+    }
+}
+
+impl Echo for HttpPeer {
+    async fn echo(&mut self, text: &str) -> Value {
+        self.call("echo", json!({ "text": text })).await
+    }
+}
+
+/// `calls` allowed calls straight to the server and through the gateway, after a warm-up of
+/// both (Python imports, the broker's caches, connections), interleaved in blocks of 50 so that
+/// drift on a noisy machine hits both alike; prints both and the difference.
+async fn compare(direct: &mut impl Echo, gated: &mut impl Echo, calls: usize) {
     for _ in 0..50 {
-        direct.call("echo", json!({"text": "warm"})).await;
-        gated.call("echo", json!({"text": "warm"})).await;
+        direct.echo("warm").await;
+        gated.echo("warm").await;
     }
     let (mut straight, mut through) = (Vec::new(), Vec::new());
-    // Interleaved in blocks of 50, so drift on a noisy machine hits both alike.
     while straight.len() < calls {
         for _ in 0..50 {
             let t = Instant::now();
-            let answer = direct.call("echo", json!({"text": "x"})).await;
+            let answer = direct.echo("x").await;
             straight.push(t.elapsed().as_secs_f64() * 1e3);
             assert!(answer.get("result").is_some(), "{answer}");
         }
         for _ in 0..50 {
             let t = Instant::now();
-            let answer = gated.call("echo", json!({"text": "x"})).await;
+            let answer = gated.echo("x").await;
             through.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
         }
@@ -233,6 +248,13 @@ async fn overhead(f: &Fixture, calls: usize) {
         g50 - d50,
         g99 - d99
     );
+}
+
+async fn overhead(f: &Fixture, calls: usize) {
+    println!("== allowed call: straight to the server vs through the gateway (stdio)");
+    let mut direct = Peer::start(&server_command(), &f.env).await;
+    let mut gated = Peer::start(&gateway_command(&f.config), &f.env).await;
+    compare(&mut direct, &mut gated, calls).await;
     direct.stop().await;
     gated.stop().await;
 }
@@ -356,33 +378,7 @@ async fn overhead_http(f: &Fixture, calls: usize) {
     listening(gateway_port).await;
     let mut direct = HttpPeer::start(format!("http://127.0.0.1:{server_port}/mcp")).await;
     let mut gated = HttpPeer::start(format!("http://127.0.0.1:{gateway_port}/mcp")).await;
-    for _ in 0..50 {
-        direct.call("echo", json!({"text": "warm"})).await;
-        gated.call("echo", json!({"text": "warm"})).await;
-    }
-    let (mut straight, mut through) = (Vec::new(), Vec::new());
-    while straight.len() < calls {
-        for _ in 0..50 {
-            let t = Instant::now();
-            let answer = direct.call("echo", json!({"text": "x"})).await;
-            straight.push(t.elapsed().as_secs_f64() * 1e3);
-            assert!(answer.get("result").is_some(), "{answer}");
-        }
-        for _ in 0..50 {
-            let t = Instant::now();
-            let answer = gated.call("echo", json!({"text": "x"})).await;
-            through.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
-        }
-    }
-    let (d50, d99) = summary("straight to the server", straight);
-    let (g50, g99) = summary("through the gateway", through);
-    println!(
-        "{:<34} p50 +{:.3} ms   p99 +{:.3} ms   (goal: p99 added < 3 ms)",
-        "added by the gateway",
-        g50 - d50,
-        g99 - d99
-    );
+    compare(&mut direct, &mut gated, calls).await;
 }
 
 async fn release(f: &mut Fixture, rounds: usize) {

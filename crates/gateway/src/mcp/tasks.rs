@@ -14,7 +14,13 @@ use std::sync::Mutex as SyncMutex;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
-use super::{Answer, lock};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+
+use super::{Answer, Calls, Held, INVALID_PARAMS, Transport, Wait, lock, refused};
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,5 +226,126 @@ impl Task {
 
     pub(crate) fn is_terminal(&self) -> bool {
         self.status().terminal()
+    }
+}
+
+/// How long a task is kept after it is created, in milliseconds.
+const TASK_TTL_MS: u64 = 3_600_000;
+
+/// What a task does in the background.
+pub(super) enum TaskRun {
+    /// Wait for the owner, then run the held call.
+    Wait {
+        held: Arc<Mutex<Held>>,
+        tool: String,
+        deadline: Duration,
+    },
+    /// Run the allowed call.
+    Forward(Box<RawValue>),
+    /// Nothing: the answer is known.
+    Done(Answer),
+}
+
+impl Calls {
+    /// Starts a task and returns the answer that creates it.
+    pub(super) fn start_task(
+        self: &Arc<Self>,
+        via: Arc<dyn Transport>,
+        shape: Shape,
+        pending: String,
+        message: String,
+        run: TaskRun,
+    ) -> Answer {
+        let id = format!("task_{}", countersign_protocol::hash::random_b64url::<12>());
+        let task = Arc::new(Task::new(
+            id.clone(),
+            pending,
+            message,
+            shape,
+            &self.timestamp(),
+            TASK_TTL_MS,
+        ));
+        lock(&self.tasks).insert(id, task.clone());
+        let created = task.created();
+        let calls = self.clone();
+        tokio::spawn(async move {
+            let answer = match run {
+                TaskRun::Done(answer) => answer,
+                TaskRun::Forward(params) => {
+                    let limit = calls.pep.config().hold.run_timeout();
+                    match via.ask("tools/call", &params, limit).await {
+                        Ok(frame) => match frame.get("error") {
+                            Some(error) => Answer::Error(error.clone()),
+                            None => {
+                                Answer::Result(frame.get("result").cloned().unwrap_or(Value::Null))
+                            }
+                        },
+                        Err(e) => refused(&e),
+                    }
+                }
+                TaskRun::Wait {
+                    held,
+                    tool,
+                    deadline,
+                } => {
+                    let wait = Wait {
+                        progress: None,
+                        retry: None,
+                        task: Some(&task),
+                        max: Some(deadline),
+                    };
+                    calls
+                        .wait_and_run(via.as_ref(), &task.pending, held, &tool, wait)
+                        .await
+                }
+            };
+            task.finish(answer, &calls.timestamp());
+        });
+        Answer::Result(created)
+    }
+
+    /// Now, as RFC 3339 UTC.
+    pub(super) fn timestamp(&self) -> String {
+        countersign_protocol::timestamp::Timestamp::from_unix(self.pep.now())
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A `tasks/*` request about one of the gateway's tasks; `None` when the task is not the
+    /// gateway's (the server's own: the request goes to the server).
+    pub(crate) async fn task_request(&self, message: &Value) -> Option<Answer> {
+        let method = message.get("method").and_then(Value::as_str)?;
+        if method == "tasks/list" {
+            let list: Vec<Value> = lock(&self.tasks).values().map(|t| t.fields()).collect();
+            return Some(Answer::Result(json!({"tasks": list})));
+        }
+        let id = message.pointer("/params/taskId").and_then(Value::as_str)?;
+        let task = lock(&self.tasks).get(id).cloned()?;
+        let invalid = |text: &str| {
+            Answer::Error(
+                json!({"code": INVALID_PARAMS, "message": format!("Countersign gateway: {text}")}),
+            )
+        };
+        Some(match method {
+            "tasks/get" => Answer::Result(task.get()),
+            "tasks/result" => {
+                task.finished().await;
+                match task.answer() {
+                    Some(answer) => answer,
+                    None => invalid("the task was cancelled; its call never ran"),
+                }
+            }
+            "tasks/cancel" => {
+                if task.cancel(&self.timestamp()) {
+                    Answer::Result(task.get())
+                } else if task.is_terminal() {
+                    invalid("the task is finished already")
+                } else {
+                    invalid("the call is running; it runs once and cannot be cancelled now")
+                }
+            }
+            "tasks/update" => invalid("this task takes no input"),
+            _ => return None,
+        })
     }
 }
