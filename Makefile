@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-core demo demo-cli setup check ui fmt lint unit fuzz-short fuzz e2e screenshots bundle appimage measure-app bench deny
+.PHONY: test test-core demo demo-cli setup check ui fmt lint unit broker-postgres fuzz-short fuzz e2e screenshots bundle appimage measure-app bench deny
 
 ## Set up the machine, then run the format check, clippy and every test.
 test: setup check
@@ -10,6 +10,7 @@ test: setup check
 ## The core crates' tests only (protocol, broker, approver, CLI): no desktop build, no webkit.
 test-core: setup
 	scripts/session.sh $(CARGO) test --locked --workspace --exclude countersign-desktop
+	$(MAKE) broker-postgres
 
 ## The desktop app in demo mode: embedded broker, simulated agents, development authenticator.
 demo:
@@ -44,6 +45,12 @@ lint:
 ## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
 unit:
 	scripts/session.sh $(CARGO) test --workspace --locked
+	$(MAKE) broker-postgres
+
+## The broker's suite again on PostgreSQL: a cluster the tests start (initdb, pg_ctl) in a
+## temporary directory on a free port, and stop when they end.
+broker-postgres:
+	COUNTERSIGN_TEST_STORE=postgres scripts/session.sh $(CARGO) test --locked -p countersign-broker --test broker
 
 ## Every fuzz target for a few seconds from its committed corpus (scripts/fuzz.sh).
 fuzz-short:

@@ -8,14 +8,16 @@ cd "$(dirname "$0")/.."
 # USB security keys (CTAP2 over HID): libudev, and libclang for the bindings.
 # Tests: a D-Bus session and gnome-keyring, the real Secret Service the approver keeps keys in;
 # an X server without a display (Xvfb) and dunst, the real notification server; WebKitWebDriver
-# and Python (standard library only) for the end-to-end run of the real app.
+# and Python (standard library only) for the end-to-end run of the real app. PostgreSQL's server
+# binaries: the broker's tests start a cluster of their own with them (never the system's).
 # The desktop app: WebKitGTK and GTK, the tray (ayatana appindicator), librsvg, libxdo; Node.js
 # and npm build its UI.
 packages=(build-essential pkg-config libssl-dev libudev-dev libclang-dev
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev file
   dbus-daemon dbus-session-bus-common libglib2.0-bin gnome-keyring
   xvfb xauth dunst
-  webkit2gtk-driver python3)
+  webkit2gtk-driver python3
+  postgresql)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,8 +19,11 @@ pub struct Config {
     /// The URL clients use to reach the broker (request proofs are bound to it).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The SQLite database file (used unless `[store] url` names a PostgreSQL database).
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Cedar policy file. Required: a broker without one refuses to start (unless `demo`).
     #[serde(default)]
     pub policies: Option<PathBuf>,
@@ -60,6 +63,29 @@ pub struct Config {
     /// facts, never on what an agent says about its own call.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+}
+
+/// Where the broker keeps its state: the SQLite file `database` by default, or a PostgreSQL
+/// database shared by several instances.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database` (or a libpq `key=value` string).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The most connections this instance opens (default 16).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+impl StoreConfig {
+    /// The most connections an instance opens when not configured.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or(Self::DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 /// How long the broker keeps decided things, in seconds. Approvers keep the owner's history
@@ -246,6 +272,7 @@ impl Default for Config {
             listen: default_listen(),
             public_url: None,
             database: default_database(),
+            store: StoreConfig::default(),
             policies: None,
             demo: false,
             pending_ttl_secs: default_pending_ttl(),

@@ -164,7 +164,18 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal("storage failed", &e)
+        match e {
+            // Nothing was decided: the client tries again (here, or at another instance).
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "the database is unavailable");
+                Self::protocol(
+                    "store_unavailable",
+                    "the broker's database is unavailable; try again shortly".into(),
+                )
+                .retry_after(1)
+            }
+            e => Self::internal("storage failed", &e),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod http;
 pub mod openapi;
 pub mod pairing;
@@ -25,4 +26,4 @@ pub mod state;
 pub mod store;
 
 pub use config::Config;
-pub use server::{RunningBroker, serve, spawn};
+pub use server::{RunningBroker, open_store, serve, spawn};

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use countersign_broker::config::{Config, secret_hash};
+use countersign_broker::open_store;
 use countersign_broker::simulate::{FleetSecrets, run_fleet};
-use countersign_broker::store::{Agents as _, Registry as _, SqliteStore};
+use countersign_broker::store::{PgStore, SqliteStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +29,9 @@ struct Cli {
     /// Database file (overrides the configuration).
     #[arg(long, global = true, env = "COUNTERSIGN_BROKER_DATABASE")]
     database: Option<PathBuf>,
+    /// PostgreSQL URL of the store (overrides `[store] url` in the configuration).
+    #[arg(long, global = true, env = "COUNTERSIGN_STORE_URL")]
+    store_url: Option<String>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "COUNTERSIGN_LOG_JSON")]
     log_json: bool,
@@ -43,6 +47,11 @@ enum Command {
         #[arg(long, env = "COUNTERSIGN_BROKER_LISTEN")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Bring the database's schema up to date (PostgreSQL; `serve` does it too at start).
+    Migrate,
+    /// Check that the store is reachable and its schema is what this broker writes; exits
+    /// non-zero otherwise (for deployment scripts and health checks).
+    Check,
     /// Print a one-time pairing code for an owner's new approver.
     Pair {
         #[arg(long)]
@@ -142,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(database) = cli.database {
         config.database = database;
     }
+    if let Some(url) = cli.store_url {
+        config.store.url = Some(url);
+    }
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -150,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
             countersign_broker::serve(config).await
         }
         Command::Pair { owner } => pair(&config, &owner),
+        Command::Migrate => migrate(&config),
+        Command::Check => check(&config),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
@@ -172,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Agents {
             command: AgentsCommand::Release { agent },
         } => {
-            let store = SqliteStore::open(&config.database)?;
+            let store = open_store(&config)?;
             store.release_agent(&agent)?;
             println!("released {agent}");
             Ok(())
@@ -200,10 +214,73 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Runs the store's migrations.
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    match &config.store.url {
+        Some(url) => {
+            let store = PgStore::connect(url, 2).context("connecting to the PostgreSQL store")?;
+            let (before, after) = store.migrate()?;
+            if before == after {
+                println!("the schema is up to date (version {after})");
+            } else {
+                println!("migrated the schema from version {before} to {after}");
+            }
+        }
+        None => {
+            SqliteStore::open(&config.database)
+                .with_context(|| format!("opening {}", config.database.display()))?;
+            println!("{}: the schema is up to date", config.database.display());
+        }
+    }
+    Ok(())
+}
+
+/// Reports whether the store is reachable and current, without changing it.
+fn check(config: &Config) -> anyhow::Result<()> {
+    match &config.store.url {
+        Some(url) => {
+            let store = PgStore::connect(url, 2).context("connecting to the PostgreSQL store")?;
+            let state = store.schema_state()?;
+            if state.database < state.broker {
+                bail!(
+                    "the database's schema is version {}, older than this broker's ({}): run \
+                     `countersign-broker migrate` (or start `serve`, which migrates)",
+                    state.database,
+                    state.broker
+                );
+            }
+            if state.database > state.broker {
+                bail!(
+                    "the database's schema is version {}, newer than this broker's ({}): \
+                     upgrade the broker",
+                    state.database,
+                    state.broker
+                );
+            }
+            println!(
+                "ok: PostgreSQL store reachable, schema version {}",
+                state.database
+            );
+        }
+        None => {
+            if !config.database.exists() {
+                bail!(
+                    "{} does not exist (`serve` creates it)",
+                    config.database.display()
+                );
+            }
+            SqliteStore::open(&config.database)
+                .with_context(|| format!("opening {}", config.database.display()))?;
+            println!("ok: SQLite store {}", config.database.display());
+        }
+    }
+    Ok(())
+}
+
 /// The admin's view of the approver registry. A running broker picks up a removal within a
 /// second (it watches the registry's version in the database).
 fn approvers(config: &Config, command: ApproversCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.database)?;
+    let store = open_store(config)?;
     match command {
         ApproversCommand::List { json } => {
             let approvers = store.approvers()?;
@@ -273,10 +350,10 @@ fn pair(config: &Config, owner: &str) -> anyhow::Result<()> {
     if owner.trim().is_empty() {
         bail!("--owner must name the human who owns the approver");
     }
-    let store = SqliteStore::open(&config.database)?;
+    let store = open_store(config)?;
     let now = countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
     let code = countersign_broker::pairing::issue_pairing_code(
-        &store,
+        store.as_ref(),
         owner,
         now,
         config.pairing_ttl_secs,

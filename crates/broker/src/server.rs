@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::policy::Policies;
 use crate::state::AppState;
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// Builds the state for `config`: loads and validates policies, opens the database.
 pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
@@ -29,9 +29,23 @@ pub fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
              demo broker (`demo = true`) runs the built-in demo policies."
         ),
     };
-    let store = SqliteStore::open(&config.database)
-        .with_context(|| format!("opening {}", config.database.display()))?;
-    Ok(Arc::new(AppState::new(config, Arc::new(store), policies)?))
+    let store = open_store(&config)?;
+    Ok(Arc::new(AppState::new(config, store, policies)?))
+}
+
+/// Opens the configured store, migrating its schema: PostgreSQL when `[store] url` is set,
+/// else the SQLite file.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store.url {
+        Some(url) => Arc::new(
+            PgStore::open(url, config.store.max_connections())
+                .context("opening the PostgreSQL store")?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(&config.database)
+                .with_context(|| format!("opening {}", config.database.display()))?,
+        ),
+    })
 }
 
 /// A running broker on a bound address.
@@ -77,13 +91,15 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningBroker> {
     }
     let state = build(config)?;
     let app = crate::routes::router(state.clone());
-    let sweeper = tokio::spawn(sweep(state.clone()));
+    let background = start_background(&state);
     let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "server stopped");
         }
-        sweeper.abort();
+        for task in background {
+            task.abort();
+        }
     });
     Ok(RunningBroker { addr, state, task })
 }
@@ -94,7 +110,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let state = build(config)?;
     let app = crate::routes::router(state.clone());
-    tokio::spawn(sweep(state.clone()));
+    let _background = start_background(&state);
     tracing::info!(%listen, public_url = %state.public_url, tls = tls.is_some(), "broker listening");
     match tls {
         Some(tls) => {
@@ -123,6 +139,18 @@ async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How often the hub looks for events it was not told about (written by another instance
+/// whose notification was lost).
+const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The instance's background work: the expiry sweeper and the event hub.
+fn start_background(state: &Arc<AppState>) -> [tokio::task::JoinHandle<()>; 2] {
+    [
+        tokio::spawn(sweep(state.clone())),
+        tokio::spawn(state.hub.clone().run(state.store.clone(), CATCH_UP)),
+    ]
+}
+
 /// Expires pending actions whose time has passed, and tells their owners and agents; reloads
 /// the approver registry when an administrator changed it; applies retention once a minute.
 async fn sweep(state: Arc<AppState>) {
@@ -132,9 +160,12 @@ async fn sweep(state: Arc<AppState>) {
         tick.tick().await;
         match state.store.expire_due(state.now()) {
             Ok(expired) => {
-                for (request, event) in expired {
-                    state.metrics.expired.fetch_add(1, Ordering::Relaxed);
-                    state.publish(&request.owner, event);
+                if !expired.is_empty() {
+                    state
+                        .metrics
+                        .expired
+                        .fetch_add(expired.len() as u64, Ordering::Relaxed);
+                    state.events_written();
                 }
             }
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),

@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::http::{HeaderMap, header};
-use countersign_protocol::api::ApproverEvent;
 use countersign_protocol::clock::{Clock, SystemClock};
 use countersign_protocol::proof::{PROOF_HEADER, ProofError, ProofRequest, VerifiedProof};
 use countersign_protocol::registry::RegistryDocument;
 use countersign_protocol::{ApproverRegistry, GrantVerifier, VerifierConfig};
-use tokio::sync::broadcast;
 
 use crate::config::{AgentConfig, Config, Credentials, GatewayConfig};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::fanout::Hub;
 use crate::policy::Policies;
 use crate::store::{Store, StoreError};
 
@@ -31,10 +30,8 @@ pub struct AppState {
     registry: RwLock<Arc<ApproverRegistry>>,
     /// The store's registry version the registry was built from.
     registry_version: AtomicI64,
-    /// Events for approvers, with the owner they are for.
-    pub events: broadcast::Sender<(String, ApproverEvent)>,
-    /// Ids of requests whose status changed (wakes long-polls).
-    pub changes: broadcast::Sender<String>,
+    /// Hands each committed event to its owner's open streams.
+    pub hub: Arc<Hub>,
     limiter: Mutex<HashMap<String, Bucket>>,
     pairing_limiter: Mutex<HashMap<IpAddr, Bucket>>,
     pub metrics: Metrics,
@@ -51,8 +48,9 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let registry_version = store.registry_version()?;
         let registry = build_registry(store.as_ref())?;
-        let (events, _) = broadcast::channel(4096);
-        let (changes, _) = broadcast::channel(4096);
+        let hub = Arc::new(Hub::new(store.last_event_id_overall()?));
+        let waker = hub.clone();
+        store.watch(Arc::new(move || waker.wake()));
         Ok(Self {
             credentials: Credentials::new(&config),
             public_url: config.public_url(),
@@ -62,8 +60,7 @@ impl AppState {
             clock: Arc::new(SystemClock),
             registry: RwLock::new(Arc::new(registry)),
             registry_version: AtomicI64::new(registry_version),
-            events,
-            changes,
+            hub,
             limiter: Mutex::new(HashMap::new()),
             pairing_limiter: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -129,12 +126,10 @@ impl AppState {
         self.credentials.audience_for(tool).map(str::to_owned)
     }
 
-    /// Publishes an event to its owner's streams.
-    pub fn publish(&self, owner: &str, event: ApproverEvent) {
-        if let Some(request) = &event.request {
-            let _ = self.changes.send(request.pending.id.clone());
-        }
-        let _ = self.events.send((owner.to_owned(), event));
+    /// Says that events were written: the hub reads them and hands them to their owners'
+    /// streams (and wakes the long-polls of changed requests).
+    pub fn events_written(&self) {
+        self.hub.wake();
     }
 
     /// The agent a bearer secret belongs to.

@@ -1,6 +1,7 @@
 //! Storage. The broker talks to a [`Store`]; [`SqliteStore`] keeps everything in one SQLite file
 //! in WAL mode, so pending items, event ids, consumed `jti`s and idempotency keys survive a
-//! restart. Every state change and the event that reports it are written in one transaction.
+//! restart; [`PgStore`] keeps it in PostgreSQL, shared by several broker instances. Every state
+//! change and the event that reports it are written in one transaction.
 
 use std::fmt::Debug;
 
@@ -18,8 +19,39 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database cannot be reached now (down, restarting, out of connections); the API
+    /// answers 503 `store_unavailable` and the next call tries again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store configuration: {0}")]
+    Config(String),
+    #[error(
+        "the database's schema is version {database}, newer than this broker's ({broker}): \
+         upgrade the broker before pointing it at this database"
+    )]
+    SchemaTooNew { database: i64, broker: i64 },
+    #[error("the database is inconsistent: {0}")]
+    Inconsistent(String),
     #[error("the store lock is poisoned")]
     Poisoned,
+}
+
+/// A status as stored.
+pub(crate) fn status_text(status: Status) -> Result<String> {
+    match serde_json::to_value(status)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// An event kind as stored.
+pub(crate) fn kind_text(kind: EventKind) -> Result<String> {
+    match serde_json::to_value(kind)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Ok(other.to_string()),
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -221,7 +253,15 @@ pub trait Requests {
 /// The approvers' event streams (the event id is the stream's id).
 pub trait Events {
     fn events_after(&self, owner: &str, after: i64, limit: usize) -> Result<Vec<ApproverEvent>>;
+    /// Every owner's events after `after`, in id order, each with its owner (what the fan-out
+    /// reads once for all streams).
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<(String, ApproverEvent)>>;
     fn last_event_id(&self, owner: &str) -> Result<i64>;
+    /// The last event id of any owner.
+    fn last_event_id_overall(&self) -> Result<i64>;
+    /// Calls `wake` whenever another writer (another broker instance) may have added events,
+    /// and after any gap in hearing of them. A store with one writer needs nothing here.
+    fn watch(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
     /// An event about an agent rather than a request (suspended, quarantined, …).
     fn agent_event(
         &self,
@@ -297,6 +337,8 @@ impl<T> Store for T where
 {
 }
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{CHANNEL, PgStore, SCHEMA_VERSION, SchemaState};
 pub use sqlite::SqliteStore;

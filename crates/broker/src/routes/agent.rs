@@ -140,11 +140,11 @@ pub(super) async fn evaluate(
         owner: agent.owner.clone(),
         agent: agent.id.clone(),
     };
-    let (stored, event) = match state
+    let stored = match state
         .store
         .hold(&new, state.config.max_pending_per_owner, now)?
     {
-        HoldOutcome::Held(stored, event) => (*stored, *event),
+        HoldOutcome::Held(stored, _) => *stored,
         HoldOutcome::OverCap => {
             state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
@@ -165,7 +165,7 @@ pub(super) async fn evaluate(
             .evaluations_held
             .fetch_add(1, Ordering::Relaxed);
     }
-    state.publish(&agent.owner, event);
+    state.events_written();
     let id = stored.view.pending.id.clone();
     context.approval = Some(ApprovalTicket {
         status_url: format!("/v1/requests/{id}"),
@@ -198,7 +198,7 @@ pub(super) async fn request_status(
     let agent = state.agent(&headers)?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(60));
-    let mut changes = state.changes.subscribe();
+    let mut changes = state.hub.changes();
     loop {
         let stored = state
             .store

@@ -346,8 +346,8 @@ pub(crate) async fn decide(
                 return Err(ApiError::not_found("no such request for this owner"));
             }
             DecideOutcome::AlreadyFinal(current) => (StatusCode::CONFLICT, current.view),
-            DecideOutcome::Recorded { request, event } => {
-                state.publish(&proof.owner, *event);
+            DecideOutcome::Recorded { request, .. } => {
+                state.events_written();
                 after_decision(&state, &decision, &request.agent, &proof.owner, now)?;
                 (StatusCode::OK, request.view)
             }
@@ -395,25 +395,21 @@ fn after_decision(
                 .record_denial(agent, now, q.window_secs, q.denials)?
             {
                 let detail = format!("{} denials within {} s", q.denials, q.window_secs);
-                let event = state.store.agent_event(
-                    owner,
-                    agent,
-                    EventKind::AgentQuarantined,
-                    &detail,
-                    now,
-                )?;
-                state.publish(owner, event);
+                state
+                    .store
+                    .agent_event(owner, agent, EventKind::AgentQuarantined, &detail, now)?;
+                state.events_written();
             }
             if *suspend_agent {
                 state.store.set_suspended(agent, true)?;
-                let event = state.store.agent_event(
+                state.store.agent_event(
                     owner,
                     agent,
                     EventKind::AgentSuspended,
                     "suspended by its owner",
                     now,
                 )?;
-                state.publish(owner, event);
+                state.events_written();
             }
         }
     }
@@ -427,8 +423,8 @@ pub(crate) async fn revoke(
 ) -> ApiResult<axum::Json<RequestView>> {
     let owner = call.proof.owner;
     match crate::store::Requests::revoke(state.store.as_ref(), &id, &owner, state.now())? {
-        Some((request, event)) => {
-            state.publish(&owner, event);
+        Some((request, _)) => {
+            state.events_written();
             Ok(axum::Json(request.view))
         }
         None => Err(ApiError::new(
@@ -469,9 +465,9 @@ fn set_agent(
         state.store.release_agent(&agent)?;
         (EventKind::AgentResumed, "released by its owner")
     };
-    let event = state
+    state
         .store
         .agent_event(&proof.owner, &agent, kind, detail, now)?;
-    state.publish(&proof.owner, event);
+    state.events_written();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -53,9 +53,9 @@ pub(super) async fn redeem(
         exp: claims.exp,
     };
     match state.store.redeem(&redemption, state.now())? {
-        RedeemOutcome::Redeemed(request, event) => {
+        RedeemOutcome::Redeemed(..) => {
             state.metrics.redemptions_ok.fetch_add(1, Ordering::Relaxed);
-            state.publish(&request.owner, *event);
+            state.events_written();
         }
         RedeemOutcome::Replayed => {
             return Err(refused(countersign_protocol::VerifyError::Replayed.into()));
@@ -108,9 +108,9 @@ pub(super) async fn outcome(
         &reported,
         state.now(),
     )? {
-        ReportOutcome::Recorded(request, event) => {
+        ReportOutcome::Recorded(..) => {
             tracing::info!(txn = %body.txn, outcome = reported.outcome.as_str(), "outcome reported");
-            state.publish(&request.owner, *event);
+            state.events_written();
             Ok(axum::http::StatusCode::NO_CONTENT)
         }
         ReportOutcome::Refused => Err(ApiError::new(

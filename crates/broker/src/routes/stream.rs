@@ -1,9 +1,11 @@
 //! `GET /v1/approver/stream`: Server-Sent Events with monotonically increasing ids.
 //!
 //! A client resumes with `Last-Event-ID`: the broker replays every stored event after it, then
-//! follows live ones. It subscribes before reading the backlog, and a live notification only
-//! triggers another read of storage after the last id sent, so nothing falls between the two and
-//! nothing is sent twice; a client that falls behind the live channel is caught up the same way.
+//! follows live ones handed over by the instance's [`Hub`](crate::fanout::Hub), which reads each
+//! event from storage once for every stream. The stream subscribes before reading the backlog
+//! and skips live events at or below the last id it sent, so nothing falls between the two and
+//! nothing is sent twice; a stream dropped by the hub for falling a whole buffer behind reads
+//! what it missed from storage and subscribes again.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use countersign_protocol::api::ApproverEvent;
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -37,9 +38,8 @@ pub(crate) async fn stream(
         .unwrap_or(0);
     let owner = proof.owner;
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
-    let live = state.events.subscribe();
     let heartbeat = Duration::from_secs(state.config.heartbeat_secs.max(1));
-    tokio::spawn(follow(state, owner, after, live, tx));
+    tokio::spawn(follow(state, owner, after, tx));
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }
@@ -48,7 +48,6 @@ async fn follow(
     state: Arc<AppState>,
     owner: String,
     mut sent: i64,
-    mut live: tokio::sync::broadcast::Receiver<(String, ApproverEvent)>,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
     state.metrics.streams.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +62,8 @@ async fn follow(
     {
         return;
     }
-    'outer: loop {
+    loop {
+        let mut live = state.hub.subscribe(&owner);
         // Backlog from storage.
         loop {
             let page = match state.store.events_after(&owner, sent, PAGE) {
@@ -94,15 +94,15 @@ async fn follow(
                 () = tx.closed() => return,
             };
             match received {
-                Ok((to, event)) => {
-                    // SQLite serialises writers, so ids commit in order: reading storage after
-                    // this notification yields it and anything before it, once.
-                    if to == owner && event.id > sent {
-                        continue 'outer;
+                Some(event) if event.id > sent => {
+                    if !send(&tx, &event).await {
+                        return;
                     }
+                    sent = event.id;
                 }
-                Err(RecvError::Lagged(_)) => continue 'outer,
-                Err(RecvError::Closed) => return,
+                Some(_) => {}
+                // Dropped for falling behind: catch up from storage.
+                None => break,
             }
         }
     }

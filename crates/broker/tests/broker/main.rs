@@ -1,5 +1,6 @@
-//! Broker tests: a real broker over loopback HTTP with a real SQLite file, real grants from the
-//! software authenticator, nothing mocked.
+//! Broker tests: a real broker over loopback HTTP with a real SQLite file (or, with
+//! `COUNTERSIGN_TEST_STORE=postgres`, a real PostgreSQL database of a cluster the tests start),
+//! real grants from the software authenticator, nothing mocked.
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![expect(
@@ -13,6 +14,7 @@ mod input;
 mod openapi;
 mod pairing;
 mod policy;
+mod postgres;
 mod restart;
 mod review;
 mod stream;

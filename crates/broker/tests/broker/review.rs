@@ -15,7 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    BILLING, BOB, BOBS, OWNER, PAYMENTS, TestApprover, TestBroker, big_refund, hold, post_raw,
+    BILLING, BOB, BOBS, OWNER, PAYMENTS, SqlValue, TestApprover, TestBroker, big_refund, hold,
+    post_raw,
 };
 
 fn now() -> i64 {
@@ -161,12 +162,18 @@ async fn a_bad_stored_approver_is_skipped_and_can_be_removed() {
     bad.credentials[0].id = "not base64url!".into();
     bad.device_keys = vec![countersign_protocol::DeviceSigningKey::generate().public_jwk()];
     {
-        let conn = rusqlite::Connection::open(broker.database()).unwrap();
-        conn.execute(
-            "INSERT INTO approvers (id, owner, entry, updated_at) VALUES (?1, ?2, ?3, 0)",
-            rusqlite::params![bad.id, bad.owner, serde_json::to_string(&bad).unwrap()],
-        )
-        .unwrap();
+        broker
+            .db()
+            .await
+            .execute(
+                "INSERT INTO approvers (id, owner, entry, updated_at) VALUES ($1, $2, $3, 0)",
+                vec![
+                    SqlValue::Text(bad.id.clone()),
+                    SqlValue::Text(bad.owner.clone()),
+                    SqlValue::Text(serde_json::to_string(&bad).unwrap()),
+                ],
+            )
+            .await;
     }
     broker.restart().await;
     let registry: RegistryDocument = reqwest::get(format!("{}/v1/registry", broker.url))
@@ -180,8 +187,7 @@ async fn a_bad_stored_approver_is_skipped_and_can_be_removed() {
 
     let admin = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-            .arg("--database")
-            .arg(broker.database())
+            .args(broker.store_args())
             .args(["approvers"])
             .args(args)
             .output()
@@ -323,8 +329,7 @@ async fn the_listing_is_newest_first_and_paged() {
     let t = now();
     // 10,101 older items, written straight into the broker's database in one transaction (as
     // an hour and a half of an agent at its rate limit would have written them).
-    let mut conn = rusqlite::Connection::open(broker.database()).unwrap();
-    let tx = conn.transaction().unwrap();
+    let mut rows = Vec::new();
     for i in 0..10_101 {
         let mut request = base.clone();
         request.context.intent = format!("old request {i}");
@@ -344,22 +349,25 @@ async fn the_listing_is_newest_first_and_paged() {
             request,
         )
         .unwrap();
-        tx.execute(
-            "INSERT INTO requests (id, owner, agent, action_hash, status, pending, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
-            rusqlite::params![
-                pending.id,
-                OWNER,
-                BILLING,
-                pending.action_hash.as_str(),
-                serde_json::to_string(&pending).unwrap(),
-                t - 100,
-                t + 3600
-            ],
-        )
-        .unwrap();
+        rows.push(vec![
+            SqlValue::Text(pending.id.clone()),
+            SqlValue::Text(OWNER.into()),
+            SqlValue::Text(BILLING.into()),
+            SqlValue::Text(pending.action_hash.as_str().into()),
+            SqlValue::Text(serde_json::to_string(&pending).unwrap()),
+            SqlValue::Int(t - 100),
+            SqlValue::Int(t + 3600),
+        ]);
     }
-    tx.commit().unwrap();
+    broker
+        .db()
+        .await
+        .execute_many(
+            "INSERT INTO requests (id, owner, agent, action_hash, status, pending, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)",
+            &rows,
+        )
+        .await;
     let mut newest = Vec::new();
     for i in 0..100 {
         let mut request = base.clone();
@@ -435,14 +443,15 @@ async fn agents_cannot_grow_broker_storage_without_bound() {
     for _ in 0..30 {
         assert_eq!(hold(&agent, &again).await.id, ids[0]);
     }
-    let conn = rusqlite::Connection::open(broker.database()).unwrap();
-    let (events, event_bytes): (i64, i64) = conn
-        .query_row(
-            "SELECT COUNT(*), SUM(LENGTH(kind) + LENGTH(COALESCE(request, '')) + LENGTH(COALESCE(detail, ''))) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+    let counted = broker
+        .db()
+        .await
+        .integers(
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(SUM(LENGTH(kind) + LENGTH(COALESCE(request, '')) \
+             + LENGTH(COALESCE(detail, ''))) AS BIGINT) FROM events",
         )
-        .unwrap();
+        .await;
+    let (events, event_bytes) = (counted[0], counted[1]);
     assert_eq!(events, 35);
     assert!(
         event_bytes < 2_000,
@@ -466,13 +475,14 @@ async fn agents_cannot_grow_broker_storage_without_bound() {
         )
         .unwrap();
     assert_eq!((purged.items, purged.idempotency_keys), (1, 1));
-    let left: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE request = ?1",
-            [&ids[1]],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let left = broker
+        .db()
+        .await
+        .integers(&format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE request = '{}'",
+            ids[1]
+        ))
+        .await[0];
     assert_eq!(left, 0);
     let listed = alice.list(None).await;
     assert_eq!(listed.requests.len(), 5, "the pending ones stay");
@@ -591,8 +601,7 @@ async fn approvers_and_credentials_can_be_removed() {
     // The administrator removes the approver while the broker runs: within a second, its
     // proofs and its grants are refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-        .arg("--database")
-        .arg(broker.database())
+        .args(broker.store_args())
         .args(["approvers", "remove", &alice.id])
         .output()
         .unwrap();
@@ -643,9 +652,10 @@ async fn pairing_is_throttled_and_wrong_codes_write_nothing() {
         .count();
     assert!(forbidden <= 10, "{forbidden} guesses got through");
     assert_eq!(forbidden + limited, 300);
-    let conn = rusqlite::Connection::open(broker.database()).unwrap();
-    let proofs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM proof_ids", [], |r| r.get(0))
-        .unwrap();
+    let proofs = broker
+        .db()
+        .await
+        .integers("SELECT CAST(COUNT(*) AS BIGINT) FROM proof_ids")
+        .await[0];
     assert_eq!(proofs, 0, "no row for a wrong code");
 }

@@ -96,6 +96,9 @@ impl TestBroker {
                 .collect(),
             ..Config::default()
         };
+        if crate::postgres::postgres_under_test() {
+            config.store.url = Some(crate::postgres::cluster().new_database());
+        }
         edit(&mut config);
         let secrets = FleetSecrets {
             owner: OWNER.into(),
@@ -153,8 +156,29 @@ impl TestBroker {
         &self.broker.as_ref().unwrap().state
     }
 
-    pub fn database(&self) -> PathBuf {
-        self.config.database.clone()
+    /// The arguments that point the admin commands at this broker's store.
+    pub fn store_args(&self) -> Vec<String> {
+        match &self.config.store.url {
+            Some(url) => vec!["--store-url".into(), url.clone()],
+            None => vec![
+                "--database".into(),
+                self.config.database.to_str().unwrap().into(),
+            ],
+        }
+    }
+
+    /// A connection to this broker's database, for tests that write or count rows directly.
+    pub async fn db(&self) -> TestDb {
+        match &self.config.store.url {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                TestDb::Postgres(client)
+            }
+            None => TestDb::Sqlite(rusqlite::Connection::open(&self.config.database).unwrap()),
+        }
     }
 
     /// A simulated agent, acting for its configured owner.
@@ -197,13 +221,8 @@ impl TestBroker {
     /// A one-time pairing code from the real admin command.
     pub fn pairing_code(&self, owner: &str) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-            .args([
-                "--database",
-                self.database().to_str().unwrap(),
-                "pair",
-                "--owner",
-                owner,
-            ])
+            .args(self.store_args())
+            .args(["pair", "--owner", owner])
             .output()
             .unwrap();
         assert!(
@@ -220,6 +239,78 @@ impl TestBroker {
         let mut approver = TestApprover::new(&self.url, owner);
         approver.pair(&code).await.unwrap();
         approver
+    }
+}
+
+/// A value for [`TestDb`]'s statements.
+#[derive(Clone, Debug)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+/// The broker's own database, SQLite or PostgreSQL. Statements number their parameters `$1`,
+/// `$2`, … in order of first use, which both read the same way.
+pub enum TestDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl TestDb {
+    /// Runs `sql` once per row of parameters, in one transaction.
+    pub async fn execute_many(&mut self, sql: &str, rows: &[Vec<SqlValue>]) {
+        match self {
+            Self::Sqlite(conn) => {
+                let tx = conn.transaction().unwrap();
+                for row in rows {
+                    let values: Vec<rusqlite::types::Value> = row
+                        .iter()
+                        .map(|v| match v {
+                            SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                            SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
+                        })
+                        .collect();
+                    tx.execute(sql, rusqlite::params_from_iter(values)).unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            Self::Postgres(client) => {
+                let tx = client.transaction().await.unwrap();
+                let statement = tx.prepare(sql).await.unwrap();
+                for row in rows {
+                    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = row
+                        .iter()
+                        .map(|v| match v {
+                            SqlValue::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
+                            SqlValue::Int(i) => i as &(dyn tokio_postgres::types::ToSql + Sync),
+                        })
+                        .collect();
+                    tx.execute(&statement, &params).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+            }
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) {
+        self.execute_many(sql, &[params]).await;
+    }
+
+    /// The integers of the first row of `sql` (cast them to `BIGINT` for PostgreSQL).
+    pub async fn integers(&mut self, sql: &str) -> Vec<i64> {
+        match self {
+            Self::Sqlite(conn) => conn
+                .query_row(sql, [], |r| {
+                    (0..r.as_ref().column_count())
+                        .map(|i| r.get(i))
+                        .collect::<rusqlite::Result<Vec<i64>>>()
+                })
+                .unwrap(),
+            Self::Postgres(client) => {
+                let row = client.query_one(sql, &[]).await.unwrap();
+                (0..row.len()).map(|i| row.get(i)).collect()
+            }
+        }
     }
 }
 

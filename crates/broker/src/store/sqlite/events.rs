@@ -3,7 +3,7 @@
 use countersign_protocol::api::{ApproverEvent, EventKind};
 use rusqlite::{Connection, params};
 
-use super::super::{Events, Result, StoredRequest};
+use super::super::{Events, Result, StoredRequest, kind_text};
 use super::SqliteStore;
 use super::rows::{PREFIXED_COLUMNS, read_request_at, to_request};
 
@@ -36,51 +36,83 @@ pub(super) fn append_event(
     })
 }
 
-pub(super) fn kind_text(kind: EventKind) -> Result<String> {
-    match serde_json::to_value(kind)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Ok(other.to_string()),
+/// The columns [`read_event`] reads: the event, then its request as it stands now.
+const EVENT_COLUMNS: &str = "e.id, e.kind, e.agent, e.detail, r.id IS NOT NULL, e.owner";
+
+/// An event row (with [`PREFIXED_COLUMNS`] after [`EVENT_COLUMNS`]) and its owner.
+fn read_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, RawEvent)> {
+    let request = if r.get::<_, bool>(4)? {
+        Some(read_request_at(r, 6)?)
+    } else {
+        None
+    };
+    Ok((
+        r.get(5)?,
+        RawEvent {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            agent: r.get(2)?,
+            detail: r.get(3)?,
+            request,
+        },
+    ))
+}
+
+struct RawEvent {
+    id: i64,
+    kind: String,
+    agent: Option<String>,
+    detail: Option<String>,
+    request: Option<super::rows::Row>,
+}
+
+impl RawEvent {
+    fn into_event(self) -> Result<ApproverEvent> {
+        Ok(ApproverEvent {
+            id: self.id,
+            kind: serde_json::from_value(serde_json::Value::String(self.kind))?,
+            // The request as it stands now: a replayed event never shows a stale state.
+            request: self.request.map(to_request).transpose()?.map(|r| r.view),
+            agent: self.agent,
+            detail: self.detail,
+        })
     }
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 impl Events for SqliteStore {
     fn events_after(&self, owner: &str, after: i64, limit: usize) -> Result<Vec<ApproverEvent>> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT e.id, e.kind, e.agent, e.detail, r.id IS NOT NULL, {PREFIXED_COLUMNS}
+            "SELECT {EVENT_COLUMNS}, {PREFIXED_COLUMNS}
              FROM events e LEFT JOIN requests r ON r.id = e.request
              WHERE e.owner = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(
-            params![owner, after, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| {
-                let request = if r.get::<_, bool>(4)? {
-                    Some(read_request_at(r, 5)?)
-                } else {
-                    None
-                };
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    request,
-                ))
-            },
-        )?;
-        let mut events = Vec::new();
-        for row in rows {
-            let (id, kind, agent, detail, request) = row?;
-            events.push(ApproverEvent {
-                id,
-                kind: serde_json::from_value(serde_json::Value::String(kind))?,
-                // The request as it stands now: a replayed event never shows a stale state.
-                request: request.map(to_request).transpose()?.map(|r| r.view),
-                agent,
-                detail,
-            });
-        }
-        Ok(events)
+        let rows = stmt.query_map(params![owner, after, limit_param(limit)], read_event)?;
+        rows.map(|row| row?.1.into_event()).collect()
+    }
+
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<(String, ApproverEvent)>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, {PREFIXED_COLUMNS}
+             FROM events e LEFT JOIN requests r ON r.id = e.request
+             WHERE e.id > ?1 ORDER BY e.id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![after, limit_param(limit)], read_event)?;
+        rows.map(|row| {
+            let (owner, raw) = row?;
+            Ok((owner, raw.into_event()?))
+        })
+        .collect()
+    }
+
+    fn last_event_id_overall(&self) -> Result<i64> {
+        let conn = self.lock()?;
+        Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
     fn last_event_id(&self, owner: &str) -> Result<i64> {

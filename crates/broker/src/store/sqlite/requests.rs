@@ -6,12 +6,11 @@ use rusqlite::{OptionalExtension as _, params};
 
 use super::super::{
     DecideOutcome, HoldOutcome, NewPending, Page, Purged, RedeemOutcome, Redemption, ReportOutcome,
-    Requests, Result, Retention, StoredDecision, StoredRequest,
+    Requests, Result, Retention, StoredDecision, StoredRequest, status_text,
 };
 use super::events::append_event;
 use super::rows::{
-    REQUEST_COLUMNS, load, load_existing, pending_count, read_request_at, set_status, status_text,
-    to_request,
+    REQUEST_COLUMNS, load, load_existing, pending_count, read_request_at, set_status, to_request,
 };
 use super::{FINAL_STATUSES, SqliteStore};
 

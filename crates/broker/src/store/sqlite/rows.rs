@@ -5,7 +5,7 @@ use countersign_protocol::action::Status;
 use countersign_protocol::api::{ReportedOutcome, RequestView};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::super::{Result, StoreError, StoredRequest};
+use super::super::{Result, StoreError, StoredRequest, status_text};
 
 pub(super) const REQUEST_COLUMNS: &str = "pending, status, merged, reason, decided_by, owner, agent, grant_token, grant_jti, grant_exp, \
      outcome, outcome_detail";
@@ -86,13 +86,6 @@ pub(super) fn to_request(row: Row) -> Result<StoredRequest> {
         grant_jti: row.grant_jti,
         grant_exp: row.grant_exp,
     })
-}
-
-pub(super) fn status_text(status: Status) -> Result<String> {
-    match serde_json::to_value(status)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Ok(other.to_string()),
-    }
 }
 
 pub(super) fn load(tx: &Connection, id: &str) -> Result<Option<StoredRequest>> {

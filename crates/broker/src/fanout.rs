@@ -1,0 +1,185 @@
+//! Fan-out: one reader of the events table per broker instance hands each new event to every
+//! open stream of its owner, in memory.
+//!
+//! The events table is the truth and the event id is the stream's id. The [`Hub`] keeps a
+//! cursor (the last id it dispatched) and reads what committed after it whenever it is woken: by
+//! a write on this instance, by another instance's notification (PostgreSQL `NOTIFY`), or by a
+//! periodic catch-up that finds what a lost notification did not announce. Event ids commit in
+//! the order they are assigned (SQLite serialises writers; the PostgreSQL store takes each id
+//! from a counter row locked until its transaction commits), so reading `id > cursor` never
+//! skips an event that commits later with a smaller id.
+//!
+//! Each stream has a bounded buffer. A stream that falls behind by a whole buffer is dropped
+//! from the hub; it then reads what it missed from storage and subscribes again, so a slow
+//! client costs its own reads, never memory without bound or the other streams' latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use countersign_protocol::api::ApproverEvent;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::store::Store;
+
+/// Events held for one stream before it is dropped and catches up from storage.
+pub const STREAM_BUFFER: usize = 1024;
+/// Events read from storage per dispatch round.
+const BATCH: usize = 1000;
+
+/// The instance's event dispatcher.
+#[derive(Debug)]
+pub struct Hub {
+    subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_subscriber: AtomicU64,
+    wake: Notify,
+    /// The last event id dispatched.
+    cursor: AtomicI64,
+    /// Ids of requests whose status changed (wakes long-polls).
+    changes: broadcast::Sender<String>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<ApproverEvent>>,
+}
+
+/// One stream's subscription; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<Hub>,
+    owner: String,
+    id: u64,
+    rx: mpsc::Receiver<Arc<ApproverEvent>>,
+}
+
+impl Subscription {
+    /// The next event for this owner, or `None` when the stream fell a whole buffer behind
+    /// (and was dropped): the caller reads the rest from storage and subscribes again.
+    pub async fn recv(&mut self) -> Option<Arc<ApproverEvent>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.remove(&self.owner, self.id);
+    }
+}
+
+impl Hub {
+    /// A hub whose cursor starts at `last_event_id` (what exists before it starts is read by
+    /// streams from storage, never dispatched).
+    pub fn new(last_event_id: i64) -> Self {
+        let (changes, _) = broadcast::channel(4096);
+        Self {
+            subscribers: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(0),
+            wake: Notify::new(),
+            cursor: AtomicI64::new(last_event_id),
+            changes,
+        }
+    }
+
+    /// Subscribes to `owner`'s events. Subscribe before reading the backlog: an event that
+    /// commits after the read is dispatched after the subscription.
+    pub fn subscribe(self: &Arc<Self>, owner: &str) -> Subscription {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(owner.to_owned())
+            .or_default()
+            .push(Subscriber { id, tx });
+        Subscription {
+            hub: self.clone(),
+            owner: owner.to_owned(),
+            id,
+            rx,
+        }
+    }
+
+    /// Ids of requests whose status changed, as they are dispatched.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// Says that events were written (here, or on another instance): the hub reads them soon.
+    /// Wakes coalesce: many writes while a round runs cost one more read.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// How many streams are subscribed.
+    pub fn subscribers(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// The last event id dispatched.
+    pub fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    /// Reads and dispatches until woken for the last time (the task is aborted with the
+    /// broker). A failed read is retried; nothing past the cursor is lost meanwhile.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, catch_up: Duration) {
+        loop {
+            // A wake that arrives while a round runs leaves a permit: the next round starts at
+            // once and reads what that write committed.
+            let _ = tokio::time::timeout(catch_up, self.wake.notified()).await;
+            if let Err(e) = self.dispatch_committed(store.as_ref()) {
+                tracing::warn!(error = %e, "reading new events failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.wake();
+            }
+        }
+    }
+
+    /// One round: everything committed after the cursor, in id order, to its owner's streams.
+    pub fn dispatch_committed(&self, store: &dyn Store) -> crate::store::Result<usize> {
+        let mut total = 0;
+        loop {
+            let batch = store.events_since(self.cursor(), BATCH)?;
+            let full = batch.len() == BATCH;
+            for (owner, event) in batch {
+                let id = event.id;
+                if let Some(request) = &event.request {
+                    let _ = self.changes.send(request.pending.id.clone());
+                }
+                self.dispatch(&owner, Arc::new(event));
+                self.cursor.store(id, Ordering::Release);
+                total += 1;
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn dispatch(&self, owner: &str, event: Arc<ApproverEvent>) {
+        let mut subscribers = self.lock();
+        let Some(streams) = subscribers.get_mut(owner) else {
+            return;
+        };
+        // A full buffer drops the stream (it catches up from storage); a closed one is gone.
+        streams.retain(|s| s.tx.try_send(event.clone()).is_ok());
+        if streams.is_empty() {
+            subscribers.remove(owner);
+        }
+    }
+
+    fn remove(&self, owner: &str, id: u64) {
+        let mut subscribers = self.lock();
+        if let Some(streams) = subscribers.get_mut(owner) {
+            streams.retain(|s| s.id != id);
+            if streams.is_empty() {
+                subscribers.remove(owner);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
