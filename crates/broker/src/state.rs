@@ -169,7 +169,15 @@ impl AppState {
             body,
             now: self.now(),
         };
-        let proof = self.registry().verify_proof(token, &request)?;
+        let proof = match self.registry().verify_proof(token, &request) {
+            // Paired or enrolled through another instance a moment ago: look again (the
+            // sweeper may have reloaded the registry since this check read it, too).
+            Err(ProofError::UnknownKey) => {
+                self.refresh_registry()?;
+                self.registry().verify_proof(token, &request)?
+            }
+            checked => checked?,
+        };
         let keep_until = proof.claims.keep_until();
         if !self
             .store

@@ -36,14 +36,21 @@ pub(super) async fn redeem(
     };
     // Every check of the grant itself, then the broker's own record, and the consumption with
     // it, in one transaction.
-    let verified = state
-        .verifier(&gateway.audience)
-        .check(&Presentation {
-            grant: &body.grant,
-            action: &body.action,
-            presenter_jkt: body.presenter_jkt.as_deref(),
-        })
-        .map_err(|e| refused(e.into()))?;
+    let presentation = Presentation {
+        grant: &body.grant,
+        action: &body.action,
+        presenter_jkt: body.presenter_jkt.as_deref(),
+    };
+    let verified = match state.verifier(&gateway.audience).check(&presentation) {
+        // An approver paired through another instance a moment ago: look again (the sweeper
+        // may have reloaded the registry since this check read it, too).
+        Err(countersign_protocol::VerifyError::UnknownKey(_)) => {
+            state.refresh_registry()?;
+            state.verifier(&gateway.audience).check(&presentation)
+        }
+        checked => checked,
+    }
+    .map_err(|e| refused(e.into()))?;
     let claims = verified.claims.approval;
     let redemption = Redemption {
         txn: &claims.txn,

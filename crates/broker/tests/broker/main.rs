@@ -14,6 +14,10 @@ mod input;
 mod openapi;
 mod pairing;
 mod policy;
+#[expect(
+    dead_code,
+    reason = "shared with the instances suite, which stops and starts clusters"
+)]
 mod postgres;
 mod restart;
 mod review;

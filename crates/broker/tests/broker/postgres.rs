@@ -37,10 +37,16 @@ pub fn cluster() -> &'static Cluster {
 }
 
 impl Cluster {
-    fn start() -> Self {
+    /// A cluster of its own (for a test that stops and starts it).
+    pub fn start() -> Self {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir();
         let run_as = is_root().then_some("postgres");
-        let dir = std::env::temp_dir().join(format!("countersign-pg-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "countersign-pg-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         // Left by an earlier process that had this id and was killed with its watchdog.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -121,6 +127,27 @@ impl Cluster {
             out.status.success(),
             "pg_ctl start: {}{}",
             String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast: open connections are cut, committed work is kept).
+    pub fn stop(&self) {
+        let out = self
+            .command("pg_ctl")
+            .args([
+                "stop",
+                "-w",
+                "-m",
+                "fast",
+                "-D",
+                self.data().to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

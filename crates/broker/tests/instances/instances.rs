@@ -1,0 +1,610 @@
+//! Three instances, one database: every guarantee of one broker holds across them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_broker::simulate::{FleetSecrets, SimulatedAgent};
+use countersign_protocol::api::{ApproverEvent, EventKind, RedeemRequest, RequestView};
+use reqwest::StatusCode;
+
+use crate::postgres::{Cluster, cluster};
+use crate::support::{TestApprover, big_refund, hold, post_raw};
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign-broker");
+const OWNER: &str = "alice@example.com";
+const BILLING: &str = "spiffe://example.com/agent/billing";
+const PAYMENTS: &str = "https://payments-gateway.example.com";
+/// The one name every client uses; each resolves it to the instance it talks to.
+const HOST: &str = "broker.test";
+
+/// Three `countersign-broker serve` processes on one database, on 127.0.0.1–3 and one port.
+struct Instances {
+    port: u16,
+    store_url: String,
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+    secrets: FleetSecrets,
+}
+
+impl Drop for Instances {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Instances {
+    async fn start(store_url: String, edit: impl FnOnce(&mut String)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["demo-init", "--owner", OWNER])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port_on_all();
+        let config_path = dir.path().join("broker.toml");
+        let mut config = format!(
+            "public_url = \"http://{HOST}:{port}\"\nmax_pending_per_owner = 1000000\n{}\n\
+             [rate_limit]\nper_minute = 1000000\nburst = 100000\n\n\
+             [pairing_rate_limit]\nper_minute = 1000000\nburst = 100000\n",
+            std::fs::read_to_string(&config_path).unwrap()
+        );
+        edit(&mut config);
+        std::fs::write(&config_path, config).unwrap();
+        let secrets: FleetSecrets =
+            toml::from_str(&std::fs::read_to_string(dir.path().join("simulate.toml")).unwrap())
+                .unwrap();
+        let mut instances = Self {
+            port,
+            store_url,
+            dir,
+            children: Vec::new(),
+            secrets,
+        };
+        for i in 0..3 {
+            let child = instances.spawn(i);
+            instances.children.push(Some(child));
+        }
+        for i in 0..3 {
+            instances.ready(i).await;
+        }
+        instances
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("broker.toml")
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, i as u8 + 1], self.port))
+    }
+
+    /// The public URL (what grants and request proofs are bound to).
+    fn url(&self) -> String {
+        format!("http://{HOST}:{}", self.port)
+    }
+
+    /// Instance `i`'s own address.
+    fn direct(&self, i: usize) -> String {
+        format!("http://{}", self.addr(i))
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.config())
+            .args(["--store-url", &self.store_url, "serve", "--listen"])
+            .arg(self.addr(i).to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn ready(&self, i: usize) {
+        let mut up = false;
+        for _ in 0..300 {
+            up = reqwest::get(format!("{}/healthz", self.direct(i)))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "instance {i} did not start");
+    }
+
+    /// SIGKILL: no goodbye to its clients or its database.
+    fn kill(&mut self, i: usize) {
+        let mut child = self.children[i].take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A client whose `broker.test` is instance `i`.
+    fn client(&self, i: usize) -> reqwest::Client {
+        reqwest::Client::builder()
+            .resolve(HOST, self.addr(i))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// An approver of the owner, paired through instance `i` with a code from the admin
+    /// command, talking to instance `i`.
+    async fn approver(&self, i: usize) -> TestApprover {
+        let out = Command::new(BIN)
+            .args(["--store-url", &self.store_url, "pair", "--owner", OWNER])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut approver = TestApprover::new(&self.url(), OWNER);
+        approver.http = self.client(i);
+        approver.pair(&code).await.unwrap();
+        approver
+    }
+
+    /// The billing agent, talking to instance `i`.
+    fn agent(&self, i: usize) -> SimulatedAgent {
+        let secret = self
+            .secrets
+            .agents
+            .iter()
+            .find(|a| a.id == BILLING)
+            .unwrap();
+        SimulatedAgent::new(&self.direct(i), &self.secrets, secret).unwrap()
+    }
+}
+
+/// A port free on 127.0.0.1, .2 and .3.
+fn free_port_on_all() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let others = (2..=3).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.".to_owned() + &i.to_string(), port)).is_ok()
+        });
+        if others {
+            return port;
+        }
+    }
+}
+
+/// Holds a big refund through `agent`; the owner's view of it.
+async fn held(agent: &SimulatedAgent, approver: &TestApprover, intent: &str) -> RequestView {
+    let mut request = agent.request(&big_refund()).unwrap();
+    request.context.intent = intent.into();
+    let ticket = hold(agent, &request).await;
+    let response = approver
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/approver/requests/{}", ticket.id),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn events_in_order(events: &[ApproverEvent]) {
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].id < pair[1].id,
+            "out of order: {} then {}",
+            pair[0].id,
+            pair[1].id
+        );
+    }
+}
+
+/// 64 redemptions of one grant at once, spread over three instances: exactly one runs, every
+/// round. `COUNTERSIGN_ROUNDS` sets the number of rounds (default 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_grant_is_spent_once_whichever_instances_the_redemptions_reach() {
+    let rounds: usize = std::env::var("COUNTERSIGN_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    let instances = Instances::start(cluster().new_database(), |_| {}).await;
+    let mut approver = instances.approver(0).await;
+    let agents: Vec<Arc<SimulatedAgent>> = (0..3).map(|i| Arc::new(instances.agent(i))).collect();
+    let gateway = instances
+        .secrets
+        .gateways
+        .iter()
+        .find(|g| g.audience == PAYMENTS)
+        .unwrap()
+        .secret
+        .clone();
+    for round in 0..rounds {
+        let view = held(&agents[round % 3], &approver, &format!("round {round}")).await;
+        let grant = approver.grant(&view);
+        let (status, body) = approver
+            .decide(
+                &view.pending.id,
+                &serde_json::json!({"decision": "approve", "grant": grant}),
+                &format!("k{round}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let request = view.pending.request();
+        let body = serde_json::to_vec(&RedeemRequest {
+            grant,
+            action: request,
+            presenter_jkt: None,
+        })
+        .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let url = format!("{}/v1/grants/redeem", instances.direct(n % 3));
+                let (secret, body, barrier) = (gateway.clone(), body.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    post_raw(&url, &secret, "application/json", body).await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            let (status, answer) = task.await.unwrap();
+            assert!(
+                status == StatusCode::OK
+                    || (status == StatusCode::CONFLICT && answer["code"] == "replayed"),
+                "round {round}: {status} {answer}"
+            );
+            ok += usize::from(status == StatusCode::OK);
+        }
+        assert_eq!(ok, 1, "round {round}: {ok} redemptions ran");
+    }
+}
+
+/// Two approvers decide one item through different instances: one decision stands and both
+/// are told the same; retries with the same key through a third get the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_decision_wins_across_instances_and_retries_are_idempotent() {
+    let instances = Instances::start(cluster().new_database(), |_| {}).await;
+    let mut first = instances.approver(0).await;
+    let mut second = instances.approver(1).await;
+    let agent = instances.agent(2);
+    for round in 0..20 {
+        let view = held(&agent, &first, &format!("decide {round}")).await;
+        let grant_a = first.grant(&view);
+        let grant_b = second.grant(&view);
+        let body_a = serde_json::json!({"decision": "approve", "grant": grant_a});
+        let body_b = serde_json::json!({"decision": "approve", "grant": grant_b});
+        let id = view.pending.id.clone();
+        let (key_a, key_b) = (format!("a{round}"), format!("b{round}"));
+        let (a, b) = tokio::join!(
+            first.decide(&id, &body_a, &key_a),
+            second.decide(&id, &body_b, &key_b)
+        );
+        let statuses = [a.0, b.0];
+        assert_eq!(
+            statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+            1,
+            "round {round}: {a:?} {b:?}"
+        );
+        assert!(statuses.contains(&StatusCode::CONFLICT), "{a:?} {b:?}");
+        let winner = if a.0 == StatusCode::OK { &a.1 } else { &b.1 };
+        let loser = if a.0 == StatusCode::OK { &b.1 } else { &a.1 };
+        // Both are told the one decision that stands.
+        assert_eq!(loser["request"]["decided_by"], winner["decided_by"]);
+        assert_eq!(loser["request"]["status"], "approved");
+        // Retries through the third instance, same keys: the same answers, nothing new.
+        first.http = instances.client(2);
+        second.http = instances.client(2);
+        let again = first.decide(&id, &body_a, &key_a).await;
+        assert_eq!(again, a, "round {round}");
+        let again = second.decide(&id, &body_b, &key_b).await;
+        assert_eq!(again, b, "round {round}");
+        first.http = instances.client(0);
+        second.http = instances.client(1);
+    }
+}
+
+/// An approver streams from instance A; A is killed mid-stream; it reconnects to B with
+/// `Last-Event-ID`: every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_resumes_on_another_instance_without_gap_or_duplicate() {
+    let mut instances = Instances::start(cluster().new_database(), |_| {}).await;
+    let mut approver = instances.approver(0).await;
+    let writer = instances.agent(2);
+    let mut stream = approver.stream(None).await;
+    // Events keep coming from the third instance while A serves the stream and then dies.
+    let writing = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for n in 0..200 {
+            let mut request = writer.request(&big_refund()).unwrap();
+            request.context.intent = format!("stream {n}");
+            ids.push(hold(&writer, &request).await.id);
+        }
+        ids
+    });
+    let mut seen: Vec<ApproverEvent> = Vec::new();
+    while seen.len() < 50 {
+        seen.push(stream.next().await);
+    }
+    instances.kill(0);
+    // What A had sent before it died, then the rest from B.
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), stream.rx.recv()).await
+    {
+        seen.push(event);
+    }
+    // The same approver, the same URL; the address now leads to B.
+    approver.http = instances.client(1);
+    let last = seen.last().unwrap().id;
+    let mut resumed = approver.stream(Some(last)).await;
+    let ids = writing.await.unwrap();
+    while seen.iter().filter(|e| e.kind == EventKind::Pending).count() < ids.len() {
+        seen.push(resumed.next().await);
+    }
+    events_in_order(&seen);
+    let pending: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.kind == EventKind::Pending)
+        .map(|e| e.request.as_ref().unwrap().pending.id.as_str())
+        .collect();
+    assert_eq!(pending, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    // Nothing more is owed.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), resumed.rx.recv())
+            .await
+            .is_err(),
+        "a duplicate arrived"
+    );
+}
+
+/// The listener's connection is cut (its backend terminated): nothing is lost; the re-read
+/// after it reconnects, or the periodic catch-up, delivers what its notifications missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_reach_other_instances_when_the_listener_connection_is_cut() {
+    let database = cluster().new_database();
+    let name = database
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let instances = Instances::start(database, |_| {}).await;
+    let approver = instances.approver(1).await;
+    let agent = instances.agent(0);
+    let mut stream = approver.stream(None).await;
+    let mut expected = Vec::new();
+    for round in 0..10 {
+        // Once every instance listens again, cut all three listeners.
+        let listening = "FROM pg_stat_activity WHERE datname = current_database() \
+                         AND query = 'LISTEN countersign_events'";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while cluster().psql(&name, &format!("SELECT COUNT(*) {listening}")) != "3" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "listeners did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cut = cluster().psql(
+            &name,
+            &format!("SELECT COUNT(pg_terminate_backend(pid)) {listening}"),
+        );
+        assert_eq!(cut, "3", "round {round}");
+        // Written at once on A, while B's listener is down.
+        for n in 0..5 {
+            let mut request = agent.request(&big_refund()).unwrap();
+            request.context.intent = format!("cut {round}.{n}");
+            expected.push(hold(&agent, &request).await.id);
+        }
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let event = stream.next().await;
+            if event.kind == EventKind::Pending {
+                got.push(event.request.unwrap().pending.id);
+            }
+        }
+        assert_eq!(got, expected[expected.len() - 5..], "round {round}");
+    }
+}
+
+/// An event id held by a transaction that has not committed yet: nothing after it is
+/// delivered before it, and nothing is skipped when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_uncommitted_event_holds_back_later_ones_and_none_is_skipped() {
+    let database = cluster().new_database();
+    let instances = Instances::start(database.clone(), |_| {}).await;
+    let approver = instances.approver(1).await;
+    let agent = Arc::new(instances.agent(0));
+    let mut stream = approver.stream(None).await;
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // A slow writer: it has taken the next event id and not committed.
+    client.batch_execute("BEGIN").await.unwrap();
+    let held_id: i64 = client
+        .query_one("UPDATE event_seq SET last = last + 1 RETURNING last", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let writer = agent.clone();
+    let later = tokio::spawn(async move {
+        let mut request = writer.request(&big_refund()).unwrap();
+        request.context.intent = "after the slow one".into();
+        hold(&writer, &request).await.id
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), stream.rx.recv())
+            .await
+            .is_err(),
+        "an event past an uncommitted id was delivered"
+    );
+    assert!(
+        !later.is_finished(),
+        "the later write waits for the id before it"
+    );
+    // The slow writer commits its event.
+    client
+        .execute(
+            "INSERT INTO events (id, owner, kind, agent, detail, at) VALUES ($1, $2, 'agent_suspended', $3, 'slow', 0)",
+            &[&held_id, &OWNER, &BILLING],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    let later = later.await.unwrap();
+    let first = stream.next().await;
+    let second = stream.next().await;
+    assert_eq!(first.id, held_id);
+    assert_eq!(first.kind, EventKind::AgentSuspended);
+    assert_eq!(second.id, held_id + 1);
+    assert_eq!(second.request.unwrap().pending.id, later);
+}
+
+/// PostgreSQL restarted under load: the instances answer 503 `store_unavailable` (never a
+/// 500), recover without a restart, and lose nothing they had confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_is_unavailable_then_recovered_with_nothing_lost() {
+    let own = Cluster::start();
+    let instances = Instances::start(own.new_database(), |_| {}).await;
+    let approver = instances.approver(0).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|i| {
+            let agent = instances.agent(i);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut confirmed, mut unavailable) = (Vec::new(), 0);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let mut request = agent.request(&big_refund()).unwrap();
+                    request.context.intent = format!("load {i}.{n}");
+                    match agent.evaluate(&request).await {
+                        Ok(answer) => confirmed.push(answer.context.unwrap().approval.unwrap().id),
+                        Err(e) => {
+                            let text = e.to_string();
+                            assert!(
+                                text.contains("503") && text.contains("store_unavailable"),
+                                "{text}"
+                            );
+                            unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (confirmed, unavailable)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    own.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    own.pg_ctl_start();
+    // Recovered: every instance answers again within seconds, without a restart.
+    for i in 0..3 {
+        let agent = instances.agent(i);
+        let mut ok = false;
+        for _ in 0..100 {
+            let request = agent.request(&big_refund()).unwrap();
+            if agent.evaluate(&request).await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "instance {i} did not recover");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut confirmed = HashSet::new();
+    let mut unavailable = 0;
+    for task in load {
+        let (ids, refused) = task.await.unwrap();
+        unavailable += refused;
+        confirmed.extend(ids);
+    }
+    assert!(unavailable > 0, "the restart was not noticed");
+    // Everything confirmed is there.
+    let mut listed = HashSet::new();
+    let mut before: Option<String> = None;
+    loop {
+        let path = match before {
+            Some(b) => format!("/v1/approver/requests?status=pending&limit=100&before={b}"),
+            None => "/v1/approver/requests?status=pending&limit=100".into(),
+        };
+        let response = approver.send(reqwest::Method::GET, &path, None, &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page: countersign_protocol::api::RequestList = response.json().await.unwrap();
+        listed.extend(page.requests.into_iter().map(|r| r.pending.id));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = confirmed.difference(&listed).collect();
+    assert!(
+        lost.is_empty(),
+        "{} confirmed items lost: {lost:?}",
+        lost.len()
+    );
+}
+
+/// Three sweepers on one database: every item expires once, with one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_sweepers_expire_each_item_once() {
+    let instances = Instances::start(cluster().new_database(), |config| {
+        *config = config.replace("pending_ttl_secs = 300", "pending_ttl_secs = 2");
+    })
+    .await;
+    let approver = instances.approver(0).await;
+    let mut stream = approver.stream(None).await;
+    let mut ids = Vec::new();
+    for n in 0..150 {
+        let agent = instances.agent(n % 3);
+        let mut request = agent.request(&big_refund()).unwrap();
+        request.context.intent = format!("expire {n}");
+        ids.push(hold(&agent, &request).await.id);
+    }
+    let mut expired = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while expired.len() < ids.len() && tokio::time::Instant::now() < deadline {
+        let event = stream.next().await;
+        if event.kind == EventKind::Expired {
+            expired.push(event.request.unwrap().pending.id);
+        }
+    }
+    // A little longer: a second expiry of anything would show now.
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), stream.rx.recv()).await
+    {
+        if event.kind == EventKind::Expired {
+            expired.push(event.request.unwrap().pending.id);
+        }
+    }
+    let unique: HashSet<&String> = expired.iter().collect();
+    assert_eq!(expired.len(), ids.len(), "one expiry event per item");
+    assert_eq!(unique.len(), ids.len());
+    assert!(ids.iter().all(|id| unique.contains(id)));
+}
