@@ -451,6 +451,16 @@ async fn fan_out() {
                 .map(|t| at.saturating_duration_since(*t).as_secs_f64())
         })
         .collect();
+    let metrics = reqwest::get(format!("{}/metrics", broker.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fanout: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("countersign_fanout"))
+        .collect();
     let loaded = rss_kib(pid, "VmRSS:");
     let peak = rss_kib(pid, "VmHWM:");
     println!(
@@ -462,6 +472,7 @@ async fn fan_out() {
         "   delivery (evaluation sent -> event on each of the owner's streams): {}",
         millis(&mut delivery)
     );
+    println!("   {}", fanout.join(", "));
     println!(
         "   broker RSS: idle {:.1} MiB, 100 streams {:.1} MiB, with 10,000 pending {:.1} MiB, peak {:.1} MiB",
         idle as f64 / 1024.0,

@@ -38,6 +38,9 @@ pub struct Hub {
     cursor: AtomicI64,
     /// Ids of requests whose status changed (wakes long-polls).
     changes: broadcast::Sender<String>,
+    rounds: AtomicU64,
+    dispatched: AtomicU64,
+    dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -80,6 +83,9 @@ impl Hub {
             wake: Notify::new(),
             cursor: AtomicI64::new(last_event_id),
             changes,
+            rounds: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -138,6 +144,7 @@ impl Hub {
 
     /// One round: everything committed after the cursor, in id order, to its owner's streams.
     pub fn dispatch_committed(&self, store: &dyn Store) -> crate::store::Result<usize> {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
         let mut total = 0;
         loop {
             let batch = store.events_since(self.cursor(), BATCH)?;
@@ -151,6 +158,7 @@ impl Hub {
                 self.cursor.store(id, Ordering::Release);
                 total += 1;
             }
+            self.dispatched.fetch_add(total as u64, Ordering::Relaxed);
             if !full {
                 return Ok(total);
             }
@@ -163,10 +171,37 @@ impl Hub {
             return;
         };
         // A full buffer drops the stream (it catches up from storage); a closed one is gone.
-        streams.retain(|s| s.tx.try_send(event.clone()).is_ok());
+        streams.retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
         if streams.is_empty() {
             subscribers.remove(owner);
         }
+    }
+
+    /// Its counters, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP countersign_fanout_rounds_total Reads of newly committed events.\n\
+             # TYPE countersign_fanout_rounds_total counter\n\
+             countersign_fanout_rounds_total {}\n\
+             # HELP countersign_fanout_events_total Events handed to streams, each read once.\n\
+             # TYPE countersign_fanout_events_total counter\n\
+             countersign_fanout_events_total {}\n\
+             # HELP countersign_fanout_lagging_total Streams dropped a whole buffer behind (they \
+             caught up from storage).\n\
+             # TYPE countersign_fanout_lagging_total counter\n\
+             countersign_fanout_lagging_total {}\n",
+            c(&self.rounds),
+            c(&self.dispatched),
+            c(&self.dropped)
+        )
     }
 
     fn remove(&self, owner: &str, id: u64) {

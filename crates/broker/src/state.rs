@@ -190,8 +190,19 @@ impl AppState {
 
     /// Takes one token from `agent`'s bucket, or says how long to wait.
     pub fn rate_limit(&self, agent: &str) -> ApiResult<()> {
-        let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        take(&mut buckets, agent.to_owned(), self.config.rate_limit).map_err(|wait| {
+        let limit = self.config.rate_limit;
+        let taken = match self.store.take_shared(
+            &format!("agent:{agent}"),
+            limit.burst,
+            limit.per_minute,
+        )? {
+            Some(shared) => shared,
+            None => {
+                let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                take(&mut buckets, agent.to_owned(), limit)
+            }
+        };
+        taken.map_err(|wait| {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             ApiError::new(
                 ErrorCode::RateLimited,
@@ -203,15 +214,26 @@ impl AppState {
 
     /// Takes one pairing attempt from `peer`'s bucket: guessing codes costs the guesser.
     pub fn pairing_limit(&self, peer: IpAddr) -> ApiResult<()> {
-        let mut buckets = self
-            .pairing_limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Forget idle addresses now and then, so the map cannot grow without bound.
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, b| b.at.elapsed().as_secs() < 600);
-        }
-        take(&mut buckets, peer, self.config.pairing_rate_limit).map_err(|wait| {
+        let limit = self.config.pairing_rate_limit;
+        let taken = match self.store.take_shared(
+            &format!("pairing:{peer}"),
+            limit.burst,
+            limit.per_minute,
+        )? {
+            Some(shared) => shared,
+            None => {
+                let mut buckets = self
+                    .pairing_limiter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // Forget idle addresses now and then, so the map cannot grow without bound.
+                if buckets.len() > 10_000 {
+                    buckets.retain(|_, b| b.at.elapsed().as_secs() < 600);
+                }
+                take(&mut buckets, peer, limit)
+            }
+        };
+        taken.map_err(|wait| {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             ApiError::new(
                 ErrorCode::RateLimited,

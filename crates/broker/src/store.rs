@@ -317,9 +317,34 @@ pub trait Agents {
     fn record_denial(&self, agent: &str, now: i64, window: i64, threshold: u32) -> Result<bool>;
 }
 
+/// Rate limits every instance shares.
+pub trait Limits {
+    /// Takes one token from the bucket `key` (refilled at `per_minute`, holding at most
+    /// `burst`): `Some(Ok(()))` when taken, `Some(Err(seconds))` when empty, and `None` when
+    /// this store keeps no shared buckets (one instance counts in memory).
+    fn take_shared(
+        &self,
+        _key: &str,
+        _burst: u32,
+        _per_minute: u32,
+    ) -> Result<Option<std::result::Result<(), u64>>> {
+        Ok(None)
+    }
+}
+
 /// The broker's storage: every part, from one backend.
 pub trait Store:
-    Requests + Events + Registry + Calls + Agents + ReplayStore + SignCounterStore + Send + Sync + Debug
+    Requests
+    + Events
+    + Registry
+    + Calls
+    + Agents
+    + Limits
+    + ReplayStore
+    + SignCounterStore
+    + Send
+    + Sync
+    + Debug
 {
 }
 
@@ -329,6 +354,7 @@ impl<T> Store for T where
         + Registry
         + Calls
         + Agents
+        + Limits
         + ReplayStore
         + SignCounterStore
         + Send

@@ -30,7 +30,7 @@ pub(super) async fn jwks(State(state): State<Arc<AppState>>) -> Response {
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render() + &state.hub.render(),
     )
         .into_response()
 }

@@ -608,3 +608,34 @@ async fn three_sweepers_expire_each_item_once() {
     assert_eq!(unique.len(), ids.len());
     assert!(ids.iter().all(|id| unique.contains(id)));
 }
+
+/// An agent's rate limit holds across instances: its bucket is shared, not one per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_shared_by_the_instances() {
+    let instances = Instances::start(cluster().new_database(), |config| {
+        *config = config.replace(
+            "[rate_limit]\nper_minute = 1000000\nburst = 100000",
+            "[rate_limit]\nper_minute = 1\nburst = 5",
+        );
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for n in 0..15 {
+        let agent = instances.agent(n % 3);
+        let mut request = agent.request(&big_refund()).unwrap();
+        request.context.intent = format!("limited {n}");
+        statuses.push(match agent.evaluate(&request).await {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        });
+    }
+    let ok = statuses.iter().filter(|s| *s == "ok").count();
+    assert_eq!(ok, 5, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .filter(|s| *s != "ok")
+            .all(|s| s.contains("429") && s.contains("rate_limited")),
+        "{statuses:?}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use countersign_protocol::replay::{ConsumeError, ReplayStore, SignCounterStore};
 
-use super::super::{AgentState, Agents, Calls, Result, StoreError};
+use super::super::{AgentState, Agents, Calls, Limits, Result, StoreError};
 use super::PgStore;
 
 impl Agents for PgStore {
@@ -196,5 +196,61 @@ impl SignCounterStore for PgStore {
             Ok(u32::try_from(previous).unwrap_or(u32::MAX))
         })
         .map_err(unavailable)
+    }
+}
+
+/// The database's clock in seconds: one clock for every instance.
+const NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::FLOAT8";
+
+impl Limits for PgStore {
+    fn take_shared(
+        &self,
+        key: &str,
+        burst: u32,
+        per_minute: u32,
+    ) -> Result<Option<std::result::Result<(), u64>>> {
+        let rate = f64::from(per_minute) / 60.0;
+        let wait = |tokens: f64| -> u64 {
+            let seconds = if rate > 0.0 {
+                ((1.0 - tokens) / rate).ceil()
+            } else {
+                60.0
+            };
+            // A small positive number of seconds.
+            seconds.clamp(1.0, 3600.0) as u64
+        };
+        if burst == 0 {
+            return Ok(Some(Err(wait(0.0))));
+        }
+        let burst = f64::from(burst);
+        let mut conn = self.conn()?;
+        // One statement: refill by the time since the last take, then take one token if there
+        // is one; concurrent takes from any instance queue on the bucket's row.
+        let taken = conn.query_opt(
+            &format!(
+                "INSERT INTO rate_buckets AS b (key, tokens, at) VALUES ($1::TEXT, $2::FLOAT8 - 1, {NOW})
+                 ON CONFLICT (key) DO UPDATE SET
+                     tokens = LEAST($2::FLOAT8, b.tokens + ({NOW} - b.at) * $3::FLOAT8) - 1,
+                     at = {NOW}
+                 WHERE LEAST($2::FLOAT8, b.tokens + ({NOW} - b.at) * $3::FLOAT8) >= 1
+                 RETURNING tokens"
+            ),
+            &[&key, &burst, &rate],
+        )?;
+        if taken.is_some() {
+            return Ok(Some(Ok(())));
+        }
+        let tokens: f64 = conn
+            .query_opt(
+                &format!(
+                    "SELECT LEAST($2::FLOAT8, tokens + ({NOW} - at) * $3::FLOAT8) \
+                     FROM rate_buckets WHERE key = $1::TEXT"
+                ),
+                &[&key, &burst, &rate],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0.0);
+        Ok(Some(Err(wait(tokens))))
     }
 }

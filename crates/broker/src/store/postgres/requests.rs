@@ -312,6 +312,11 @@ impl Requests for PgStore {
                 &[&now.saturating_sub(retention.idempotency_secs)],
             )?);
             tx.execute("DELETE FROM pairing_codes WHERE expires_at < $1", &[&(now - 86_400)])?;
+            // A bucket idle for an hour is full again: forgetting it changes nothing.
+            tx.execute(
+                "DELETE FROM rate_buckets WHERE at < EXTRACT(EPOCH FROM clock_timestamp())::FLOAT8 - 3600",
+                &[],
+            )?;
             Ok(purged)
         })
     }

@@ -65,6 +65,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE agents (id TEXT PRIMARY KEY, suspended BOOLEAN NOT NULL DEFAULT FALSE, quarantined BOOLEAN NOT NULL DEFAULT FALSE);
     CREATE TABLE denials (agent TEXT NOT NULL, at BIGINT NOT NULL);
     CREATE INDEX denials_agent ON denials(agent, at);",
+    // Rate-limit buckets every instance takes from; `at` is the database's clock, in seconds.
+    "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX rate_buckets_at ON rate_buckets(at);",
 ];
 
 /// The database's schema version (0 for an empty database).

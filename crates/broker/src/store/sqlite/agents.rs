@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension as _, params};
 
-use super::super::{AgentState, Agents, Result};
+use super::super::{AgentState, Agents, Limits, Result};
 use super::SqliteStore;
 
 impl Agents for SqliteStore {
@@ -78,3 +78,6 @@ impl Agents for SqliteStore {
         })
     }
 }
+
+/// One instance per SQLite file: its rate limits are counted in memory.
+impl Limits for SqliteStore {}
