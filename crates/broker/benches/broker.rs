@@ -4,13 +4,16 @@
 //! 1. evaluation → pending visible on an approver's SSE stream: p50/p99 over 1000 requests;
 //! 2. redemption throughput with exactly-once consumption;
 //! 3. 10,000 pending items with 100 connected approvers: broker memory and delivery p99.
+//!
+//! `BROKER_BENCH_STORE=postgres` runs them on PostgreSQL (a cluster the bench starts, as the
+//! tests do) and `BROKER_BENCH_INSTANCES=N` on N instances of one database (127.0.0.1..N, one
+//! public URL): events are written through one instance and streamed from another, and
+//! redemptions and submissions are spread over all of them.
 
 #![expect(
     clippy::expect_used,
     clippy::unwrap_used,
     clippy::print_stdout,
-    clippy::panic,
-    clippy::zombie_processes,
     reason = "a bench: aborts on a broken setup; the broker child is reaped in Drop"
 )]
 
@@ -35,17 +38,68 @@ const BIN: &str = env!("CARGO_BIN_EXE_countersign-broker");
 const GATEWAY: &str = "https://payments-gateway.example.com";
 const GATEWAY_SECRET: &str = "bench-gateway-secret-0123456789abcdef";
 
+#[path = "../tests/broker/postgres.rs"]
+#[expect(dead_code, unreachable_pub, reason = "shared with the tests")]
+mod postgres;
+
+/// One broker, or several instances of one on a PostgreSQL database.
 struct Broker {
-    child: Child,
+    children: Vec<Child>,
+    /// The public URL every instance answers for.
     url: String,
-    db: std::path::PathBuf,
+    addrs: Vec<std::net::SocketAddr>,
+    host: Option<String>,
+    store: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Broker {
+    /// Instance `i`'s own address.
+    fn direct(&self, i: usize) -> String {
+        format!("http://{}", self.addrs[i % self.addrs.len()])
+    }
+
+    /// A client whose public URL leads to instance `i`.
+    fn client(&self, i: usize) -> reqwest::Client {
+        let builder = reqwest::Client::builder();
+        match &self.host {
+            Some(host) => builder.resolve(host, self.addrs[i % self.addrs.len()]),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    }
+
+    fn instances(&self) -> usize {
+        self.addrs.len()
+    }
+}
+
+/// What the run is on: the store, and how many instances.
+fn setup() -> (bool, usize) {
+    let postgres = std::env::var("BROKER_BENCH_STORE").is_ok_and(|s| s == "postgres");
+    let instances = std::env::var("BROKER_BENCH_INSTANCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    (postgres, if postgres { instances } else { 1 })
+}
+
+fn label() -> String {
+    match setup() {
+        (false, _) => "SQLite".into(),
+        (true, 1) => "PostgreSQL, 1 instance".into(),
+        (true, n) => format!("PostgreSQL, {n} instances"),
     }
 }
 
@@ -70,11 +124,28 @@ fn free_port() -> u16 {
 }
 
 async fn start(owners: usize) -> Broker {
+    let (postgres, instances) = setup();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port_on(instances);
     let db = dir.path().join("broker.db");
+    let (host, store) = if postgres {
+        let url = postgres::cluster().new_database();
+        (
+            Some("broker.test".to_owned()),
+            vec!["--store-url".to_owned(), url],
+        )
+    } else {
+        (
+            None,
+            vec!["--database".to_owned(), db.to_str().unwrap().to_owned()],
+        )
+    };
+    let url = match &host {
+        Some(host) => format!("http://{host}:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let mut config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\npending_ttl_secs = 3600\n\
+        "public_url = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\npending_ttl_secs = 3600\n\
          policies = \"{}\"\nmax_pending_per_owner = 10000000\n\
          [rate_limit]\nper_minute = 10000000\nburst = 1000000\n\n\
          [pairing_rate_limit]\nper_minute = 10000000\nburst = 1000000\n\n\
@@ -93,29 +164,55 @@ async fn start(owners: usize) -> Broker {
     }
     let path = dir.path().join("broker.toml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(BIN)
-        .args(["--config", path.to_str().unwrap(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if reqwest::get(format!("{url}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Broker {
-                child,
-                url,
-                db,
-                _dir: dir,
-            };
+    let addrs: Vec<std::net::SocketAddr> = (0..instances)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, i as u8 + 1], port)))
+        .collect();
+    let children = addrs
+        .iter()
+        .map(|addr| {
+            Command::new(BIN)
+                .args(["--config", path.to_str().unwrap()])
+                .args(&store)
+                .args(["serve", "--listen", &addr.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let broker = Broker {
+        children,
+        url,
+        addrs,
+        host,
+        store,
+        _dir: dir,
+    };
+    for i in 0..instances {
+        let mut up = false;
+        for _ in 0..200 {
+            up = reqwest::get(format!("{}/healthz", broker.direct(i)))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(up, "broker instance {i} did not start");
     }
-    panic!("broker did not start");
+    broker
+}
+
+/// A port free on 127.0.0.1 .. 127.0.0.n.
+fn free_port_on(n: usize) -> u16 {
+    loop {
+        let port = free_port();
+        if (2..=n).all(|i| std::net::TcpListener::bind((format!("127.0.0.{i}"), port)).is_ok()) {
+            return port;
+        }
+    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -136,15 +233,11 @@ struct Approver {
 }
 
 impl Approver {
-    async fn pair(broker: &Broker, owner: &str) -> Self {
+    /// An approver of `owner` talking to instance `instance`.
+    async fn pair(broker: &Broker, owner: &str, instance: usize) -> Self {
         let out = Command::new(BIN)
-            .args([
-                "--database",
-                broker.db.to_str().unwrap(),
-                "pair",
-                "--owner",
-                owner,
-            ])
+            .args(&broker.store)
+            .args(["pair", "--owner", owner])
             .output()
             .unwrap();
         let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -152,7 +245,7 @@ impl Approver {
             dev: DevApprover::new("unpaired", owner, &broker.url).unwrap(),
             id: String::new(),
             url: broker.url.clone(),
-            http: reqwest::Client::new(),
+            http: broker.client(instance),
         };
         let body = serde_json::to_vec(&PairRequest {
             code,
@@ -267,18 +360,20 @@ fn millis(samples: &mut [f64]) -> String {
 
 async fn latency() {
     let broker = start(1).await;
-    let approver = Approver::pair(&broker, &owner(0)).await;
+    // Written through the first instance, streamed from the last (the same one on one).
+    let approver = Approver::pair(&broker, &owner(0), broker.instances() - 1).await;
     let mut events = approver.stream().await;
     let http = reqwest::Client::new();
+    let writer = broker.direct(0);
     // Warm up connections.
     for n in 0..20 {
-        evaluate(&http, &broker.url, 0, 1_000_000 + n).await;
+        evaluate(&http, &writer, 0, 1_000_000 + n).await;
         events.recv().await;
     }
     let mut samples = Vec::with_capacity(1000);
     for n in 0..1000 {
         let start = Instant::now();
-        let id = evaluate(&http, &broker.url, 0, n).await;
+        let id = evaluate(&http, &writer, 0, n).await;
         loop {
             let (at, event) = events.recv().await.unwrap();
             if event.kind == EventKind::Pending && event.request.is_some_and(|r| r.pending.id == id)
@@ -289,7 +384,13 @@ async fn latency() {
         }
     }
     println!(
-        "1. evaluation -> pending on the approver's SSE stream: {}",
+        "1. [{}] evaluation -> pending on the approver's SSE stream{}: {}",
+        label(),
+        if broker.instances() > 1 {
+            " (written on A, streamed from B)"
+        } else {
+            ""
+        },
         millis(&mut samples)
     );
 }
@@ -297,29 +398,60 @@ async fn latency() {
 async fn redemption() {
     const GRANTS: usize = 2000;
     let broker = start(1).await;
-    let mut approver = Approver::pair(&broker, &owner(0)).await;
+    let mut approver = Approver::pair(&broker, &owner(0), 0).await;
     let http = reqwest::Client::new();
     let mut work = Vec::with_capacity(GRANTS);
     let now = countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
     // Pending items from the broker, grants from the real ceremony (not timed).
     let list: Value = {
         for n in 0..GRANTS {
-            evaluate(&http, &broker.url, 0, n).await;
+            evaluate(&http, &broker.direct(0), 0, n).await;
         }
-        let path = "/v1/approver/requests?status=pending";
-        http.get(format!("{}{path}", broker.url))
-            .header(PROOF_HEADER, approver.proof("GET", path, b""))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let path = "/v1/approver/requests?status=pending&limit=500";
+        let mut all = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let path = match &before {
+                Some(b) => format!("{path}&before={b}"),
+                None => path.to_owned(),
+            };
+            let page: Value = approver
+                .http
+                .get(format!("{}{path}", broker.url))
+                .header(PROOF_HEADER, approver.proof("GET", &path, b""))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            all.extend(page["requests"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => before = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        json!({"requests": all})
     };
     for view in list["requests"].as_array().unwrap() {
         let pending: PendingAction = serde_json::from_value(view["pending"].clone()).unwrap();
         let draft = GrantDraft::new(&pending, &approver.dev.issuer, GrantOptions::at(now)).unwrap();
         let grant = approver.dev.sign(draft).unwrap().token().to_owned();
+        // The owner's decision, so the broker holds the grant as approved (not timed).
+        let path = format!("/v1/approver/requests/{}/decision", pending.id);
+        let decision = serde_json::to_vec(&json!({"decision": "approve", "grant": grant})).unwrap();
+        let status = approver
+            .http
+            .post(format!("{}{path}", broker.url))
+            .header(PROOF_HEADER, approver.proof("POST", &path, &decision))
+            .header("idempotency-key", pending.id.as_str())
+            .header("content-type", "application/json")
+            .body(decision)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "approving {}: {status}", pending.id);
         let body = serde_json::to_vec(&RedeemRequest {
             grant,
             action: pending.request(),
@@ -330,13 +462,14 @@ async fn redemption() {
     }
     let work = Arc::new(work);
     let run = |bodies: Arc<Vec<Vec<u8>>>| {
-        let url = broker.url.clone();
+        // The gateways' connections spread over the instances.
+        let urls: Vec<String> = (0..32).map(|t| broker.direct(t)).collect();
         async move {
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let start = Instant::now();
             let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    let (bodies, next, url) = (bodies.clone(), next.clone(), url.clone());
+                .map(|t| {
+                    let (bodies, next, url) = (bodies.clone(), next.clone(), urls[t].clone());
                     tokio::spawn(async move {
                         let http = reqwest::Client::new();
                         let mut statuses: HashMap<u16, usize> = HashMap::new();
@@ -371,7 +504,8 @@ async fn redemption() {
     let (elapsed, first) = run(work.clone()).await;
     let (_, second) = run(work.clone()).await;
     println!(
-        "2. redemption: {GRANTS} grants in {:.2} s = {:.0} /s (32 concurrent gateway connections); first pass {:?}, replay pass {:?}",
+        "2. [{}] redemption: {GRANTS} grants in {:.2} s = {:.0} /s (32 concurrent gateway connections); first pass {:?}, replay pass {:?}",
+        label(),
         elapsed.as_secs_f64(),
         GRANTS as f64 / elapsed.as_secs_f64(),
         first,
@@ -384,12 +518,14 @@ async fn fan_out() {
     const PER_OWNER: usize = 10;
     const ITEMS: usize = 10_000;
     let broker = start(OWNERS).await;
-    let pid = broker.child.id();
+    // Memory of the first instance.
+    let pid = broker.children[0].id();
     let idle = rss_kib(pid, "VmRSS:");
     let mut streams = Vec::new();
     for o in 0..OWNERS {
-        for _ in 0..PER_OWNER {
-            let approver = Approver::pair(&broker, &owner(o)).await;
+        for a in 0..PER_OWNER {
+            // Each owner's approvers spread over the instances.
+            let approver = Approver::pair(&broker, &owner(o), a).await;
             streams.push((o, approver.stream().await, approver));
         }
     }
@@ -415,7 +551,13 @@ async fn fan_out() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let submitters: Vec<_> = (0..16)
         .map(|_| {
-            let (url, sent, next) = (broker.url.clone(), sent.clone(), next.clone());
+            let (urls, sent, next) = (
+                (0..broker.instances())
+                    .map(|i| broker.direct(i))
+                    .collect::<Vec<_>>(),
+                sent.clone(),
+                next.clone(),
+            );
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 loop {
@@ -424,7 +566,8 @@ async fn fan_out() {
                         break;
                     }
                     let t = Instant::now();
-                    let id = evaluate(&http, &url, n % OWNERS, n).await;
+                    let url = &urls[n % urls.len()];
+                    let id = evaluate(&http, url, n % OWNERS, n).await;
                     sent.lock().await.insert(id, t);
                 }
             })
@@ -451,7 +594,7 @@ async fn fan_out() {
                 .map(|t| at.saturating_duration_since(*t).as_secs_f64())
         })
         .collect();
-    let metrics = reqwest::get(format!("{}/metrics", broker.url))
+    let metrics = reqwest::get(format!("{}/metrics", broker.direct(0)))
         .await
         .unwrap()
         .text()
@@ -464,7 +607,8 @@ async fn fan_out() {
     let loaded = rss_kib(pid, "VmRSS:");
     let peak = rss_kib(pid, "VmHWM:");
     println!(
-        "3. {ITEMS} pending items, {} approvers ({OWNERS} owners x {PER_OWNER}): {} deliveries of {expected} in {submit_secs:.1} s",
+        "3. [{}] {ITEMS} pending items, {} approvers ({OWNERS} owners x {PER_OWNER}): {} deliveries of {expected} in {submit_secs:.1} s",
+        label(),
         OWNERS * PER_OWNER,
         delivery.len()
     );

@@ -66,7 +66,8 @@ pub struct Endpoint {
     pub request: Option<fn(&mut SchemaGenerator) -> Value>,
     pub success: Success,
     pub parameters: &'static [Parameter],
-    /// What it can refuse with, beyond what every endpoint can (405, 500).
+    /// What it can refuse with, beyond what every endpoint can (405, 500, and 503 when it
+    /// uses the store).
     pub codes: &'static [Codes],
 }
 
@@ -419,7 +420,8 @@ fn jwk_set(generator: &mut SchemaGenerator) -> Value {
 }
 
 impl Endpoint {
-    /// Every code this endpoint can send, with its status: its own list, plus 405 and 500.
+    /// Every code this endpoint can send, with its status: its own list, plus 405 and 500, and
+    /// 503 `store_unavailable` where it uses the store.
     pub fn refusals(&self) -> BTreeMap<u16, Vec<&'static str>> {
         let mut out: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
         let mut add = |code: &'static str| {
@@ -442,6 +444,13 @@ impl Endpoint {
         }
         add(E::MethodNotAllowed.as_str());
         add(E::Internal.as_str());
+        // Whatever reads or writes the store answers 503 while its database is unreachable.
+        if !matches!(
+            self.path,
+            "/v1/registry" | "/v1/registry/jwks.json" | "/healthz" | "/metrics" | "/openapi.json"
+        ) {
+            add("store_unavailable");
+        }
         out
     }
 }

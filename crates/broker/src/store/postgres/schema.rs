@@ -68,6 +68,8 @@ const MIGRATIONS: &[&str] = &[
     // Rate-limit buckets every instance takes from; `at` is the database's clock, in seconds.
     "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL);
     CREATE INDEX rate_buckets_at ON rate_buckets(at);",
+    // Counting an owner's unexpired pending items (every hold does, for the cap) from the index.
+    "CREATE INDEX requests_owner_pending ON requests(owner, status, expires_at);",
 ];
 
 /// The database's schema version (0 for an empty database).

@@ -19,7 +19,10 @@ impl Requests for SqliteStore {
         self.with_tx(|tx| {
             let existing: Option<String> = tx
                 .query_row(
-                    "SELECT id FROM requests WHERE agent = ?1 AND action_hash = ?2 AND status = 'pending'
+                    // Named: without statistics SQLite would take the expiry index and read every
+                    // pending row of every owner.
+                    "SELECT id FROM requests INDEXED BY requests_merge
+                     WHERE agent = ?1 AND action_hash = ?2 AND status = 'pending'
                      AND expires_at > ?3 ORDER BY created_at LIMIT 1",
                     params![new.agent, new.pending.action_hash.as_str(), now],
                     |r| r.get(0),
