@@ -127,9 +127,26 @@ enum AgentsCommand {
     Release { agent: String },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let postgres = cli.store_url.is_some()
+        || cli.config.as_ref().is_some_and(|path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| Config::from_toml(&text).ok())
+                .is_some_and(|config| config.store.url.is_some())
+        });
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if postgres {
+        // A store call waits for its database in the worker that makes it: with PostgreSQL,
+        // more workers keep more calls in flight (the store's connections bound them).
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        runtime.worker_threads((cores * 4).max(8));
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
