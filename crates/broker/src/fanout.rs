@@ -218,3 +218,57 @@ impl Hub {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Events as _, SqliteStore};
+    use countersign_protocol::api::EventKind;
+
+    fn write(store: &SqliteStore, owner: &str, n: usize) {
+        for i in 0..n {
+            store
+                .agent_event(owner, "agent", EventKind::AgentSuspended, &i.to_string(), 0)
+                .unwrap();
+        }
+    }
+
+    /// A stream that stops reading is dropped once a whole buffer behind: the hub never holds
+    /// more than a buffer for it, the others keep theirs, and what it received is in order.
+    #[tokio::test]
+    async fn a_stream_a_buffer_behind_is_dropped_and_the_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        let hub = Arc::new(Hub::new(store.last_event_id_overall().unwrap()));
+        let mut slow = hub.subscribe("alice");
+        let mut other = hub.subscribe("bob");
+        write(&store, "alice", STREAM_BUFFER + 10);
+        write(&store, "bob", 3);
+        assert_eq!(
+            hub.dispatch_committed(&store).unwrap(),
+            STREAM_BUFFER + 13,
+            "each event read once"
+        );
+        assert_eq!(hub.subscribers(), 1, "only the slow stream is gone");
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
+        let mut previous = 0;
+        for _ in 0..STREAM_BUFFER {
+            let event = slow.recv().await.unwrap();
+            assert!(event.id > previous);
+            previous = event.id;
+        }
+        // Then the end: the stream reads the rest from the store after `previous`.
+        assert!(slow.recv().await.is_none());
+        assert_eq!(
+            store.events_after("alice", previous, 100).unwrap().len(),
+            10,
+            "nothing it missed is lost"
+        );
+        for _ in 0..3 {
+            assert!(other.recv().await.unwrap().detail.is_some());
+        }
+        // The next round starts after the cursor: nothing is dispatched twice.
+        assert_eq!(hub.dispatch_committed(&store).unwrap(), 0);
+        assert_eq!(hub.cursor(), store.last_event_id_overall().unwrap());
+    }
+}

@@ -639,3 +639,60 @@ async fn rate_limits_are_shared_by_the_instances() {
         "{statuses:?}"
     );
 }
+
+/// One pairing code, used at two instances at once: one device is paired, the other refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pairing_code_is_used_once_across_instances() {
+    let instances = Instances::start(cluster().new_database(), |_| {}).await;
+    for round in 0..10 {
+        let out = Command::new(BIN)
+            .args([
+                "--store-url",
+                &instances.store_url,
+                "pair",
+                "--owner",
+                OWNER,
+            ])
+            .output()
+            .unwrap();
+        let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut first = TestApprover::new(&instances.url(), OWNER);
+        first.http = instances.client(0);
+        let mut second = TestApprover::new(&instances.url(), OWNER);
+        second.http = instances.client(1);
+        let (a, b) = tokio::join!(first.pair(&code), second.pair(&code));
+        let refused = match (&a, &b) {
+            (Ok(_), Err(refused)) | (Err(refused), Ok(_)) => refused,
+            _ => panic!("round {round}: {a:?} {b:?}"),
+        };
+        assert_eq!(refused.1["code"], "pairing_code_invalid", "round {round}");
+    }
+}
+
+/// Denials reaching different instances count together: the third quarantines the agent
+/// everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denials_through_different_instances_quarantine_the_agent() {
+    let instances = Instances::start(cluster().new_database(), |_| {}).await;
+    let mut approver = instances.approver(0).await;
+    for i in 0..3 {
+        let agent = instances.agent(i);
+        let view = held(&agent, &approver, &format!("deny {i}")).await;
+        approver.http = instances.client(i);
+        let (status, body) = approver
+            .deny(&view.pending.id, "not allowed", false, &format!("d{i}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for i in 0..3 {
+        let agent = instances.agent(i);
+        let refused = agent
+            .evaluate(&agent.request(&big_refund()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("agent_quarantined"),
+            "instance {i}: {refused}"
+        );
+    }
+}
