@@ -167,6 +167,20 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+impl RateLimit {
+    /// Seconds until a bucket holding `tokens` has one again (at least 1, at most an hour).
+    pub fn wait_secs(&self, tokens: f64) -> u64 {
+        let rate = f64::from(self.per_minute) / 60.0;
+        let seconds = if rate > 0.0 {
+            ((1.0 - tokens) / rate).ceil()
+        } else {
+            60.0
+        };
+        // A small positive number of seconds.
+        seconds.clamp(1.0, 3600.0) as u64
+    }
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
         Self {

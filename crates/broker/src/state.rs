@@ -262,13 +262,7 @@ fn take<K: std::hash::Hash + Eq>(
         bucket.tokens -= 1.0;
         return Ok(());
     }
-    let wait = if rate > 0.0 {
-        ((1.0 - bucket.tokens) / rate).ceil()
-    } else {
-        60.0
-    };
-    // wait is a small positive number of seconds.
-    Err(wait.clamp(1.0, 3600.0) as u64)
+    Err(limit.wait_secs(bucket.tokens))
 }
 
 /// The registry of every stored approver that is valid; one that is not (stored by an older

@@ -75,6 +75,21 @@ pub struct StoredRequest {
     pub grant_exp: Option<i64>,
 }
 
+impl StoredRequest {
+    /// Whether a decision can still be recorded: pending, and not past its expiry.
+    pub(crate) fn decidable(&self, now: i64) -> bool {
+        self.view.status == Status::Pending && self.view.pending.expires_at.unix() > now
+    }
+
+    /// Whether this item holds `grant` as approved: its `jti`, its owner, its gateway.
+    pub(crate) fn accepts(&self, grant: &Redemption<'_>) -> bool {
+        self.view.status == Status::Approved
+            && self.grant_jti.as_deref() == Some(grant.jti)
+            && self.owner == grant.sub
+            && self.view.pending.audience == grant.aud
+    }
+}
+
 /// A decision to record.
 #[derive(Clone, Debug)]
 pub enum StoredDecision {

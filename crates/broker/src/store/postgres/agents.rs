@@ -4,6 +4,8 @@
 
 use countersign_protocol::replay::{ConsumeError, ReplayStore, SignCounterStore};
 
+use crate::config::RateLimit;
+
 use super::super::{AgentState, Agents, Calls, Limits, Result, StoreError};
 use super::PgStore;
 
@@ -210,15 +212,7 @@ impl Limits for PgStore {
         per_minute: u32,
     ) -> Result<Option<std::result::Result<(), u64>>> {
         let rate = f64::from(per_minute) / 60.0;
-        let wait = |tokens: f64| -> u64 {
-            let seconds = if rate > 0.0 {
-                ((1.0 - tokens) / rate).ceil()
-            } else {
-                60.0
-            };
-            // A small positive number of seconds.
-            seconds.clamp(1.0, 3600.0) as u64
-        };
+        let wait = |tokens: f64| RateLimit { per_minute, burst }.wait_secs(tokens);
         if burst == 0 {
             return Ok(Some(Err(wait(0.0))));
         }

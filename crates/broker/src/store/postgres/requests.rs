@@ -120,7 +120,7 @@ impl Requests for PgStore {
             if current.owner != owner {
                 return Ok(DecideOutcome::NotFound);
             }
-            if current.view.status != Status::Pending || current.view.pending.expires_at.unix() <= now {
+            if !current.decidable(now) {
                 return Ok(DecideOutcome::AlreadyFinal(Box::new(current)));
             }
             let kind = match decision {
@@ -158,10 +158,7 @@ impl Requests for PgStore {
                 None => {}
             }
             let Some(item) = item else { return Ok(RedeemOutcome::NotAccepted) };
-            let accepted = item.view.status == Status::Approved
-                && item.grant_jti.as_deref() == Some(grant.jti)
-                && item.owner == grant.sub
-                && item.view.pending.audience == grant.aud;
+            let accepted = item.accepts(grant);
             if !accepted {
                 return Ok(RedeemOutcome::NotAccepted);
             }

@@ -113,7 +113,7 @@ impl Requests for SqliteStore {
             if current.owner != owner {
                 return Ok(DecideOutcome::NotFound);
             }
-            if current.view.status != Status::Pending || current.view.pending.expires_at.unix() <= now {
+            if !current.decidable(now) {
                 return Ok(DecideOutcome::AlreadyFinal(Box::new(current)));
             }
             let kind = match decision {
@@ -156,10 +156,7 @@ impl Requests for SqliteStore {
             let Some(item) = load(tx, grant.txn)? else {
                 return Ok(RedeemOutcome::NotAccepted);
             };
-            let accepted = item.view.status == Status::Approved
-                && item.grant_jti.as_deref() == Some(grant.jti)
-                && item.owner == grant.sub
-                && item.view.pending.audience == grant.aud;
+            let accepted = item.accepts(grant);
             if !accepted {
                 return Ok(RedeemOutcome::NotAccepted);
             }
