@@ -18,4 +18,5 @@ mod postgres;
 )]
 mod support;
 
+mod harness;
 mod instances;
