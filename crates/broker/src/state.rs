@@ -190,18 +190,12 @@ impl AppState {
 
     /// Takes one token from `agent`'s bucket, or says how long to wait.
     pub fn rate_limit(&self, agent: &str) -> ApiResult<()> {
-        let limit = self.config.rate_limit;
-        let taken = match self.store.take_shared(
+        let taken = self.take_token(
             &format!("agent:{agent}"),
-            limit.burst,
-            limit.per_minute,
-        )? {
-            Some(shared) => shared,
-            None => {
-                let mut buckets = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-                take(&mut buckets, agent.to_owned(), limit)
-            }
-        };
+            &self.limiter,
+            agent.to_owned(),
+            self.config.rate_limit,
+        )?;
         taken.map_err(|wait| {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             ApiError::new(
@@ -214,25 +208,12 @@ impl AppState {
 
     /// Takes one pairing attempt from `peer`'s bucket: guessing codes costs the guesser.
     pub fn pairing_limit(&self, peer: IpAddr) -> ApiResult<()> {
-        let limit = self.config.pairing_rate_limit;
-        let taken = match self.store.take_shared(
+        let taken = self.take_token(
             &format!("pairing:{peer}"),
-            limit.burst,
-            limit.per_minute,
-        )? {
-            Some(shared) => shared,
-            None => {
-                let mut buckets = self
-                    .pairing_limiter
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                // Forget idle addresses now and then, so the map cannot grow without bound.
-                if buckets.len() > 10_000 {
-                    buckets.retain(|_, b| b.at.elapsed().as_secs() < 600);
-                }
-                take(&mut buckets, peer, limit)
-            }
-        };
+            &self.pairing_limiter,
+            peer,
+            self.config.pairing_rate_limit,
+        )?;
         taken.map_err(|wait| {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             ApiError::new(
@@ -241,6 +222,32 @@ impl AppState {
             )
             .retry_after(wait)
         })
+    }
+}
+
+impl AppState {
+    /// Takes one token from a bucket every instance shares (`shared`, when the store keeps
+    /// them), else from this instance's bucket `key` in `local`; `Err` says how many seconds
+    /// until there is one.
+    fn take_token<K: std::hash::Hash + Eq>(
+        &self,
+        shared: &str,
+        local: &Mutex<HashMap<K, Bucket>>,
+        key: K,
+        limit: crate::config::RateLimit,
+    ) -> ApiResult<Result<(), u64>> {
+        if let Some(taken) = self
+            .store
+            .take_shared(shared, limit.burst, limit.per_minute)?
+        {
+            return Ok(taken);
+        }
+        let mut buckets = local.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget idle keys now and then, so the map cannot grow without bound.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| b.at.elapsed().as_secs() < 600);
+        }
+        Ok(take(&mut buckets, key, limit))
     }
 }
 

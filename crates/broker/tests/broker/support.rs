@@ -220,17 +220,7 @@ impl TestBroker {
 
     /// A one-time pairing code from the real admin command.
     pub fn pairing_code(&self, owner: &str) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-            .args(self.store_args())
-            .args(["pair", "--owner", owner])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        pairing_code(&self.store_args(), owner)
     }
 
     /// A paired approver of `owner`.
@@ -240,6 +230,22 @@ impl TestBroker {
         approver.pair(&code).await.unwrap();
         approver
     }
+}
+
+/// A one-time pairing code for `owner` from the real admin command, on the store that
+/// `store_args` name.
+pub fn pairing_code(store_args: &[String], owner: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
+        .args(store_args)
+        .args(["pair", "--owner", owner])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// A value for [`TestDb`]'s statements.

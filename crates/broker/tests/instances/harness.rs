@@ -10,7 +10,7 @@ use countersign_broker::simulate::{FleetSecrets, SimulatedAgent};
 use countersign_protocol::api::{ApproverEvent, RequestView};
 use reqwest::StatusCode;
 
-use crate::support::{TestApprover, big_refund, hold};
+use crate::support::{TestApprover, big_refund, hold, pairing_code};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_countersign-broker");
 pub const OWNER: &str = "alice@example.com";
@@ -93,6 +93,11 @@ impl Instances {
         format!("http://{HOST}:{}", self.port)
     }
 
+    /// The arguments that point the admin commands at the instances' database.
+    pub fn store_args(&self) -> Vec<String> {
+        vec!["--store-url".into(), self.store_url.clone()]
+    }
+
     /// Instance `i`'s own address.
     pub fn direct(&self, i: usize) -> String {
         format!("http://{}", self.addr(i))
@@ -145,16 +150,7 @@ impl Instances {
     /// An approver of the owner, paired through instance `i` with a code from the admin
     /// command, talking to instance `i`.
     pub async fn approver(&self, i: usize) -> TestApprover {
-        let out = Command::new(BIN)
-            .args(["--store-url", &self.store_url, "pair", "--owner", OWNER])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let code = pairing_code(&self.store_args(), OWNER);
         let mut approver = TestApprover::new(&self.url(), OWNER);
         approver.http = self.client(i);
         approver.pair(&code).await.unwrap();

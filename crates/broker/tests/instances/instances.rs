@@ -1,7 +1,6 @@
 //! Three instances, one database: every guarantee of one broker holds across them.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +8,9 @@ use countersign_broker::simulate::SimulatedAgent;
 use countersign_protocol::api::{ApproverEvent, EventKind, RedeemRequest};
 use reqwest::StatusCode;
 
-use crate::harness::{BILLING, BIN, Instances, OWNER, PAYMENTS, events_in_order, held};
+use crate::harness::{BILLING, Instances, OWNER, PAYMENTS, events_in_order, held};
 use crate::postgres::{Cluster, cluster};
-use crate::support::{TestApprover, big_refund, hold, post_raw};
+use crate::support::{TestApprover, big_refund, hold, pairing_code, post_raw};
 
 /// 64 redemptions of one grant at once, spread over three instances: exactly one runs, every
 /// round. `COUNTERSIGN_ROUNDS` sets the number of rounds (default 1000).
@@ -441,17 +440,7 @@ async fn rate_limits_are_shared_by_the_instances() {
 async fn a_pairing_code_is_used_once_across_instances() {
     let instances = Instances::start(cluster().new_database(), |_| {}).await;
     for round in 0..10 {
-        let out = Command::new(BIN)
-            .args([
-                "--store-url",
-                &instances.store_url,
-                "pair",
-                "--owner",
-                OWNER,
-            ])
-            .output()
-            .unwrap();
-        let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let code = pairing_code(&instances.store_args(), OWNER);
         let mut first = TestApprover::new(&instances.url(), OWNER);
         first.http = instances.client(0);
         let mut second = TestApprover::new(&instances.url(), OWNER);
