@@ -10,7 +10,7 @@ test: setup check
 ## The core crates' tests only (protocol, broker, approver, CLI): no desktop build, no webkit.
 test-core: setup
 	scripts/session.sh $(CARGO) test --locked --workspace --exclude countersign-desktop
-	$(MAKE) broker-postgres
+	$(MAKE) broker-postgres PACKAGES="--workspace --exclude countersign-desktop"
 
 ## The desktop app in demo mode: embedded broker, simulated agents, development authenticator.
 demo:
@@ -48,9 +48,11 @@ unit:
 	$(MAKE) broker-postgres
 
 ## The broker's suite again on PostgreSQL: a cluster the tests start (initdb, pg_ctl) in a
-## temporary directory on a free port, and stop when they end.
+## temporary directory on a free port, and stop when they end. PACKAGES is the package set of
+## the build before it: the same set means the same features, so nothing is built again.
+PACKAGES ?= --workspace
 broker-postgres:
-	COUNTERSIGN_TEST_STORE=postgres scripts/session.sh $(CARGO) test --locked -p countersign-broker --test broker
+	COUNTERSIGN_TEST_STORE=postgres scripts/session.sh $(CARGO) test --locked $(PACKAGES) --test broker
 
 ## Every fuzz target for a few seconds from its committed corpus (scripts/fuzz.sh).
 fuzz-short:
