@@ -254,30 +254,13 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
 
 /// Reports whether the store is reachable and current, without changing it.
 fn check(config: &Config) -> anyhow::Result<()> {
-    match &config.store.url {
+    let (state, what) = match &config.store.url {
         Some(url) => {
             let store = PgStore::connect(url, 2).context("connecting to the PostgreSQL store")?;
-            let state = store.schema_state()?;
-            if state.database < state.broker {
-                bail!(
-                    "the database's schema is version {}, older than this broker's ({}): run \
-                     `countersign-broker migrate` (or start `serve`, which migrates)",
-                    state.database,
-                    state.broker
-                );
-            }
-            if state.database > state.broker {
-                bail!(
-                    "the database's schema is version {}, newer than this broker's ({}): \
-                     upgrade the broker",
-                    state.database,
-                    state.broker
-                );
-            }
-            println!(
-                "ok: PostgreSQL store reachable, schema version {}",
-                state.database
-            );
+            (
+                store.schema_state()?,
+                "PostgreSQL store reachable".to_owned(),
+            )
         }
         None => {
             if !config.database.exists() {
@@ -286,11 +269,28 @@ fn check(config: &Config) -> anyhow::Result<()> {
                     config.database.display()
                 );
             }
-            SqliteStore::open(&config.database)
-                .with_context(|| format!("opening {}", config.database.display()))?;
-            println!("ok: SQLite store {}", config.database.display());
+            let state = SqliteStore::schema_state(&config.database)
+                .with_context(|| format!("reading {}", config.database.display()))?;
+            (state, format!("SQLite store {}", config.database.display()))
         }
+    };
+    if state.database < state.broker {
+        bail!(
+            "the database's schema is version {}, older than this broker's ({}): run \
+             `countersign-broker migrate` (or start `serve`, which migrates)",
+            state.database,
+            state.broker
+        );
     }
+    if state.database > state.broker {
+        bail!(
+            "the database's schema is version {}, newer than this broker's ({}): \
+             upgrade the broker",
+            state.database,
+            state.broker
+        );
+    }
+    println!("ok: {what}, schema version {}", state.database);
     Ok(())
 }
 

@@ -56,6 +56,13 @@ pub(crate) fn kind_text(kind: EventKind) -> Result<String> {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What a database's schema is, against what this broker writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaState {
+    pub database: i64,
+    pub broker: i64,
+}
+
 /// A pending action to hold.
 #[derive(Clone, Debug)]
 pub struct NewPending {
@@ -381,5 +388,5 @@ impl<T> Store for T where
 mod postgres;
 mod sqlite;
 
-pub use postgres::{CHANNEL, PgStore, SCHEMA_VERSION, SchemaState};
+pub use postgres::{CHANNEL, PgStore, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;

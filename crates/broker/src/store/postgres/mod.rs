@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
-use super::{Result, StoreError};
+use super::{Result, SchemaState, StoreError};
 
 mod agents;
 mod events;
@@ -66,13 +66,6 @@ impl std::fmt::Debug for PgStore {
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
-}
-
-/// What the database's schema is, against what this broker knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SchemaState {
-    pub database: i64,
-    pub broker: i64,
 }
 
 impl PgStore {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction};
 
-use super::{Result, StoreError};
+use super::{Result, SchemaState, StoreError};
 
 mod agents;
 mod calls;
@@ -41,9 +41,30 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The schema version of the file at `path` and of this broker, read without creating,
+    /// migrating or writing anything.
+    pub fn schema_state(path: &Path) -> Result<SchemaState> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let database: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        Ok(SchemaState {
+            database,
+            broker: schema::SCHEMA_VERSION,
+        })
+    }
+
     fn migrate(&self) -> Result<()> {
         let mut conn = self.lock()?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > schema::MIGRATIONS.len() {
+            // Written by a newer broker: an older one must not write to it.
+            return Err(StoreError::SchemaTooNew {
+                database: i64::try_from(version).unwrap_or(i64::MAX),
+                broker: schema::SCHEMA_VERSION,
+            });
+        }
         let tx = conn.transaction()?;
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(sql)?;

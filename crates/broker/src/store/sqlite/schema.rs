@@ -1,5 +1,8 @@
 //! The broker database's schema, as an append-only list of migrations.
 
+/// The schema version this broker writes (SQLite's `user_version`).
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE requests (
         id TEXT PRIMARY KEY,
