@@ -1,7 +1,8 @@
 //! A real PostgreSQL cluster for the tests, started on first use with `initdb` and `pg_ctl`
 //! from Debian's `postgresql` package, in a temporary directory on a free loopback port; never
-//! a system cluster. Each test gets a database of its own. A watchdog stops the cluster and
-//! removes its directory when the test process ends, however it ends.
+//! a system cluster. It speaks TLS with a self-signed certificate, which the clients verify.
+//! Each test gets a database of its own. A watchdog stops the cluster and removes its directory
+//! when the test process ends, however it ends.
 //!
 //! `COUNTERSIGN_TEST_STORE=postgres` runs the broker suite on it; `COUNTERSIGN_PG_BIN` names
 //! the directory of `initdb` and `pg_ctl` when they are not in `/usr/lib/postgresql/*/bin`.
@@ -77,6 +78,7 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        cluster.write_certificate();
         let mut cluster = cluster;
         cluster.port = free_port();
         cluster.pg_ctl_start();
@@ -86,6 +88,36 @@ impl Cluster {
 
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// The certificate the clients trust: the server's own, self-signed, for `localhost` and
+    /// `127.0.0.1`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A self-signed certificate and its key in the data directory (readable by the server
+    /// alone, as PostgreSQL requires), and the certificate again as [`Self::ca_file`].
+    fn write_certificate(&self) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        std::fs::write(self.ca_file(), cert.cert.pem()).unwrap();
+        let (crt, key) = (
+            self.data().join("server.crt"),
+            self.data().join("server.key"),
+        );
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if let Some(user) = self.run_as {
+            let status = Command::new("chown")
+                .arg(user)
+                .args([&crt, &key])
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the server's certificate");
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -105,7 +137,8 @@ impl Cluster {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
              -c max_connections=400 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off",
+             -c full_page_writes=off -c ssl=on -c ssl_cert_file=server.crt \
+             -c ssl_key_file=server.key",
             self.port
         );
         let out = self
@@ -176,10 +209,25 @@ impl Cluster {
             .unwrap()
     }
 
-    /// A URL for `database`.
+    /// A URL for `database`: over TLS, the server's certificate verified.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgres://{USER}@127.0.0.1:{}/{database}?connect_timeout=5",
+            "postgres://{USER}@127.0.0.1:{}/{database}?connect_timeout=5&sslmode=verify-full&sslrootcert={}",
+            self.port,
+            self.ca_file().display()
+        )
+    }
+
+    /// The database a URL of [`Self::url`] names.
+    pub fn database_of(url: &str) -> String {
+        let path = url.split('?').next().unwrap();
+        path.rsplit('/').next().unwrap().to_owned()
+    }
+
+    /// A URL for `database` in clear.
+    pub fn plain_url(&self, database: &str) -> String {
+        format!(
+            "postgres://{USER}@127.0.0.1:{}/{database}?connect_timeout=5&sslmode=disable",
             self.port
         )
     }

@@ -171,7 +171,9 @@ impl TestBroker {
     pub async fn db(&self) -> TestDb {
         match &self.config.store.url {
             Some(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                let postgres = crate::postgres::cluster();
+                let plain = postgres.plain_url(&crate::postgres::Cluster::database_of(url));
+                let (client, connection) = tokio_postgres::connect(&plain, tokio_postgres::NoTls)
                     .await
                     .unwrap();
                 tokio::spawn(connection);
@@ -542,7 +544,18 @@ pub async fn post_raw(
     content_type: &str,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+    post_raw_via(&reqwest::Client::new(), url, secret, content_type, body).await
+}
+
+/// [`post_raw`] through `http` (a client whose connections the caller reuses).
+pub async fn post_raw_via(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let response = http
         .post(url)
         .bearer_auth(secret)
         .header("content-type", content_type)

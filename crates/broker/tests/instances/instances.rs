@@ -10,19 +10,20 @@ use reqwest::StatusCode;
 
 use crate::harness::{BILLING, Instances, OWNER, PAYMENTS, events_in_order, held};
 use crate::postgres::{Cluster, cluster};
-use crate::support::{TestApprover, big_refund, hold, pairing_code, post_raw};
+use crate::support::{TestApprover, big_refund, hold, pairing_code, post_raw_via};
 
 /// 64 redemptions of one grant at once, spread over three instances: exactly one runs, every
-/// round. `COUNTERSIGN_ROUNDS` sets the number of rounds (default 1000).
+/// round. `COUNTERSIGN_ROUNDS` sets the number of rounds (default 1000); [`LANES`] rounds run
+/// side by side, each with its own approver and grant, so the machine stays busy while a
+/// round waits on its slowest redemption.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_grant_is_spent_once_whichever_instances_the_redemptions_reach() {
+    const LANES: usize = 3;
     let rounds: usize = std::env::var("COUNTERSIGN_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(1000);
     let instances = Instances::start(cluster().new_database(), |_| {}).await;
-    let mut approver = instances.approver(0).await;
-    let agents: Vec<Arc<SimulatedAgent>> = (0..3).map(|i| Arc::new(instances.agent(i))).collect();
     let gateway = instances
         .secrets
         .gateways
@@ -31,47 +32,87 @@ async fn one_grant_is_spent_once_whichever_instances_the_redemptions_reach() {
         .unwrap()
         .secret
         .clone();
-    for round in 0..rounds {
-        let view = held(&agents[round % 3], &approver, &format!("round {round}")).await;
-        let grant = approver.grant(&view);
-        let (status, body) = approver
-            .decide(
-                &view.pending.id,
-                &serde_json::json!({"decision": "approve", "grant": grant}),
-                &format!("k{round}"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let request = view.pending.request();
-        let body = serde_json::to_vec(&RedeemRequest {
-            grant,
-            action: request,
-            presenter_jkt: None,
-        })
-        .unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(64));
-        let tasks: Vec<_> = (0..64)
-            .map(|n| {
-                let url = format!("{}/v1/grants/redeem", instances.direct(n % 3));
-                let (secret, body, barrier) = (gateway.clone(), body.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    post_raw(&url, &secret, "application/json", body).await
-                })
-            })
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut lanes = Vec::new();
+    for lane in 0..LANES {
+        let approver = instances.approver(lane % 3).await;
+        let agent = instances.agent(lane % 3);
+        let urls: Vec<String> = (0..3)
+            .map(|i| format!("{}/v1/grants/redeem", instances.direct(i)))
             .collect();
-        let mut ok = 0;
-        for task in tasks {
-            let (status, answer) = task.await.unwrap();
-            assert!(
-                status == StatusCode::OK
-                    || (status == StatusCode::CONFLICT && answer["code"] == "replayed"),
-                "round {round}: {status} {answer}"
-            );
-            ok += usize::from(status == StatusCode::OK);
-        }
-        assert_eq!(ok, 1, "round {round}: {ok} redemptions ran");
+        let (gateway, next) = (gateway.clone(), next.clone());
+        lanes.push(tokio::spawn(async move {
+            let mut approver = approver;
+            // The gateways' connections stay open from round to round, as a gateway's would.
+            let http = reqwest::Client::new();
+            loop {
+                let round = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if round >= rounds {
+                    return;
+                }
+                race_one_grant(&agent, &mut approver, &http, &urls, &gateway, round).await;
+            }
+        }));
     }
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+    assert!(next.load(std::sync::atomic::Ordering::Relaxed) >= rounds);
+}
+
+/// One round: a held item approved, then its grant redeemed 64 times at once through the three
+/// instances; exactly one redemption runs and the others are told `replayed`.
+async fn race_one_grant(
+    agent: &SimulatedAgent,
+    approver: &mut TestApprover,
+    http: &reqwest::Client,
+    urls: &[String],
+    gateway: &str,
+    round: usize,
+) {
+    let view = held(agent, approver, &format!("round {round}")).await;
+    let grant = approver.grant(&view);
+    let (status, body) = approver
+        .decide(
+            &view.pending.id,
+            &serde_json::json!({"decision": "approve", "grant": grant}),
+            &format!("k{round}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = serde_json::to_vec(&RedeemRequest {
+        grant,
+        action: view.pending.request(),
+        presenter_jkt: None,
+    })
+    .unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let url = urls[n % urls.len()].clone();
+            let (http, secret, body, barrier) = (
+                http.clone(),
+                gateway.to_owned(),
+                body.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                post_raw_via(&http, &url, &secret, "application/json", body).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert!(
+            status == StatusCode::OK
+                || (status == StatusCode::CONFLICT && answer["code"] == "replayed"),
+            "round {round}: {status} {answer}"
+        );
+        ok += usize::from(status == StatusCode::OK);
+    }
+    assert_eq!(ok, 1, "round {round}: {ok} redemptions ran");
 }
 
 /// Two approvers decide one item through different instances: one decision stands and both
@@ -176,14 +217,7 @@ async fn a_stream_resumes_on_another_instance_without_gap_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_reach_other_instances_when_the_listener_connection_is_cut() {
     let database = cluster().new_database();
-    let name = database
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let name = Cluster::database_of(&database);
     let instances = Instances::start(database, |_| {}).await;
     let approver = instances.approver(1).await;
     let agent = instances.agent(0);
@@ -232,7 +266,8 @@ async fn an_uncommitted_event_holds_back_later_ones_and_none_is_skipped() {
     let approver = instances.approver(1).await;
     let agent = Arc::new(instances.agent(0));
     let mut stream = approver.stream(None).await;
-    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+    let plain = cluster().plain_url(&Cluster::database_of(&database));
+    let (client, connection) = tokio_postgres::connect(&plain, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);

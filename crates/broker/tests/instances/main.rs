@@ -20,3 +20,4 @@ mod support;
 
 mod harness;
 mod instances;
+mod operations;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use countersign_protocol::api::{ApproverEvent, EventKind};
 use futures_util::StreamExt as _;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 
 use super::super::{Events, Result, StoredRequest, kind_text};
 use super::rows::{PREFIXED_COLUMNS, read_request_at};
@@ -150,9 +150,9 @@ const RELISTEN: Duration = Duration::from_millis(500);
 /// Holds a connection that listens on [`CHANNEL`] for as long as the store lives: `wake` for
 /// every notification, and once after each (re)connection, since notifications sent while the
 /// listener was down are lost and the reader must look for itself.
-pub(super) async fn listen(config: tokio_postgres::Config, wake: Arc<dyn Fn() + Send + Sync>) {
+pub(super) async fn listen(target: super::target::Target, wake: Arc<dyn Fn() + Send + Sync>) {
     loop {
-        match config.connect(NoTls).await {
+        match target.connect().await {
             Ok((client, mut connection)) => {
                 let on_message = wake.clone();
                 let messages = tokio::spawn(async move {
@@ -182,7 +182,10 @@ pub(super) async fn listen(config: tokio_postgres::Config, wake: Arc<dyn Fn() + 
                 }
                 drop(client);
             }
-            Err(e) => tracing::warn!(error = %e, "the event listener cannot connect; retrying"),
+            Err(e) => tracing::warn!(
+                error = %super::described(&e),
+                "the event listener cannot connect; retrying"
+            ),
         }
         tokio::time::sleep(RELISTEN).await;
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::{Result, SchemaState, StoreError};
 
@@ -35,6 +35,7 @@ mod registry;
 mod requests;
 mod rows;
 mod schema;
+mod target;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -49,7 +50,7 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    config: tokio_postgres::Config,
+    target: target::Target,
     runtime: Option<tokio::runtime::Runtime>,
     pool: Mutex<Vec<PgConn>>,
     free: Condvar,
@@ -61,20 +62,20 @@ pub struct PgStore {
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
+            .field("hosts", &self.target.config.get_hosts())
+            .field("dbname", &self.target.config.get_dbname())
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
 
 impl PgStore {
-    /// Connects to `url` (a `postgres://` URL or a `key=value` string) with at most
+    /// Connects to `url` (a `postgres://` URL or a `key=value` string; with TLS, the server's
+    /// certificate is always verified, against `sslrootcert` or the public roots) with at most
     /// `max_connections` connections, without touching the schema.
     pub fn connect(url: &str, max_connections: usize) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("the store URL: {e}")))?;
+        let mut target = target::Target::parse(url)?;
+        let config = &mut target.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(WAIT);
         }
@@ -86,7 +87,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("starting the database runtime: {e}")))?;
         let store = Self {
-            config,
+            target,
             runtime: Some(runtime),
             pool: Mutex::new(Vec::new()),
             free: Condvar::new(),
@@ -131,8 +132,8 @@ impl PgStore {
     /// every (re)connection of the listener: notifications sent while it was down are lost,
     /// and the caller reads what committed meanwhile.
     pub fn listen(&self, wake: Arc<dyn Fn() + Send + Sync>) {
-        let config = self.config.clone();
-        self.runtime().spawn(events::listen(config, wake));
+        let target = self.target.clone();
+        self.runtime().spawn(events::listen(target, wake));
     }
 
     /// A connection from the pool, or a new one.
@@ -184,10 +185,10 @@ impl PgStore {
     }
 
     fn new_conn(&self) -> Result<PgConn> {
-        let config = self.config.clone();
+        let target = self.target.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.runtime().spawn(async move {
-            let made = match config.connect(NoTls).await {
+            let made = match target.connect().await {
                 Ok((client, connection)) => {
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
@@ -202,7 +203,9 @@ impl PgStore {
         });
         let client = futures_executor::block_on(rx)
             .map_err(|_| StoreError::Unavailable("the database runtime stopped".into()))?
-            .map_err(|e| StoreError::Unavailable(format!("connecting to the database: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("connecting to the database: {}", described(&e)))
+            })?;
         Ok(PgConn {
             client,
             statements: HashMap::new(),
@@ -359,6 +362,19 @@ fn wait<T>(call: impl Future<Output = std::result::Result<T, tokio_postgres::Err
 
 /// A lost or refused connection is the database being unavailable; anything else is an error
 /// of the statement.
+/// An error with its causes (tokio-postgres keeps the reason, e.g. which certificate check
+/// failed, in its source).
+pub(super) fn described(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub(super) fn classify(e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() {
         return StoreError::Unavailable(format!("the database connection closed: {e}"));
