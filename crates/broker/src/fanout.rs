@@ -9,6 +9,7 @@
 //! from a counter row locked until its transaction commits), so reading `id > cursor` never
 //! skips an event that commits later with a smaller id.
 //!
+//! The hub serialises each event once, as a [`Frame`] every stream of its owner sends as it is.
 //! Each stream has a bounded buffer. A stream that falls behind by a whole buffer is dropped
 //! from the hub; it then reads what it missed from storage and subscribes again, so a slow
 //! client costs its own reads, never memory without bound or the other streams' latency.
@@ -43,10 +44,32 @@ pub struct Hub {
     dropped: AtomicU64,
 }
 
+/// An event as a stream sends it: its id, its kind and its JSON, made once per event.
+#[derive(Debug)]
+pub struct Frame {
+    pub id: i64,
+    pub kind: String,
+    pub data: String,
+}
+
+impl Frame {
+    pub fn of(event: &ApproverEvent) -> serde_json::Result<Self> {
+        let kind = match serde_json::to_value(event.kind)? {
+            serde_json::Value::String(kind) => kind,
+            other => other.to_string(),
+        };
+        Ok(Self {
+            id: event.id,
+            kind,
+            data: serde_json::to_string(event)?,
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Arc<ApproverEvent>>,
+    tx: mpsc::Sender<Arc<Frame>>,
 }
 
 /// One stream's subscription; dropping it unsubscribes.
@@ -55,13 +78,13 @@ pub struct Subscription {
     hub: Arc<Hub>,
     owner: String,
     id: u64,
-    rx: mpsc::Receiver<Arc<ApproverEvent>>,
+    rx: mpsc::Receiver<Arc<Frame>>,
 }
 
 impl Subscription {
     /// The next event for this owner, or `None` when the stream fell a whole buffer behind
     /// (and was dropped): the caller reads the rest from storage and subscribes again.
-    pub async fn recv(&mut self) -> Option<Arc<ApproverEvent>> {
+    pub async fn recv(&mut self) -> Option<Arc<Frame>> {
         self.rx.recv().await
     }
 }
@@ -154,7 +177,12 @@ impl Hub {
                 if let Some(request) = &event.request {
                     let _ = self.changes.send(request.pending.id.clone());
                 }
-                self.dispatch(&owner, Arc::new(event));
+                match Frame::of(&event) {
+                    Ok(frame) => self.dispatch(&owner, Arc::new(frame)),
+                    // Cannot happen for the events the broker writes; were it to, the streams
+                    // would still find the event in their backlog on their next reconnect.
+                    Err(e) => tracing::error!(id, error = %e, "serialising an event"),
+                }
                 self.cursor.store(id, Ordering::Release);
                 total += 1;
             }
@@ -165,7 +193,7 @@ impl Hub {
         }
     }
 
-    fn dispatch(&self, owner: &str, event: Arc<ApproverEvent>) {
+    fn dispatch(&self, owner: &str, event: Arc<Frame>) {
         let mut subscribers = self.lock();
         let Some(streams) = subscribers.get_mut(owner) else {
             return;
@@ -265,7 +293,12 @@ mod tests {
             "nothing it missed is lost"
         );
         for _ in 0..3 {
-            assert!(other.recv().await.unwrap().detail.is_some());
+            let frame = other.recv().await.unwrap();
+            let event: ApproverEvent = serde_json::from_str(&frame.data).unwrap();
+            assert_eq!(
+                (event.id, frame.kind.as_str()),
+                (frame.id, "agent_suspended")
+            );
         }
         // The next round starts after the cursor: nothing is dispatched twice.
         assert_eq!(hub.dispatch_committed(&store).unwrap(), 0);
