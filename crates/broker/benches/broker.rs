@@ -9,6 +9,11 @@
 //! tests do) and `BROKER_BENCH_INSTANCES=N` on N instances of one database (127.0.0.1..N, one
 //! public URL): events are written through one instance and streamed from another, and
 //! redemptions and submissions are spread over all of them.
+//!
+//! In 3, 16 submitters send evaluations as fast as the broker answers them (closed loop): the
+//! delivery figure then includes each evaluation's queueing at saturation. `BROKER_BENCH_RATE=R`
+//! sends R evaluations a second instead (open loop, each timed from when it was due, so a
+//! late send counts against the broker).
 
 #![expect(
     clippy::expect_used,
@@ -24,9 +29,7 @@ use std::time::{Duration, Instant};
 
 use countersign_broker::config::secret_hash;
 use countersign_protocol::PendingAction;
-use countersign_protocol::api::{
-    ApproverEvent, EventKind, PairRequest, PairResponse, RedeemRequest,
-};
+use countersign_protocol::api::{EventKind, PairRequest, PairResponse, RedeemRequest};
 use countersign_protocol::dev_authenticator::DevApprover;
 use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
@@ -290,7 +293,7 @@ impl Approver {
     }
 
     /// Streams events; each arrives with the instant it was received.
-    async fn stream(&self) -> mpsc::UnboundedReceiver<(Instant, ApproverEvent)> {
+    async fn stream(&self) -> mpsc::UnboundedReceiver<(Instant, Seen)> {
         let response = self
             .http
             .get(format!("{}/v1/approver/stream", self.url))
@@ -307,7 +310,7 @@ impl Approver {
                     continue;
                 }
                 let at = Instant::now();
-                if let Ok(parsed) = serde_json::from_str::<ApproverEvent>(&event.data)
+                if let Ok(parsed) = serde_json::from_str::<Seen>(&event.data)
                     && tx.send((at, parsed)).is_err()
                 {
                     break;
@@ -316,6 +319,25 @@ impl Approver {
         });
         rx
     }
+}
+
+/// What the bench reads of an event: its kind and its item's id. The rest is skipped, not
+/// built: a hundred approvers in one process must not time their own parsing.
+#[derive(serde::Deserialize)]
+struct Seen {
+    kind: EventKind,
+    #[serde(default)]
+    request: Option<SeenRequest>,
+}
+
+#[derive(serde::Deserialize)]
+struct SeenRequest {
+    pending: SeenPending,
+}
+
+#[derive(serde::Deserialize)]
+struct SeenPending {
+    id: String,
 }
 
 fn refund(agent: usize, n: usize) -> Value {
@@ -547,32 +569,62 @@ async fn fan_out() {
     }
     drop(tx);
     let sent: Arc<tokio::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    // How long each evaluation took to be answered (part of the delivery time).
+    let answered: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
     let start = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let submitters: Vec<_> = (0..16)
-        .map(|_| {
-            let (urls, sent, next) = (
-                (0..broker.instances())
-                    .map(|i| broker.direct(i))
-                    .collect::<Vec<_>>(),
-                sent.clone(),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                loop {
-                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if n >= ITEMS {
-                        break;
-                    }
-                    let t = Instant::now();
-                    let url = &urls[n % urls.len()];
-                    let id = evaluate(&http, url, n % OWNERS, n).await;
+    let urls: Vec<String> = (0..broker.instances()).map(|i| broker.direct(i)).collect();
+    let rate: Option<u32> = std::env::var("BROKER_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    let submitters: Vec<_> = match rate {
+        // Closed loop: 16 submitters, each sends its next evaluation when the last is answered.
+        None => {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            (0..16)
+                .map(|_| {
+                    let (urls, sent, next, answered) =
+                        (urls.clone(), sent.clone(), next.clone(), answered.clone());
+                    tokio::spawn(async move {
+                        let http = reqwest::Client::new();
+                        loop {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if n >= ITEMS {
+                                break;
+                            }
+                            let t = Instant::now();
+                            let id = evaluate(&http, &urls[n % urls.len()], n % OWNERS, n).await;
+                            answered.lock().unwrap().push(t.elapsed().as_secs_f64());
+                            sent.lock().await.insert(id, t);
+                        }
+                    })
+                })
+                .collect()
+        }
+        // Open loop: evaluation n is due at n / rate seconds, whatever came before it.
+        Some(rate) => {
+            let http = reqwest::Client::new();
+            let every = Duration::from_secs(1) / rate.max(1);
+            let mut due = tokio::time::Instant::now();
+            let mut tasks = Vec::with_capacity(ITEMS);
+            for n in 0..ITEMS {
+                tokio::time::sleep_until(due).await;
+                let (http, url, sent, answered) = (
+                    http.clone(),
+                    urls[n % urls.len()].clone(),
+                    sent.clone(),
+                    answered.clone(),
+                );
+                let t = due.into_std();
+                tasks.push(tokio::spawn(async move {
+                    let id = evaluate(&http, &url, n % OWNERS, n).await;
+                    answered.lock().unwrap().push(t.elapsed().as_secs_f64());
                     sent.lock().await.insert(id, t);
-                }
-            })
-        })
-        .collect();
+                }));
+                due += every;
+            }
+            tasks
+        }
+    };
     let mut received = Vec::with_capacity(ITEMS * PER_OWNER);
     let expected = ITEMS * PER_OWNER;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -607,14 +659,22 @@ async fn fan_out() {
     let loaded = rss_kib(pid, "VmRSS:");
     let peak = rss_kib(pid, "VmHWM:");
     println!(
-        "3. [{}] {ITEMS} pending items, {} approvers ({OWNERS} owners x {PER_OWNER}): {} deliveries of {expected} in {submit_secs:.1} s",
+        "3. [{}] {ITEMS} pending items, {} approvers ({OWNERS} owners x {PER_OWNER}), {}: {} deliveries of {expected} in {submit_secs:.1} s",
         label(),
         OWNERS * PER_OWNER,
+        rate.map_or_else(
+            || "16 submitters as fast as answered".to_owned(),
+            |r| format!("{r} evaluations/s")
+        ),
         delivery.len()
     );
     println!(
         "   delivery (evaluation sent -> event on each of the owner's streams): {}",
         millis(&mut delivery)
+    );
+    println!(
+        "   of which the evaluation's answer (sent -> response received): {}",
+        millis(&mut answered.lock().unwrap())
     );
     println!("   {}", fanout.join(", "));
     println!(
