@@ -74,6 +74,7 @@ async fn pending(state: State<'_, Shared>) -> Reply<Vec<PendingItem>> {
 async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
     let Opened {
         review,
+        context,
         entries,
         expires_at: expires_at_unix,
     } = state.0.engine.lock().await.open_item(&id, Via::App)?;
@@ -89,6 +90,7 @@ async fn item(state: State<'_, Shared>, id: String) -> Reply<ItemDetail> {
     Ok(ItemDetail {
         review,
         expires_at_unix,
+        context,
         history,
     })
 }

@@ -3,7 +3,7 @@
 //! they drift from these definitions.
 
 use countersign_approver::display::Review;
-use countersign_approver::history::{EntryKind, ItemStatus};
+use countersign_approver::history::{EntryKind, ItemStatus, RiskContext};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -40,6 +40,8 @@ pub struct ItemDetail {
     pub review: Review,
     /// Unix seconds, for the countdown.
     pub expires_at_unix: i64,
+    /// What is unusual about it, from this machine's history.
+    pub context: RiskContext,
     pub history: Vec<HistoryEntry>,
 }
 

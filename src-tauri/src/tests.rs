@@ -334,7 +334,9 @@ fn privacy_is_kept_and_each_broker_has_one_stream() {
 fn bindings() -> Vec<(&'static str, String)> {
     use countersign_approver::authn::{AuthenticatorFailure, CeremonyStep};
     use countersign_approver::display::CatalogFacts;
-    use countersign_approver::history::{EntryKind, ItemStatus};
+    use countersign_approver::history::{
+        Amount, Difference, EntryKind, ItemStatus, RiskContext, Similar,
+    };
 
     let cfg = ts_rs::Config::new().with_large_int("number");
     let one = |name: &'static str, text: Result<String, ts_rs::ExportError>| {
@@ -344,6 +346,10 @@ fn bindings() -> Vec<(&'static str, String)> {
         one("PendingItem", ipc::PendingItem::export_to_string(&cfg)),
         one("ItemDetail", ipc::ItemDetail::export_to_string(&cfg)),
         one("CatalogFacts", CatalogFacts::export_to_string(&cfg)),
+        one("RiskContext", RiskContext::export_to_string(&cfg)),
+        one("Amount", Amount::export_to_string(&cfg)),
+        one("Similar", Similar::export_to_string(&cfg)),
+        one("Difference", Difference::export_to_string(&cfg)),
         one("ItemStatus", ItemStatus::export_to_string(&cfg)),
         one("EntryKind", EntryKind::export_to_string(&cfg)),
         one(

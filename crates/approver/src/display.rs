@@ -425,6 +425,11 @@ impl Review {
 }
 
 /// `value` with every key and string made visible; `flags` gathers (hidden, line breaks).
+/// A JSON value with every key and string made [`visible`], structure kept.
+pub fn visible_value(value: &serde_json::Value) -> serde_json::Value {
+    visible_json(value, &mut (false, false))
+}
+
 fn visible_json(value: &serde_json::Value, flags: &mut (bool, bool)) -> serde_json::Value {
     use serde_json::Value;
     let mut text = |s: &str| {

@@ -272,8 +272,8 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
         Command::Show { id } => {
             let opened = engine.open_item(&id, Via::Cli)?;
             out.value(
-                &json!({"review": opened.review, "history": opened.entries}),
-                || output::review(&opened.review, &opened.entries),
+                &json!({"review": opened.review, "context": opened.context, "history": opened.entries}),
+                || output::review(&opened.review, &opened.context, &opened.entries),
             );
         }
         Command::Approve { id, with } => {
@@ -281,7 +281,7 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             // Shown is viewed: the first look is recorded as it is for `show`.
             let opened = engine.open_item(&id, Via::Cli)?;
             if opened.review.status == countersign_approver::history::ItemStatus::Pending {
-                out.note(&output::review(&opened.review, &[]));
+                out.note(&output::review(&opened.review, &opened.context, &[]));
                 out.note(&format!(
                     "\nApproving {}: your authenticator will ask you to confirm.",
                     countersign_approver::display::visible(&id)

@@ -13,7 +13,7 @@ use countersign_approver::Error;
 use countersign_approver::client::DecisionOutcome;
 use countersign_approver::display::{Review, visible};
 use countersign_approver::engine::{Change, Engine, Enrolled, Paired, SyncReport};
-use countersign_approver::history::{Entry, ItemSummary};
+use countersign_approver::history::{COUNT_CAP, Entry, ItemSummary, RiskContext};
 use countersign_approver::outbox::Queued;
 use countersign_protocol::action::Timestamp;
 use countersign_protocol::api::Decision;
@@ -180,7 +180,7 @@ pub(crate) fn pending(reviews: &[Review]) -> String {
     text.trim_end().to_owned()
 }
 
-pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
+pub(crate) fn review(r: &Review, context: &RiskContext, entries: &[Entry]) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "Item         {}  ({})", r.id, r.status);
     if !r.hash_matches {
@@ -261,6 +261,7 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
     let _ = writeln!(t, "Requested    {}", r.requested_at);
     let _ = writeln!(t, "Expires      {}", r.expires_at);
     let _ = writeln!(t, "Fingerprint  {}", r.fingerprint);
+    risk_context(&mut t, context);
     if !entries.is_empty() {
         let _ = writeln!(t, "History");
     }
@@ -275,6 +276,101 @@ pub(crate) fn review(r: &Review, entries: &[Entry]) -> String {
         );
     }
     t.trim_end().to_owned()
+}
+
+/// What is unusual about the request, from this machine's history.
+fn risk_context(t: &mut String, c: &RiskContext) {
+    let _ = writeln!(t, "Context      (from your history on this machine)");
+    if c.first_for_tool {
+        let _ = writeln!(t, "  !  first request for this tool, from any agent");
+    } else if c.first_for_agent {
+        let _ = writeln!(t, "  !  first time this agent asks for this tool");
+    }
+    for a in &c.amounts {
+        let approved = if a.approved >= COUNT_CAP {
+            format!("{COUNT_CAP}+")
+        } else {
+            a.approved.to_string()
+        };
+        match (a.largest, a.typical) {
+            (Some(largest), Some(typical)) => {
+                let beyond = a
+                    .times_largest
+                    .filter(|r| *r > 1.0)
+                    .map(|r| format!("  !  ×{} the largest you approved", ratio(r)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    t,
+                    "  {} = {}: you approved this tool {approved} time{} with it; largest {}, \
+                     typical {}{beyond}",
+                    a.name,
+                    a.value,
+                    if a.approved == 1 { "" } else { "s" },
+                    number(largest),
+                    number(typical)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    t,
+                    "  {} = {}: no approval of this tool had it before",
+                    a.name, a.value
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        t,
+        "  this agent: {} other request{} in the hour before, {} denied; {} denied in all",
+        c.agent_last_hour,
+        if c.agent_last_hour == 1 { "" } else { "s" },
+        c.agent_denied_last_hour,
+        c.agent_denied
+    );
+    if let Some(s) = &c.similar {
+        let _ = writeln!(
+            t,
+            "  most like {} ({}, {}): \"{}\"",
+            s.id,
+            s.status,
+            when(s.created_at),
+            s.intent
+        );
+        if !s.same.is_empty() {
+            let _ = writeln!(t, "    same       {}", s.same.join(", "));
+        }
+        for d in &s.differences {
+            let show = |v: &Option<serde_json::Value>| {
+                v.as_ref()
+                    .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
+            };
+            let _ = writeln!(
+                t,
+                "    differs    {}: {} now, {} then",
+                d.name,
+                show(&d.now),
+                show(&d.then)
+            );
+        }
+    }
+}
+
+/// A ratio as shown: one decimal below 10, whole above.
+fn ratio(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// A number as shown: whole when it is, else two decimals.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.2}")
+    }
 }
 
 /// A free-form JSON member (properties the agent sent), indented under its label.

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { approvalFailure, argumentRows } from "./review";
+import { approvalFailure, argumentRows, counted, shownArgument, shownNumber, shownRatio } from "./review";
 
 describe("argumentRows", () => {
   test("structure is kept in order", () => {
@@ -57,5 +57,25 @@ describe("approvalFailure", () => {
     expect(approvalFailure("broker_refused", "the authenticator failed: wrong PIN")).toBe(
       "the authenticator failed: wrong PIN",
     );
+  });
+});
+
+describe("risk context values", () => {
+  test("numbers are whole when they are, else two decimals", () => {
+    expect(shownNumber(5000)).toBe("5,000");
+    expect(shownNumber(12.5)).toBe("12.50");
+  });
+  test("ratios have one decimal below ten", () => {
+    expect(shownRatio(2.345)).toBe("2.3");
+    expect(shownRatio(12.6)).toBe("13");
+  });
+  test("counts agree with their noun", () => {
+    expect(counted(1, "request")).toBe("1 request");
+    expect(counted(1200, "approval")).toBe("1,200 approvals");
+  });
+  test("an absent argument is not a null one", () => {
+    expect(shownArgument(undefined)).toBe("absent");
+    expect(shownArgument(null)).toBe("null");
+    expect(shownArgument("5000.00")).toBe('"5000.00"');
   });
 });

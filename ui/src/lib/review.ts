@@ -55,3 +55,26 @@ export function approvalFailure(code: string, message: string): string {
     return `Not approved: ${AUTHENTICATOR[code] ?? message}. Nothing was signed; you can try again.`;
   return message;
 }
+
+/** A number from the history as shown: whole when it is, else two decimals. */
+export function shownNumber(n: number): string {
+  return Number.isInteger(n)
+    ? n.toLocaleString("en-US")
+    : n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+/** A ratio to the largest approved value: one decimal below 10, whole above. */
+export function shownRatio(r: number): string {
+  return r < 10 ? r.toFixed(1) : Math.round(r).toLocaleString("en-US");
+}
+
+/** An argument's value in a comparison: its JSON (`null` included), or "absent" when the
+ * request did not have it. */
+export function shownArgument(v: unknown): string {
+  return v === undefined ? "absent" : JSON.stringify(v);
+}
+
+/** "1 request", "2 requests". */
+export function counted(n: number, one: string, many = `${one}s`): string {
+  return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+}

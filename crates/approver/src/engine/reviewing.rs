@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::display::Review;
 use crate::error::{Error, Result};
-use crate::history::{Entry, EntryKind, Filter, ItemStatus};
+use crate::history::{Entry, EntryKind, Filter, ItemStatus, RiskContext};
 
 use super::Engine;
 
@@ -34,6 +34,8 @@ pub struct PendingReview {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Opened {
     pub review: Review,
+    /// What is unusual about it, from this history.
+    pub context: RiskContext,
     pub entries: Vec<Entry>,
     /// Unix seconds (the review shows it as a date).
     pub expires_at: i64,
@@ -83,6 +85,7 @@ impl Engine {
         }
         Ok(Opened {
             review: Review::of(&pending, status),
+            context: self.history.risk_context(&pending)?,
             entries,
             expires_at: pending.expires_at.unix(),
         })

@@ -255,6 +255,11 @@ pub(super) fn record_in(
     if changed == 0 {
         return Err(Error::UnknownItem(item.to_owned()));
     }
+    match kind {
+        EntryKind::Approved => super::context::record_approval(tx, item, at)?,
+        EntryKind::Rejected => super::context::forget_approval(tx, item)?,
+        _ => {}
+    }
     append(tx, item, kind, detail, at)
 }
 

@@ -10,6 +10,7 @@
 //! - `export`: JSON Lines and CSV;
 //! - `settings`: enrolled authenticators, paired brokers, named settings;
 //! - `status`: item statuses and entry kinds;
+//! - `context`: what is unusual about a request, from this history (the review's risk context);
 //! - `queue`: the outbox's rows (the decision flow is [`crate::outbox`]).
 //!
 //! Entry `n` stores `hash_n = b64url(SHA-256(JCS({seq, at, item, kind, detail, prev})))` with
@@ -18,6 +19,7 @@
 
 mod audit;
 mod chain;
+mod context;
 mod export;
 mod items;
 mod queue;
@@ -32,6 +34,9 @@ use rusqlite::Connection;
 use crate::error::Result;
 
 pub use chain::{ChainReport, Entry};
+pub use context::{
+    Amount, COUNT_CAP, Difference, RiskContext, SIMILAR_CANDIDATES, Similar, TYPICAL_OF,
+};
 pub use export::ExportFormat;
 pub use items::{Filter, ItemSummary};
 pub use queue::{Answer, Queued};

@@ -71,7 +71,25 @@ const MIGRATIONS: &[&str] = &[
     // restart (notification privacy, say).
     "ALTER TABLE brokers ADD COLUMN key TEXT NOT NULL DEFAULT 'device-key';
     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // The review's risk context (`context`): first requests per agent and tool, an agent's
+    // denials, and the numeric arguments of approved items (filled from the items approved
+    // before it, in this migration's transaction). Derived data: not chained.
+    "CREATE INDEX items_agent_tool ON items(agent, tool, created_at);
+    CREATE INDEX items_agent_status ON items(agent, status);
+    CREATE TABLE approved_numbers (
+        item TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value REAL NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (item, name)
+    );
+    CREATE INDEX approved_numbers_value ON approved_numbers(tool, name, value);
+    CREATE INDEX approved_numbers_at ON approved_numbers(tool, name, at);",
 ];
+
+/// The migration that creates `approved_numbers` (1-based), after which it is filled.
+const APPROVED_NUMBERS: usize = 7;
 
 /// Brings the database at `conn` up to the newest schema, in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
@@ -79,6 +97,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction()?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.execute_batch(sql)?;
+        if i + 1 == APPROVED_NUMBERS {
+            super::context::backfill(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i + 1)?;
     }
     tx.commit()?;

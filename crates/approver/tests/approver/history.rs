@@ -13,6 +13,25 @@ use serde_json::json;
 const BROKER: &str = "http://127.0.0.1:8470";
 
 fn item(id: &str, agent: &str, tool: &str, intent: &str, at: i64) -> PendingAction {
+    pending_with(
+        id,
+        agent,
+        tool,
+        intent,
+        at,
+        json!({"to": "orders@supplier.example.net", "note": "contains, \"quotes\" and commas"}),
+    )
+}
+
+/// A pending action of `agent` (a name under `spiffe://example.com/agent/`) for `tool`.
+pub fn pending_with(
+    id: &str,
+    agent: &str,
+    tool: &str,
+    intent: &str,
+    at: i64,
+    arguments: serde_json::Value,
+) -> PendingAction {
     PendingAction::new(
         PendingParts {
             id: id.into(),
@@ -21,19 +40,33 @@ fn item(id: &str, agent: &str, tool: &str, intent: &str, at: i64) -> PendingActi
             audience: "https://tools-gateway.example.com".into(),
             delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
             catalog: None,
-            policy: PolicyRef { id: "p".into(), reason: "r".into() },
+            policy: PolicyRef {
+                id: "p".into(),
+                reason: "r".into(),
+            },
         },
         ActionRequest {
-            subject: Subject { kind: "user".into(), id: "alice@example.com".into(), properties: None },
-            actor: Actor { id: SpiffeId::parse(&format!("spiffe://example.com/agent/{agent}")).unwrap(), act: None },
-            action: ActionName { name: "tools/call".into(), properties: None },
-            resource: Resource { kind: "tool".into(), id: tool.into(), properties: None },
+            subject: Subject {
+                kind: "user".into(),
+                id: "alice@example.com".into(),
+                properties: None,
+            },
+            actor: Actor {
+                id: SpiffeId::parse(&format!("spiffe://example.com/agent/{agent}")).unwrap(),
+                act: None,
+            },
+            action: ActionName {
+                name: "tools/call".into(),
+                properties: None,
+            },
+            resource: Resource {
+                kind: "tool".into(),
+                id: tool.into(),
+                properties: None,
+            },
             context: Context {
                 intent: intent.into(),
-                arguments: json!({"to": "orders@supplier.example.net", "note": "contains, \"quotes\" and commas"})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                arguments: arguments.as_object().unwrap().clone(),
                 data: None,
                 annotations: None,
             },

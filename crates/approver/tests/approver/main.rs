@@ -7,6 +7,7 @@
 )]
 
 mod client;
+mod context;
 mod engine;
 mod history;
 mod interop;

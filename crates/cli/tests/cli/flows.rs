@@ -88,6 +88,24 @@ async fn approve_end_to_end_and_the_gateway_redeems_once() {
         text.contains("alice@example.com → spiffe://example.com/agent/billing"),
         "{text}"
     );
+
+    // The next request of the kind is shown against this one: the engine's risk context.
+    let (_, next) = submit(&agent, &held("Refund order 1235 after a complaint")).await;
+    app.ok(&["sync"]).await;
+    let context = app.ok(&["show", &next]).await["context"].clone();
+    assert_eq!(context["first_for_agent"], false);
+    assert_eq!(context["amounts"][0]["name"], "amount");
+    assert_eq!(context["amounts"][0]["approved"], 1);
+    assert_eq!(context["amounts"][0]["largest"], 5000.0);
+    assert_eq!(context["similar"]["id"], id.as_str());
+    assert_eq!(context["similar"]["status"], "redeemed");
+    let text = String::from_utf8(app.run(&["show", &next]).await.stdout).unwrap();
+    assert!(
+        text.contains("amount = 5000.00: you approved this tool 1 time with it; largest 5000")
+            && text.contains(&format!("most like {id} (redeemed"))
+            && text.contains("this agent: 1 other request in the hour before, 0 denied"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

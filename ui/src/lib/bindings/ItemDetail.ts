@@ -2,6 +2,7 @@
 import type { CatalogFacts } from "./CatalogFacts";
 import type { HistoryEntry } from "./HistoryEntry";
 import type { ItemStatus } from "./ItemStatus";
+import type { RiskContext } from "./RiskContext";
 
 /**
  * Everything the review shows: the engine's [`Review`] (strings already made visible, see
@@ -12,7 +13,11 @@ export type ItemDetail = {
 /**
  * Unix seconds, for the countdown.
  */
-expires_at_unix: number, history: Array<HistoryEntry>, id: string, status: ItemStatus, 
+expires_at_unix: number, 
+/**
+ * What is unusual about it, from this machine's history.
+ */
+context: RiskContext, history: Array<HistoryEntry>, id: string, status: ItemStatus, 
 /**
  * The human the call is made for: `subject.id`, which the broker checked is the agent's
  * configured owner.
