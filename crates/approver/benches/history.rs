@@ -1,5 +1,6 @@
-//! History at scale: 1,000,000 items (each with its `received` entry in the hash chain).
-//! Prints the insert rate and p50/p95 of filtered listing and full-text search.
+//! History at scale: 1,000,000 items (each with its `received` entry in the hash chain; one in
+//! ten approved). Prints the insert rate and p50/p95 of filtered listing, full-text search and
+//! the review's risk context.
 //!
 //! `cargo bench -p countersign-approver --bench history` (`HISTORY_ROWS=N` for another size).
 
@@ -7,7 +8,7 @@
 
 use std::time::Instant;
 
-use countersign_approver::history::{Filter, History, ItemStatus};
+use countersign_approver::history::{EntryKind, Filter, History, ItemStatus};
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::{
     ActionName, ActionRequest, Actor, Context, DataTouched, PendingParts, PolicyRef, Resource,
@@ -137,10 +138,21 @@ fn main() {
         history
             .receive("http://127.0.0.1:8470", &item(n, base), base + 1)
             .expect("receive");
+        // One in ten approved: the amounts the context compares with.
+        if n % 10 == 0 {
+            history
+                .record(
+                    &format!("pa_{n:08}"),
+                    EntryKind::Approved,
+                    json!({}),
+                    base + 2,
+                )
+                .expect("approve");
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "insert: {rows} items (one transaction each, hash-chained, FTS-indexed) in {secs:.1} s = {:.0} /s",
+        "insert: {rows} items (one transaction each, hash-chained, FTS-indexed; one in ten then approved) in {secs:.1} s = {:.0} /s",
         rows as f64 / secs
     );
 
@@ -191,12 +203,25 @@ fn main() {
             .expect("search");
         search.push(t.elapsed().as_secs_f64());
     }
+    // The risk context of items spread over the history (each reads its own indexes).
+    let mut context = Vec::new();
+    for q in 0..200 {
+        let pending = item((q * 4999 + 17) % rows, base);
+        let t = Instant::now();
+        let facts = history.risk_context(&pending).expect("context");
+        context.push(t.elapsed().as_secs_f64());
+        assert!(!facts.amounts.is_empty());
+    }
+    let (c50, c95) = quantiles(context);
     let (l50, l95) = quantiles(listing);
     let (s50, s95) = quantiles(search);
     println!(
         "filtered listing (agent / tool / status+time / agent+time, 50 rows): p50 {l50:.2} ms, p95 {l95:.2} ms"
     );
     println!("full-text search (two words, 50 rows): p50 {s50:.2} ms, p95 {s95:.2} ms");
+    println!(
+        "risk context (first requests, amounts, similar request, the agent's hour): p50 {c50:.2} ms, p95 {c95:.2} ms"
+    );
     let t = Instant::now();
     let report = history.verify().expect("verify");
     println!(
