@@ -97,22 +97,30 @@ pub struct Difference {
     pub then: Option<Value>,
 }
 
-const EARLIER_OF_AGENT: &str = "SELECT EXISTS(SELECT 1 FROM items
+// Each query names its index: without statistics SQLite may pick another one that serves the
+// equality but not the range or the order, and read far more of the history.
+const EARLIER_OF_AGENT: &str = "SELECT EXISTS(SELECT 1 FROM items INDEXED BY items_agent_tool
      WHERE agent = ?1 AND tool = ?2 AND created_at <= ?3 AND id != ?4)";
-const EARLIER_OF_TOOL: &str = "SELECT EXISTS(SELECT 1 FROM items
+const EARLIER_OF_TOOL: &str = "SELECT EXISTS(SELECT 1 FROM items INDEXED BY items_tool
      WHERE tool = ?1 AND created_at <= ?2 AND id != ?3)";
-const LAST_HOUR: &str = "SELECT COUNT(*), COALESCE(SUM(status = 'denied'), 0) FROM items
+const LAST_HOUR: &str = "SELECT COUNT(*), COALESCE(SUM(status = 'denied'), 0)
+     FROM items INDEXED BY items_agent
      WHERE agent = ?1 AND created_at > ?2 AND created_at <= ?3 AND id != ?4";
-const DENIED: &str = "SELECT COUNT(*) FROM items WHERE agent = ?1 AND status = 'denied'";
-const CANDIDATES: &str = "SELECT id, status, intent, created_at, pending FROM items
+const DENIED: &str = "SELECT COUNT(*) FROM items INDEXED BY items_agent_status
+     WHERE agent = ?1 AND status = 'denied'";
+const CANDIDATES: &str = "SELECT id, status, intent, created_at, pending
+     FROM items INDEXED BY items_agent_tool
      WHERE agent = ?1 AND tool = ?2 AND created_at <= ?3 AND id != ?4
        AND status NOT IN ('pending', 'refused')
      ORDER BY created_at DESC LIMIT ?5";
-const LARGEST: &str = "SELECT MAX(value) FROM approved_numbers WHERE tool = ?1 AND name = ?2";
+// The item itself never counts (a decided item opened again is not its own precedent).
+const LARGEST: &str = "SELECT MAX(value) FROM approved_numbers INDEXED BY approved_numbers_value
+     WHERE tool = ?1 AND name = ?2 AND item != ?3";
 const APPROVED: &str = "SELECT COUNT(*) FROM
-     (SELECT 1 FROM approved_numbers WHERE tool = ?1 AND name = ?2 LIMIT ?3)";
-const LATEST: &str = "SELECT value FROM approved_numbers WHERE tool = ?1 AND name = ?2
-     ORDER BY at DESC LIMIT ?3";
+     (SELECT 1 FROM approved_numbers INDEXED BY approved_numbers_value
+      WHERE tool = ?1 AND name = ?2 AND item != ?3 LIMIT ?4)";
+const LATEST: &str = "SELECT value FROM approved_numbers INDEXED BY approved_numbers_at
+     WHERE tool = ?1 AND name = ?2 AND item != ?3 ORDER BY at DESC LIMIT ?4";
 const INSERT_NUMBER: &str = "INSERT OR IGNORE INTO approved_numbers (item, tool, name, value, at)
      VALUES (?1, ?2, ?3, ?4, ?5)";
 const PENDING_OF: &str = "SELECT pending, tool FROM items WHERE id = ?1";
@@ -141,7 +149,7 @@ impl History {
             .query_row([agent], |r| r.get(0))?;
         let mut amounts = Vec::new();
         for (name, value, number) in numbers(&pending.context.arguments) {
-            amounts.push(self.amount(tool, name, value, number)?);
+            amounts.push(self.amount(id, tool, name, value, number)?);
         }
         Ok(RiskContext {
             first_for_agent,
@@ -154,19 +162,31 @@ impl History {
         })
     }
 
-    fn amount(&self, tool: &str, name: &str, value: String, number: f64) -> Result<Amount> {
+    fn amount(
+        &self,
+        item: &str,
+        tool: &str,
+        name: &str,
+        value: String,
+        number: f64,
+    ) -> Result<Amount> {
         let conn = &self.conn;
         let largest: Option<f64> = conn
             .prepare_cached(LARGEST)?
-            .query_row(params![tool, name], |r| r.get(0))?;
+            .query_row(params![tool, name, item], |r| r.get(0))?;
         let approved: i64 = conn.prepare_cached(APPROVED)?.query_row(
-            params![tool, name, i64::try_from(COUNT_CAP).unwrap_or(i64::MAX)],
+            params![
+                tool,
+                name,
+                item,
+                i64::try_from(COUNT_CAP).unwrap_or(i64::MAX)
+            ],
             |r| r.get(0),
         )?;
         let mut latest: Vec<f64> = conn
             .prepare_cached(LATEST)?
             .query_map(
-                params![tool, name, i64::try_from(TYPICAL_OF).unwrap_or(100)],
+                params![tool, name, item, i64::try_from(TYPICAL_OF).unwrap_or(100)],
                 |r| r.get(0),
             )?
             .collect::<rusqlite::Result<_>>()?;

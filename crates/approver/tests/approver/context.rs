@@ -98,7 +98,7 @@ fn amounts_are_set_against_the_approvals_of_the_tool() {
         json!({"amount": "100.00", "order": "17"}),
         approved,
     );
-    f.refund("pa_2", 1010, json!({"amount": "250.00"}), approved);
+    let largest = f.refund("pa_2", 1010, json!({"amount": "250.00"}), approved);
     // Another agent's approval of the tool counts: the owner approved it.
     f.request(
         "pa_3",
@@ -155,6 +155,10 @@ fn amounts_are_set_against_the_approvals_of_the_tool() {
         (0, None, None, None),
         "never approved with a quantity"
     );
+
+    // An item is not its own precedent.
+    let own = &f.context(&largest).amounts[0];
+    assert_eq!((own.approved, own.largest), (2, Some(100.0)));
 
     // The broker refused the largest approval: it is open again, and no longer counts.
     f.history
