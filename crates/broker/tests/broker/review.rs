@@ -15,8 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    BILLING, BOB, BOBS, OWNER, PAYMENTS, SqlValue, TestApprover, TestBroker, big_refund, hold,
-    post_raw,
+    BILLING, BOB, BOBS, OWNER, PAYMENTS, SqlValue, TestApprover, TestBroker, big_refund,
+    broker_command, hold, post_raw,
 };
 
 fn now() -> i64 {
@@ -600,16 +600,9 @@ async fn approvers_and_credentials_can_be_removed() {
 
     // The administrator removes the approver while the broker runs: within a second, its
     // proofs and its grants are refused.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-        .args(broker.store_args())
-        .args(["approvers", "remove", &alice.id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<String> = broker.store_args();
+    args.extend(["approvers".into(), "remove".into(), alice.id.clone()]);
+    broker_command(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let response = alice

@@ -237,14 +237,20 @@ impl TestBroker {
 /// A one-time pairing code for `owner` from the real admin command, on the store that
 /// `store_args` name.
 pub fn pairing_code(store_args: &[String], owner: &str) -> String {
+    let mut args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+    args.extend(["pair", "--owner", owner]);
+    broker_command(&args)
+}
+
+/// Runs `countersign-broker <args>`, which must succeed; its standard output, trimmed.
+pub fn broker_command(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign-broker"))
-        .args(store_args)
-        .args(["pair", "--owner", owner])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "countersign-broker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()

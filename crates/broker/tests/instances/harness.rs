@@ -10,7 +10,7 @@ use countersign_broker::simulate::{FleetSecrets, SimulatedAgent};
 use countersign_protocol::api::{ApproverEvent, RequestView};
 use reqwest::StatusCode;
 
-use crate::support::{TestApprover, big_refund, hold, pairing_code};
+use crate::support::{TestApprover, big_refund, broker_command, hold, pairing_code};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_countersign-broker");
 pub const OWNER: &str = "alice@example.com";
@@ -40,16 +40,7 @@ impl Drop for Instances {
 impl Instances {
     pub async fn start(store_url: String, edit: impl FnOnce(&mut String)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["demo-init", "--owner", OWNER])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        broker_command(&["demo-init", "--owner", OWNER, dir.path().to_str().unwrap()]);
         let port = free_port_on_all();
         let config_path = dir.path().join("broker.toml");
         let mut config = format!(
