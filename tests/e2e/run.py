@@ -4,9 +4,14 @@ an embedded broker, simulated agents and the development authenticator. Run insi
 scripts/session.sh (Xvfb, D-Bus, gnome-keyring, dunst). Standard library only.
 
 Checks: requests arrive and are notified (dunst's history); a click on a notification opens its
-request; review; approve with the dev authenticator, the agent's gateway redeems, history shows
-it redeemed and the chain verifies; deny, and deny-and-suspend; export; hostile content; rename,
-autostart; countersign://pair links. Saves screenshots of Pending, Review, History and Settings in light
+request; review; the keyboard path through a review (Tab from its heading to Approve and Deny…,
+the reason field, Deny, Deny and suspend agent, Back; each with a visible focus ring) and an
+approval by Enter with the dev authenticator; the agent's gateway redeems, history shows it
+redeemed and the chain verifies; a status message goes when the owner opens another item or
+view; deny, and deny-and-suspend; export; hostile content; rename, autostart; countersign://pair
+links. axe-core (ui/node_modules/axe-core, injected into the app's page) checks Pending, a
+Review, History and Settings in light and in dark: any serious or critical finding fails the
+run, the others are printed. Saves screenshots of Pending, Review, History and Settings in light
 and dark to $COUNTERSIGN_SCREENSHOTS (default target/e2e-screenshots; `make screenshots` refreshes
 docs/screenshots/).
 """
@@ -24,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SHOTS = os.environ.get("COUNTERSIGN_SCREENSHOTS") or os.path.join(ROOT, "target", "e2e-screenshots")
 PORT = int(os.environ.get("E2E_WEBDRIVER_PORT", "4446"))
 BASE = f"http://127.0.0.1:{PORT}"
+AXE = os.path.join(ROOT, "ui", "node_modules", "axe-core", "axe.min.js")
+# WebDriver key codes.
+TAB, ENTER, SHIFT = "\ue004", "\ue007", "\ue008"
 
 
 def call(method, path, body=None, timeout=60):
@@ -64,6 +72,29 @@ class Session:
     def script(self, js, *args, timeout=60):
         return call("POST", self.p("/execute/sync"), {"script": js, "args": list(args)}, timeout=timeout)
 
+    def script_async(self, js, *args, timeout=60):
+        call("POST", self.p("/timeouts"), {"script": timeout * 1000})
+        return call("POST", self.p("/execute/async"), {"script": js, "args": list(args)}, timeout=timeout + 10)
+
+    def keys(self, *keys, held=None):
+        """Presses each key in turn (with `held` down throughout) on whatever has the focus."""
+        pressed = []
+        for k in keys:
+            pressed += [{"type": "keyDown", "value": k}, {"type": "keyUp", "value": k}]
+        if held:
+            pressed = [{"type": "keyDown", "value": held}, *pressed, {"type": "keyUp", "value": held}]
+        call("POST", self.p("/actions"), {"actions": [{"type": "key", "id": "keyboard", "actions": pressed}]})
+        call("DELETE", self.p("/actions"))
+
+    def focused(self):
+        """The focused element's text, whether it is inside the review, and whether it shows a
+        focus ring (:focus-visible and an outline)."""
+        return self.script("const a = document.activeElement;"
+                           "if (!a || a === document.body) return null;"
+                           "const ring = a.matches(':focus-visible') && getComputedStyle(a).outlineStyle !== 'none';"
+                           "return {text: a.textContent.trim(), tag: a.tagName.toLowerCase(),"
+                           " review: !!a.closest('article.review'), ring};")
+
     def wait(self, what, f, timeout=60):
         until = time.time() + timeout
         while time.time() < until:
@@ -96,7 +127,7 @@ class Session:
         self.click(self.wait(f"the {label} tab", lambda: self.button(label)))
 
     def message(self):
-        els = self.find_all("main > p.notice")
+        els = self.find_all("main > .status-region > p.notice, main > p.notice")
         return self.text(els[0]) if els else ""
 
     def close(self):
@@ -104,6 +135,60 @@ class Session:
             call("DELETE", self.p(""))
         except Exception:
             pass
+
+
+def accessible(s, page):
+    """axe-core, injected into the app's page, finds nothing serious or critical on it (colour
+    contrast included, so each theme is checked); moderate and minor findings are printed."""
+    if not s.script("return typeof window.axe === 'object'"):
+        with open(AXE) as f:
+            s.script(f.read())
+    found = s.script_async(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then("
+        " r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        "  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))),"
+        " e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+        timeout=120)
+    bad = [v for v in found if v["impact"] in ("serious", "critical")]
+    for v in found:
+        if v not in bad:
+            print(f"axe {page}: {v['impact']} {v['id']}: {v['help']} {v['nodes']}")
+    if bad:
+        s.shot(f"axe-{page}")
+        raise AssertionError(f"axe on {page}: serious or critical findings\n" + json.dumps(bad, indent=1))
+    print(f"axe {page}: no serious or critical finding ({len(found)} other)")
+
+
+def keyboard_review(s):
+    """The review by keyboard alone: Tab from its heading reaches Approve, then Deny…; Enter on
+    Deny… puts the focus in the reason field; Tab reaches Deny, Deny and suspend agent and Back;
+    Back returns the focus to Deny…; every stop shows a focus ring and none is outside the review.
+    Leaves the focus on Approve."""
+    s.script("document.querySelector('article.review h2').focus(); return true")
+
+    def tab_to(label, back=False):
+        for _ in range(60):
+            s.keys(TAB, held=SHIFT if back else None)
+            at = s.focused()
+            assert at and at["review"], f"Tab left the review before {label!r}: {at}"
+            if at["text"].startswith(label):
+                assert at["ring"], f"no focus ring on {label!r}"
+                return
+        raise AssertionError(f"Tab never reached {label!r}")
+
+    tab_to("Approve with authenticator")
+    tab_to("Deny…")
+    s.keys(ENTER)
+    s.wait("the focus in the reason field", lambda: s.script("return document.activeElement.matches('.deny-form input')"))
+    s.keys(*"by keyboard")
+    tab_to("Deny")
+    tab_to("Deny and suspend agent")
+    tab_to("Back")
+    s.keys(ENTER)
+    s.wait("the focus back on Deny…", lambda: (s.focused() or {}).get("text") == "Deny…")
+    tab_to("Approve with authenticator", back=True)
+    print("keyboard: Tab reaches Approve, Deny…, the reason, Deny, Deny and suspend agent, Back")
 
 
 def notified():
@@ -332,17 +417,24 @@ def main():
         assert any("wants stripe/refunds.create" in n[1] for n in summaries), summaries
         print(f"notified: {len(summaries)} (e.g. {summaries[0][1]!r})")
         s.shot("pending-light")
+        accessible(s, "pending-light")
         notification_opens_its_item(s)
 
-        # Review and approve a refund with the development authenticator.
+        # Review a refund, by keyboard, and approve it with Enter and the development authenticator.
         select(s, "stripe/refunds.create")
         s.shot("review-light")
-        s.click(s.wait("the approve button", lambda: s.button("Approve with authenticator")))
+        accessible(s, "review-light")
+        keyboard_review(s)
+        s.keys(ENTER)
         s.wait("the approval", lambda: "Approved; the broker has it." in s.message())
         print("approved:", s.message())
+        # The decision took its buttons away; the focus went to what is on screen, not the page.
+        s.wait("the focus kept after the decision", s.focused)
 
-        # Deny one, then deny another and suspend its agent.
+        # Deny one, then deny another and suspend its agent. A message belongs to its item: it
+        # goes when the owner opens another.
         select(s, "github/repos.delete")
+        assert s.message() == "", "the approval's message stays with the approved item: " + s.message()
         s.click(s.button("Deny"))
         s.type(s.wait("the reason field", lambda: s.find_all(".deny-form input"))[0], "not without a ticket")
         s.click(s.button("Deny"))
@@ -354,8 +446,10 @@ def main():
         s.wait("the denial with suspension", lambda: "Denied; the broker has it." in s.message())
         print("denied twice, the second with suspension")
 
-        # History: the approved refund is redeemed by the agent's gateway; the chain verifies.
+        # History: the approved refund is redeemed by the agent's gateway; the chain verifies. The
+        # denial's message stayed on Pending.
         s.nav("History")
+        assert s.message() == "", "the denial's message follows the owner to History: " + s.message()
         def redeemed():
             s.click(s.button("Filter"))
             return [r for r in s.find_all("ul.rows button.row") if "redeemed" in s.text(r).lower()]
@@ -364,8 +458,9 @@ def main():
         print("history:", s.text(rows[0])[:80], "|", s.text(integrity[0]))
         s.click(rows[0])
         s.wait("the redeemed item's review", lambda: "redeemed" in s.text(s.find_all("ol.timeline")[0]).lower())
-        s.script("document.querySelector('section.history').scrollTop = 0; return true")
+        s.script("document.querySelector('section.history ul.rows').scrollTop = 0; return true")
         s.shot("history-light")
+        accessible(s, "history-light")
 
         export_history(s)
         hostile(s)
@@ -373,20 +468,25 @@ def main():
         s.nav("Settings")
         s.wait("settings", lambda: s.find_all("section.settings"))
         s.shot("settings-light")
+        accessible(s, "settings-light")
         pairing_link(s, binary)
 
         # Dark theme, through the settings page.
         s.click(s.button("dark"))
         s.wait("the dark theme", lambda: s.script("return document.documentElement.dataset.theme") == "dark")
         s.shot("settings-dark")
+        accessible(s, "settings-dark")
         s.nav("Pending")
         s.wait("pending requests", lambda: s.find_all("li[role=option]"))
         s.shot("pending-dark")
+        accessible(s, "pending-dark")
         select(s, "postgres/query")
         s.shot("review-dark")
+        accessible(s, "review-dark")
         s.nav("History")
         s.wait("history rows", lambda: s.find_all("ul.rows button.row"))
         s.shot("history-dark")
+        accessible(s, "history-dark")
         print("e2e: all checks passed")
     finally:
         if s:
