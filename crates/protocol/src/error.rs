@@ -120,6 +120,9 @@ pub enum MintError {
     /// The signer failed, or the claims could not be serialised; holds why.
     #[error("signing failed: {0}")]
     Signer(String),
+    /// The bounds asked for a bounded grant do not fit the reviewed call; holds why.
+    #[error("the bounds do not fit this call: {0}")]
+    Bounds(String),
 }
 
 /// Why a grant was refused. Variants follow the verification order of the crate docs.
@@ -130,8 +133,9 @@ pub enum VerifyError {
     /// has an unreadable header, or a header that names `crit`; holds why.
     #[error("not a compact JWS: {0}")]
     Malformed(String),
-    /// The header's `typ` is not `countersign-grant+jwt`.
-    #[error("header typ is not countersign-grant+jwt")]
+    /// The header's `typ` is not the one of the kind of grant expected
+    /// (`countersign-grant+jwt` or `countersign-bounded-grant+jwt`).
+    #[error("header typ is not the expected grant type")]
     WrongType,
     /// The header's `alg` is not `EdDSA`; holds the `alg` given (empty when there is none).
     #[error("algorithm {0:?} is not allowed")]
@@ -186,6 +190,20 @@ pub enum VerifyError {
     /// The embedded WebAuthn assertion was refused, or its sign counter did not advance.
     #[error("WebAuthn assertion refused: {0}")]
     Assertion(#[from] AssertionError),
+    /// A bounded grant's `constraints` has a member this verifier does not know; holds its
+    /// name. Refused, since the grant may limit calls in a way this verifier cannot check.
+    #[error("the grant has a constraint this verifier does not know: {0:?}")]
+    UnknownConstraint(String),
+    /// The presented call is outside a bounded grant's constraints: an argument over its
+    /// ceiling, changed, missing, or not covered at all.
+    #[error("the presented call is outside the grant's {constraint} constraint on {argument:?}")]
+    ConstraintViolated {
+        /// The constraint refused: `max`, `equal` or `arguments` (an argument no constraint
+        /// names).
+        constraint: &'static str,
+        /// The argument it concerns.
+        argument: String,
+    },
     /// The grant has `cnf.jkt`, and the presenter's key thumbprint is missing or different.
     #[error("the grant is bound to another key (cnf.jkt) than the presenter's")]
     ConfirmationMismatch,
@@ -221,6 +239,8 @@ impl VerifyError {
         "subject_mismatch",
         "actor_mismatch",
         "details_mismatch",
+        "unknown_constraint",
+        "constraint_violated",
         "confirmation_mismatch",
         "replayed",
         "revoked",
@@ -249,6 +269,8 @@ impl VerifyError {
             Self::ActorMismatch => "actor_mismatch",
             Self::DetailsMismatch => "details_mismatch",
             Self::Assertion(e) => e.code(),
+            Self::UnknownConstraint(_) => "unknown_constraint",
+            Self::ConstraintViolated { .. } => "constraint_violated",
             Self::ConfirmationMismatch => "confirmation_mismatch",
             Self::Replayed => "replayed",
             Self::Revoked => "revoked",
@@ -445,6 +467,11 @@ mod tests {
             VerifyError::SubjectMismatch,
             VerifyError::ActorMismatch,
             VerifyError::DetailsMismatch,
+            VerifyError::UnknownConstraint(String::new()),
+            VerifyError::ConstraintViolated {
+                constraint: "max",
+                argument: String::new(),
+            },
             VerifyError::ConfirmationMismatch,
             VerifyError::Replayed,
             VerifyError::Revoked,
@@ -471,6 +498,8 @@ mod tests {
                 | VerifyError::SubjectMismatch
                 | VerifyError::ActorMismatch
                 | VerifyError::DetailsMismatch
+                | VerifyError::UnknownConstraint(_)
+                | VerifyError::ConstraintViolated { .. }
                 | VerifyError::ConfirmationMismatch
                 | VerifyError::Replayed
                 | VerifyError::Revoked

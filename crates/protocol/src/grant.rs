@@ -203,21 +203,39 @@ impl GrantDraft {
         assertion: WebAuthnAssertion,
         signer: &dyn GrantSigner,
     ) -> Result<Grant, MintError> {
-        let challenge = assertion
-            .challenge()
-            .map_err(|_| MintError::AssertionForOtherClaims)?;
-        if challenge != self.challenge {
-            return Err(MintError::AssertionForOtherClaims);
-        }
         let claims = GrantClaims {
             approval: self.claims,
             webauthn: assertion,
         };
-        let header = serde_json::json!({"alg": GRANT_ALG, "kid": signer.kid(), "typ": GRANT_TYP});
-        let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Signer(e.to_string()))?;
-        let token = crate::jws::compose(&header, &payload, |input| signer.sign(input))?;
+        let token = sign_claims(
+            GRANT_TYP,
+            &self.challenge,
+            &claims.webauthn,
+            &claims,
+            signer,
+        )?;
         Ok(Grant { token, claims })
     }
+}
+
+/// The JWS of a grant of type `typ` carrying `claims`, signed by `signer`, once `assertion` is
+/// known to be over `challenge` (the hash of the claims without it).
+pub(crate) fn sign_claims(
+    typ: &str,
+    challenge: &[u8; 32],
+    assertion: &WebAuthnAssertion,
+    claims: &impl Serialize,
+    signer: &dyn GrantSigner,
+) -> Result<String, MintError> {
+    let asserted = assertion
+        .challenge()
+        .map_err(|_| MintError::AssertionForOtherClaims)?;
+    if asserted != *challenge {
+        return Err(MintError::AssertionForOtherClaims);
+    }
+    let header = serde_json::json!({"alg": GRANT_ALG, "kid": signer.kid(), "typ": typ});
+    let payload = serde_json::to_vec(claims).map_err(|e| MintError::Signer(e.to_string()))?;
+    crate::jws::compose(&header, &payload, |input| signer.sign(input))
 }
 
 /// A minted grant: the compact JWS and its claims.

@@ -86,6 +86,7 @@
 
 pub mod action;
 pub mod api;
+pub mod bounded;
 pub mod clock;
 #[cfg(feature = "dev-authenticator")]
 pub mod dev_authenticator;
@@ -106,6 +107,7 @@ pub mod verify;
 pub mod webauthn;
 
 pub use action::{ActionRequest, PendingAction};
+pub use bounded::{BoundedDraft, BoundedGrant, Bounds, Constraints};
 pub use error::{AssertionError, MintError, ParseError, VerifyError};
 pub use grant::{DeviceSigningKey, Grant, GrantDraft, GrantSigner};
 pub use hash::ActionHash;

@@ -6,15 +6,20 @@ use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 
 use crate::action::{ActionRequest, TOOL_CALL_TYPE};
+use crate::bounded::{
+    BOUNDED_DEFAULT_LIFETIME_SECS, BOUNDED_GRANT_TYP, BOUNDED_MAX_LIFETIME_SECS, BoundedClaims,
+    BoundedGrantClaims, Constraints,
+};
 use crate::clock::Clock;
 use crate::error::{AssertionError, ParseError, VerifyError};
 use crate::grant::{
-    ApprovalClaims, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS, MAX_SKEW_SECS,
+    ApprovalClaims, Confirmation, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS,
+    MAX_SKEW_SECS,
 };
 use crate::hash::canonical_value_sha256;
 use crate::json::{self, Limits};
 use crate::jws::{self, HeaderRefusal, JwsError};
-use crate::registry::ApproverRegistry;
+use crate::registry::{Approver, ApproverRegistry};
 use crate::replay::{ConsumeError, ReplayStore, SignCounterStore};
 use crate::webauthn::{RelyingParty, WebAuthnAssertion, verify_assertion};
 
@@ -35,6 +40,8 @@ pub struct VerifierConfig {
     pub max_skew_secs: i64,
     /// Largest `exp - iat`; at most [`MAX_LIFETIME_SECS`].
     pub max_lifetime_secs: i64,
+    /// Largest `exp - iat` of a bounded grant; at most [`BOUNDED_MAX_LIFETIME_SECS`].
+    pub max_bounded_lifetime_secs: i64,
 }
 
 impl VerifierConfig {
@@ -46,6 +53,7 @@ impl VerifierConfig {
             relying_party: RelyingParty::countersign(),
             max_skew_secs: MAX_SKEW_SECS,
             max_lifetime_secs: MAX_LIFETIME_SECS,
+            max_bounded_lifetime_secs: BOUNDED_DEFAULT_LIFETIME_SECS,
         }
     }
 }
@@ -74,6 +82,17 @@ pub struct VerifiedGrant {
     pub sign_count: u32,
 }
 
+/// A bounded grant that passed every check (its uses are the broker's to count).
+#[derive(Clone, Debug)]
+pub struct VerifiedBoundedGrant {
+    /// The grant's claims, with its assertion.
+    pub claims: BoundedGrantClaims,
+    /// The id (base64url) of the registered credential that made the assertion.
+    pub credential_id: String,
+    /// The authenticator's sign counter from the assertion.
+    pub sign_count: u32,
+}
+
 /// Verifies grants against a pinned registry, and redeems them once.
 #[derive(Debug, Clone)]
 pub struct GrantVerifier {
@@ -95,6 +114,9 @@ impl GrantVerifier {
     ) -> Self {
         config.max_skew_secs = config.max_skew_secs.clamp(0, MAX_SKEW_SECS);
         config.max_lifetime_secs = config.max_lifetime_secs.clamp(1, MAX_LIFETIME_SECS);
+        config.max_bounded_lifetime_secs = config
+            .max_bounded_lifetime_secs
+            .clamp(1, BOUNDED_MAX_LIFETIME_SECS);
         Self {
             config,
             registry,
@@ -156,7 +178,158 @@ impl GrantVerifier {
         now: i64,
         sender_constraint: bool,
     ) -> Result<VerifiedGrant, VerifyError> {
-        let compact = jws::split(presentation.grant, MAX_GRANT_BYTES).map_err(|e| match e {
+        let opened = self.open(presentation.grant, GRANT_TYP)?;
+        // The challenge is over the claims as received, so the schema check suffices here.
+        let claims: ApprovalClaims =
+            json::schema_only(&opened.payload).map_err(VerifyError::Claims)?;
+        let common = Common {
+            iss: &claims.iss,
+            sub: &claims.sub,
+            aud: &claims.aud,
+            broker: &claims.broker,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            exp: claims.exp,
+            act: &claims.act,
+            details: &claims.authorization_details,
+        };
+        self.check_parties(opened.approver, &common)?;
+        check_times(
+            &common,
+            now,
+            self.config.max_skew_secs,
+            self.config.max_lifetime_secs,
+        )?;
+
+        // 7. The call presented is the call approved.
+        let presented = presentation
+            .action
+            .action_hash()
+            .map_err(VerifyError::Action)?;
+        if presented != claims.action_hash {
+            return Err(VerifyError::ActionHashMismatch);
+        }
+        check_call(&common, presentation.action)?;
+
+        // 8–9. The human, then the sender constraint.
+        let asserted = self.check_assertion(&opened)?;
+        if let Some(cnf) = claims.cnf.as_ref().filter(|_| sender_constraint) {
+            check_confirmation(cnf, presentation.presenter_jkt)?;
+        }
+        Ok(VerifiedGrant {
+            claims: GrantClaims {
+                approval: claims,
+                webauthn: opened.webauthn,
+            },
+            credential_id: asserted.credential_id,
+            sign_count: asserted.sign_count,
+        })
+    }
+
+    /// Every check of a bounded grant against a call it is presented for, in the order of a
+    /// single-use grant's, except that the call is held to the grant's `constraints` instead of
+    /// its `action_hash`, and `cnf` is required and must match the presenter. Uses are not
+    /// counted here: the broker that accepted the grant counts them at redemption.
+    pub fn check_bounded(
+        &self,
+        presentation: &Presentation<'_>,
+    ) -> Result<VerifiedBoundedGrant, VerifyError> {
+        let verified = self.verify_bounded(presentation, self.clock.now(), true)?;
+        if self.replay.is_revoked(&verified.claims.approval.jti)? {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(verified)
+    }
+
+    /// For the broker accepting a bounded grant from its approver with the call the owner
+    /// reviewed: every check but the sender constraint (no presenter exists yet), the reviewed
+    /// call's hash equal to `action_hash`, then the sign counter advanced as for
+    /// [`Self::accept_issued`].
+    pub fn accept_bounded(
+        &self,
+        grant: &str,
+        action: &ActionRequest,
+    ) -> Result<VerifiedBoundedGrant, VerifyError> {
+        let presentation = Presentation {
+            grant,
+            action,
+            presenter_jkt: None,
+        };
+        let verified = self.verify_bounded(&presentation, self.clock.now(), false)?;
+        let presented = action.action_hash().map_err(VerifyError::Action)?;
+        if presented != verified.claims.approval.action_hash {
+            return Err(VerifyError::ActionHashMismatch);
+        }
+        if self.replay.is_revoked(&verified.claims.approval.jti)? {
+            return Err(VerifyError::Revoked);
+        }
+        let stored = self
+            .counters
+            .advance(&verified.credential_id, verified.sign_count)?;
+        counter_advances(stored, verified.sign_count)?;
+        Ok(verified)
+    }
+
+    fn verify_bounded(
+        &self,
+        presentation: &Presentation<'_>,
+        now: i64,
+        sender_constraint: bool,
+    ) -> Result<VerifiedBoundedGrant, VerifyError> {
+        let opened = self.open(presentation.grant, BOUNDED_GRANT_TYP)?;
+        // Fail closed on a constraint this verifier does not know, by name, before anything
+        // else is read from the claims.
+        let constraints = opened
+            .payload
+            .get("constraints")
+            .ok_or_else(|| VerifyError::Claims(ParseError::invalid("constraints", "missing")))?;
+        Constraints::parse(constraints)?;
+        let claims: BoundedClaims =
+            json::schema_only(&opened.payload).map_err(VerifyError::Claims)?;
+        let common = Common {
+            iss: &claims.iss,
+            sub: &claims.sub,
+            aud: &claims.aud,
+            broker: &claims.broker,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            exp: claims.exp,
+            act: &claims.act,
+            details: &claims.authorization_details,
+        };
+        self.check_parties(opened.approver, &common)?;
+        check_times(
+            &common,
+            now,
+            self.config.max_skew_secs,
+            self.config.max_bounded_lifetime_secs,
+        )?;
+        presentation
+            .action
+            .action_hash()
+            .map_err(VerifyError::Action)?;
+        check_call(&common, presentation.action)?;
+        claims
+            .constraints
+            .admit(&presentation.action.context.arguments)?;
+        let asserted = self.check_assertion(&opened)?;
+        if sender_constraint {
+            check_confirmation(&claims.cnf, presentation.presenter_jkt)?;
+        }
+        Ok(VerifiedBoundedGrant {
+            claims: BoundedGrantClaims {
+                approval: claims,
+                webauthn: opened.webauthn,
+            },
+            credential_id: asserted.credential_id,
+            sign_count: asserted.sign_count,
+        })
+    }
+
+    /// Steps 1–4, for a grant of type `typ`: header, key, signature; then the payload read
+    /// strictly and split into the claims and the assertion over their hash.
+    fn open(&self, token: &str, typ: &str) -> Result<Opened<'_>, VerifyError> {
+        let compact = jws::split(token, MAX_GRANT_BYTES).map_err(|e| match e {
             JwsError::TooLarge(n) => VerifyError::Malformed(format!("over {n} bytes")),
             JwsError::NotCompact => VerifyError::Malformed("not three dot-separated parts".into()),
             other => VerifyError::Malformed(other.to_string()),
@@ -165,7 +338,7 @@ impl GrantVerifier {
         // 1–3. Header: exact typ, alg from the allowlist, key by kid from the pinned registry.
         // jku, x5u, jwk and x5c are never read.
         compact
-            .check_header(GRANT_TYP, GRANT_ALG)
+            .check_header(typ, GRANT_ALG)
             .map_err(|refusal| match refusal {
                 HeaderRefusal::WrongType => VerifyError::WrongType,
                 HeaderRefusal::Algorithm(alg) => VerifyError::AlgorithmNotAllowed(alg),
@@ -190,95 +363,114 @@ impl GrantVerifier {
             .ok_or_else(|| VerifyError::Claims(ParseError::invalid("webauthn", "missing")))?;
         let payload = Value::Object(payload);
         let challenge = canonical_value_sha256(&payload).map_err(VerifyError::Claims)?;
-        // The challenge is over the claims as received, so the schema check suffices here.
-        let claims: ApprovalClaims = json::schema_only(&payload).map_err(VerifyError::Claims)?;
         let webauthn: WebAuthnAssertion =
             json::schema_only(&webauthn).map_err(VerifyError::Claims)?;
+        Ok(Opened {
+            approver,
+            payload,
+            challenge,
+            webauthn,
+        })
+    }
 
-        // 5. Issuer is the approver that owns the key; subject its owner; audience this verifier.
+    /// Step 5: the issuer is the approver that owns the key, the subject its owner, the audience
+    /// this verifier and the broker this verifier's.
+    fn check_parties(&self, approver: &Approver, claims: &Common<'_>) -> Result<(), VerifyError> {
         if claims.iss != approver.id {
-            return Err(VerifyError::UnknownIssuer(claims.iss));
+            return Err(VerifyError::UnknownIssuer(claims.iss.to_owned()));
         }
         if claims.sub != approver.owner {
             return Err(VerifyError::WrongSubject);
         }
         if claims.aud != self.config.audience {
-            return Err(VerifyError::WrongAudience(claims.aud));
+            return Err(VerifyError::WrongAudience(claims.aud.to_owned()));
         }
         if claims.broker != self.config.broker {
-            return Err(VerifyError::WrongBroker(claims.broker));
-        }
-
-        // 6. Lifetime: iat ≤ nbf < exp, exp − iat within the cap, now within skew.
-        self.check_times(&claims, now)?;
-
-        // 7. The call presented is the call approved.
-        let presented = presentation
-            .action
-            .action_hash()
-            .map_err(VerifyError::Action)?;
-        if presented != claims.action_hash {
-            return Err(VerifyError::ActionHashMismatch);
-        }
-        if presentation.action.subject.id != claims.sub {
-            return Err(VerifyError::SubjectMismatch);
-        }
-        if claims.act != presentation.action.actor.to_act_claim() {
-            return Err(VerifyError::ActorMismatch);
-        }
-        let action = presentation.action;
-        let describes_call = |d: &crate::action::AuthorizationDetail| {
-            d.kind == TOOL_CALL_TYPE
-                && d.identifier == action.resource.id
-                && d.actions.contains(&action.action.name)
-                && d.locations.contains(&claims.aud)
-        };
-        if claims.authorization_details.is_empty()
-            || !claims.authorization_details.iter().all(describes_call)
-        {
-            return Err(VerifyError::DetailsMismatch);
-        }
-
-        // 8. A registered authenticator verified the human over exactly these claims.
-        let asserted = verify_assertion(&webauthn, &challenge, &self.config.relying_party, |id| {
-            approver.credentials.get(id)
-        })?;
-
-        // 9. Sender constraint.
-        if let Some(cnf) = claims.cnf.as_ref().filter(|_| sender_constraint) {
-            let matches = presentation
-                .presenter_jkt
-                .is_some_and(|jkt| bool::from(jkt.as_bytes().ct_eq(cnf.jkt.as_bytes())));
-            if !matches {
-                return Err(VerifyError::ConfirmationMismatch);
-            }
-        }
-
-        Ok(VerifiedGrant {
-            claims: GrantClaims {
-                approval: claims,
-                webauthn,
-            },
-            credential_id: asserted.credential_id,
-            sign_count: asserted.sign_count,
-        })
-    }
-
-    fn check_times(&self, claims: &ApprovalClaims, now: i64) -> Result<(), VerifyError> {
-        let skew = self.config.max_skew_secs;
-        if claims.nbf < claims.iat
-            || claims.exp <= claims.nbf
-            || claims.exp - claims.iat > self.config.max_lifetime_secs
-        {
-            return Err(VerifyError::BadLifetime);
-        }
-        if now < claims.nbf - skew || now < claims.iat - skew {
-            return Err(VerifyError::NotYetValid);
-        }
-        if now >= claims.exp + skew {
-            return Err(VerifyError::Expired);
+            return Err(VerifyError::WrongBroker(claims.broker.to_owned()));
         }
         Ok(())
+    }
+
+    /// Step 8: a registered authenticator verified the human over exactly these claims.
+    fn check_assertion(
+        &self,
+        opened: &Opened<'_>,
+    ) -> Result<crate::webauthn::VerifiedAssertion, VerifyError> {
+        let approver = opened.approver;
+        Ok(verify_assertion(
+            &opened.webauthn,
+            &opened.challenge,
+            &self.config.relying_party,
+            |id| approver.credentials.get(id),
+        )?)
+    }
+}
+
+/// A grant's JWS after steps 1–4: its approver, its claims without `webauthn` (as received), the
+/// hash of those, and the assertion.
+struct Opened<'r> {
+    approver: &'r Approver,
+    payload: Value,
+    challenge: [u8; 32],
+    webauthn: WebAuthnAssertion,
+}
+
+/// The claims both kinds of grant share, as the shared checks read them.
+struct Common<'c> {
+    iss: &'c str,
+    sub: &'c str,
+    aud: &'c str,
+    broker: &'c str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    act: &'c crate::action::ActorChain,
+    details: &'c [crate::action::AuthorizationDetail],
+}
+
+/// Step 6, the lifetime: iat ≤ nbf < exp, exp − iat within `cap`, now within `skew`.
+fn check_times(claims: &Common<'_>, now: i64, skew: i64, cap: i64) -> Result<(), VerifyError> {
+    if claims.nbf < claims.iat || claims.exp <= claims.nbf || claims.exp - claims.iat > cap {
+        return Err(VerifyError::BadLifetime);
+    }
+    if now < claims.nbf - skew || now < claims.iat - skew {
+        return Err(VerifyError::NotYetValid);
+    }
+    if now >= claims.exp + skew {
+        return Err(VerifyError::Expired);
+    }
+    Ok(())
+}
+
+/// Step 7: the presented call is for the grant's owner, from its agent chain, of the tool,
+/// action and gateway its `authorization_details` name.
+fn check_call(claims: &Common<'_>, action: &ActionRequest) -> Result<(), VerifyError> {
+    if action.subject.id != claims.sub {
+        return Err(VerifyError::SubjectMismatch);
+    }
+    if *claims.act != action.actor.to_act_claim() {
+        return Err(VerifyError::ActorMismatch);
+    }
+    let describes_call = |d: &crate::action::AuthorizationDetail| {
+        d.kind == TOOL_CALL_TYPE
+            && d.identifier == action.resource.id
+            && d.actions.contains(&action.action.name)
+            && d.locations.iter().any(|l| l == claims.aud)
+    };
+    if claims.details.is_empty() || !claims.details.iter().all(describes_call) {
+        return Err(VerifyError::DetailsMismatch);
+    }
+    Ok(())
+}
+
+/// Step 9, the sender constraint: the presenter proved it holds the key `cnf` names.
+fn check_confirmation(cnf: &Confirmation, presenter_jkt: Option<&str>) -> Result<(), VerifyError> {
+    let matches =
+        presenter_jkt.is_some_and(|jkt| bool::from(jkt.as_bytes().ct_eq(cnf.jkt.as_bytes())));
+    if matches {
+        Ok(())
+    } else {
+        Err(VerifyError::ConfirmationMismatch)
     }
 }
 

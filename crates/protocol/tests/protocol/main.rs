@@ -11,6 +11,7 @@
 )]
 
 mod attacks;
+mod bounded;
 mod jcs;
 mod lifecycle;
 mod pending;
