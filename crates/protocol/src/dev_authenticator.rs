@@ -262,6 +262,15 @@ impl DevApprover {
         Ok(draft.sign(assertion, &self.device)?)
     }
 
+    /// Completes `batch`: one ceremony over its challenge, then a device signature per grant.
+    pub fn sign_batch(
+        &mut self,
+        batch: crate::grant::BatchDraft,
+    ) -> Result<Vec<crate::Grant>, DevApproveError> {
+        let assertion = self.assert(batch.challenge())?;
+        Ok(batch.sign(assertion, &self.device)?)
+    }
+
     /// Approves `pending` with `options`.
     pub fn approve(
         &mut self,

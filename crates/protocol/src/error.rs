@@ -120,6 +120,12 @@ pub enum MintError {
     /// The signer failed, or the claims could not be serialised; holds why.
     #[error("signing failed: {0}")]
     Signer(String),
+    /// A batch holds fewer than two or more than fifty drafts; holds how many.
+    #[error("a batch approves 2 to 50 actions, not {0}")]
+    BatchSize(usize),
+    /// A batch approves the same action twice.
+    #[error("a batch names the same action twice")]
+    BatchRepeats,
     /// The bounds asked for a bounded grant do not fit the reviewed call; holds why.
     #[error("the bounds do not fit this call: {0}")]
     Bounds(String),
@@ -204,6 +210,10 @@ pub enum VerifyError {
         /// The argument it concerns.
         argument: String,
     },
+    /// The grant carries a `batch`, and the hash of its own claims is not in it (or the batch
+    /// is malformed): the assertion approved other grants.
+    #[error("the grant's claims are not among those its batch assertion approved")]
+    NotInBatch,
     /// The grant has `cnf.jkt`, and the presenter's key thumbprint is missing or different.
     #[error("the grant is bound to another key (cnf.jkt) than the presenter's")]
     ConfirmationMismatch,
@@ -241,6 +251,7 @@ impl VerifyError {
         "details_mismatch",
         "unknown_constraint",
         "constraint_violated",
+        "not_in_batch",
         "confirmation_mismatch",
         "replayed",
         "revoked",
@@ -271,6 +282,7 @@ impl VerifyError {
             Self::Assertion(e) => e.code(),
             Self::UnknownConstraint(_) => "unknown_constraint",
             Self::ConstraintViolated { .. } => "constraint_violated",
+            Self::NotInBatch => "not_in_batch",
             Self::ConfirmationMismatch => "confirmation_mismatch",
             Self::Replayed => "replayed",
             Self::Revoked => "revoked",
@@ -472,6 +484,7 @@ mod tests {
                 constraint: "max",
                 argument: String::new(),
             },
+            VerifyError::NotInBatch,
             VerifyError::ConfirmationMismatch,
             VerifyError::Replayed,
             VerifyError::Revoked,
@@ -500,6 +513,7 @@ mod tests {
                 | VerifyError::DetailsMismatch
                 | VerifyError::UnknownConstraint(_)
                 | VerifyError::ConstraintViolated { .. }
+                | VerifyError::NotInBatch
                 | VerifyError::ConfirmationMismatch
                 | VerifyError::Replayed
                 | VerifyError::Revoked

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::action::{ActorChain, AuthorizationDetail, PendingAction};
 use crate::error::{MintError, ParseError};
-use crate::hash::{ActionHash, canonical_sha256, random_b64url};
+use crate::hash::{ActionHash, b64url, canonical_sha256, random_b64url};
 use crate::registry::DeviceJwk;
 use crate::webauthn::WebAuthnAssertion;
 
@@ -93,8 +93,85 @@ pub struct GrantClaims {
     /// Every claim except `webauthn` (flattened into the same JSON object).
     #[serde(flatten)]
     pub approval: ApprovalClaims,
-    /// The WebAuthn assertion over `SHA-256(JCS(approval))`.
+    /// The WebAuthn assertion over `SHA-256(JCS(approval))`, or, for a grant approved in a
+    /// batch, over `SHA-256(JCS(batch))`.
     pub webauthn: WebAuthnAssertion,
+    /// For a grant approved with others in one ceremony: the base64url SHA-256 of the JCS of
+    /// every grant's claims (without `webauthn` and `batch`), this one's included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Vec<String>>,
+}
+
+/// The fewest and most grants one ceremony may approve together.
+pub const BATCH_SIZES: std::ops::RangeInclusive<usize> = 2..=50;
+
+/// Several drafts approved in one ceremony: the assertion is over `SHA-256(JCS(batch))`, where
+/// `batch` lists the base64url `SHA-256(JCS(claims))` of each draft in order. Each grant carries
+/// the list, so a gateway verifies it alone: its own claims' hash must be in the list the
+/// human's assertion covers.
+#[derive(Clone, Debug)]
+pub struct BatchDraft {
+    drafts: Vec<GrantDraft>,
+    batch: Vec<String>,
+    challenge: [u8; 32],
+}
+
+impl BatchDraft {
+    /// Puts `drafts` (two to fifty, each approving another action) under one challenge.
+    pub fn new(drafts: Vec<GrantDraft>) -> Result<Self, MintError> {
+        if !BATCH_SIZES.contains(&drafts.len()) {
+            return Err(MintError::BatchSize(drafts.len()));
+        }
+        let batch: Vec<String> = drafts.iter().map(|d| b64url(&d.challenge)).collect();
+        let distinct: std::collections::BTreeSet<&str> =
+            drafts.iter().map(|d| d.claims.txn.as_str()).collect();
+        if distinct.len() != drafts.len() {
+            return Err(MintError::BatchRepeats);
+        }
+        let challenge = canonical_sha256(&batch)?;
+        Ok(Self {
+            drafts,
+            batch,
+            challenge,
+        })
+    }
+
+    /// The drafts, in order.
+    pub fn drafts(&self) -> &[GrantDraft] {
+        &self.drafts
+    }
+
+    /// The challenge the authenticator must sign, once for all.
+    pub fn challenge(&self) -> &[u8; 32] {
+        &self.challenge
+    }
+
+    /// Embeds the one assertion in every grant and signs each JWS with the device key. Refuses
+    /// an assertion made over another challenge.
+    pub fn sign(
+        self,
+        assertion: WebAuthnAssertion,
+        signer: &dyn GrantSigner,
+    ) -> Result<Vec<Grant>, MintError> {
+        self.drafts
+            .into_iter()
+            .map(|draft| {
+                let claims = GrantClaims {
+                    approval: draft.claims,
+                    webauthn: assertion.clone(),
+                    batch: Some(self.batch.clone()),
+                };
+                let token = sign_claims(
+                    GRANT_TYP,
+                    &self.challenge,
+                    &claims.webauthn,
+                    &claims,
+                    signer,
+                )?;
+                Ok(Grant { token, claims })
+            })
+            .collect()
+    }
 }
 
 /// The approver that mints: its registered id, its owner, and the broker it is paired with.
@@ -206,6 +283,7 @@ impl GrantDraft {
         let claims = GrantClaims {
             approval: self.claims,
             webauthn: assertion,
+            batch: None,
         };
         let token = sign_claims(
             GRANT_TYP,

@@ -16,7 +16,7 @@ use crate::grant::{
     ApprovalClaims, Confirmation, GRANT_ALG, GRANT_TYP, GrantClaims, MAX_LIFETIME_SECS,
     MAX_SKEW_SECS,
 };
-use crate::hash::canonical_value_sha256;
+use crate::hash::{b64url, canonical_sha256, canonical_value_sha256};
 use crate::json::{self, Limits};
 use crate::jws::{self, HeaderRefusal, JwsError};
 use crate::registry::{Approver, ApproverRegistry};
@@ -220,6 +220,7 @@ impl GrantVerifier {
             claims: GrantClaims {
                 approval: claims,
                 webauthn: opened.webauthn,
+                batch: opened.batch,
             },
             credential_id: asserted.credential_id,
             sign_count: asserted.sign_count,
@@ -361,8 +362,29 @@ impl GrantVerifier {
         let webauthn = payload
             .remove("webauthn")
             .ok_or_else(|| VerifyError::Claims(ParseError::invalid("webauthn", "missing")))?;
+        // A grant approved in a batch: the assertion is over the list of every grant's claims
+        // hash, and this grant's must be in it.
+        let batch = match payload.remove("batch") {
+            None => None,
+            Some(_) if typ != GRANT_TYP => {
+                return Err(VerifyError::Claims(ParseError::invalid(
+                    "batch",
+                    "only single-use grants are approved in batches",
+                )));
+            }
+            Some(batch) => Some(batch_members(&batch).ok_or(VerifyError::NotInBatch)?),
+        };
         let payload = Value::Object(payload);
-        let challenge = canonical_value_sha256(&payload).map_err(VerifyError::Claims)?;
+        let claims_hash = canonical_value_sha256(&payload).map_err(VerifyError::Claims)?;
+        let challenge = match &batch {
+            None => claims_hash,
+            Some(members) => {
+                if !members.contains(&b64url(&claims_hash)) {
+                    return Err(VerifyError::NotInBatch);
+                }
+                canonical_sha256(members).map_err(VerifyError::Claims)?
+            }
+        };
         let webauthn: WebAuthnAssertion =
             json::schema_only(&webauthn).map_err(VerifyError::Claims)?;
         Ok(Opened {
@@ -370,6 +392,7 @@ impl GrantVerifier {
             payload,
             challenge,
             webauthn,
+            batch,
         })
     }
 
@@ -413,6 +436,24 @@ struct Opened<'r> {
     payload: Value,
     challenge: [u8; 32],
     webauthn: WebAuthnAssertion,
+    batch: Option<Vec<String>>,
+}
+
+/// A `batch` member: 2 to 50 distinct base64url SHA-256 hashes, or `None`.
+fn batch_members(batch: &Value) -> Option<Vec<String>> {
+    let members = batch.as_array()?;
+    if !crate::grant::BATCH_SIZES.contains(&members.len()) {
+        return None;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    members
+        .iter()
+        .map(|m| {
+            let m = m.as_str()?;
+            let decoded = crate::hash::b64url_decode(m)?;
+            (decoded.len() == 32 && seen.insert(m)).then(|| m.to_owned())
+        })
+        .collect()
 }
 
 /// The claims both kinds of grant share, as the shared checks read them.

@@ -11,6 +11,7 @@
 )]
 
 mod attacks;
+mod batch;
 mod bounded;
 mod jcs;
 mod lifecycle;
