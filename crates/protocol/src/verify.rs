@@ -161,6 +161,50 @@ impl GrantVerifier {
         Ok(verified)
     }
 
+    /// For the broker accepting the grants of one batch ceremony from its approver, each with
+    /// the action it approves: every check of [`Self::accept_issued`] on each grant; all of
+    /// them carry the same assertion and the same `batch`, which lists exactly these grants;
+    /// then the authenticator's sign counter is advanced once for the ceremony. All or none:
+    /// the first refusal is returned and nothing is advanced.
+    pub fn accept_batch(
+        &self,
+        grants: &[(&str, &ActionRequest)],
+    ) -> Result<Vec<VerifiedGrant>, VerifyError> {
+        let now = self.clock.now();
+        let mut verified = Vec::with_capacity(grants.len());
+        for (grant, action) in grants {
+            let presentation = Presentation {
+                grant,
+                action,
+                presenter_jkt: None,
+            };
+            let one = self.verify_at(&presentation, now, false)?;
+            if self.replay.is_revoked(&one.claims.approval.jti)? {
+                return Err(VerifyError::Revoked);
+            }
+            verified.push(one);
+        }
+        let first = verified.first().ok_or(VerifyError::NotInBatch)?;
+        let batch = first.claims.batch.as_ref().ok_or(VerifyError::NotInBatch)?;
+        let same_ceremony = verified.iter().all(|v| {
+            v.claims.batch.as_ref() == Some(batch) && v.claims.webauthn == first.claims.webauthn
+        });
+        // Each grant's own hash is in the list (checked when it was opened), the grants are
+        // distinct actions, and there are as many as the list holds: exactly these grants.
+        let txns: std::collections::BTreeSet<&str> = verified
+            .iter()
+            .map(|v| v.claims.approval.txn.as_str())
+            .collect();
+        if !same_ceremony || txns.len() != verified.len() || batch.len() != verified.len() {
+            return Err(VerifyError::NotInBatch);
+        }
+        let stored = self
+            .counters
+            .advance(&first.credential_id, first.sign_count)?;
+        counter_advances(stored, first.sign_count)?;
+        Ok(verified)
+    }
+
     /// Every check, then consumes the `jti` atomically: of concurrent redemptions of one grant,
     /// exactly one succeeds; the others get [`VerifyError::Replayed`]. Grants may be redeemed in
     /// any order: the sign counter was judged when the grant was accepted.

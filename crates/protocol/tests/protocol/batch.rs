@@ -119,7 +119,7 @@ fn a_grant_outside_its_batch_or_with_a_changed_batch_is_refused() {
         );
     }
     // A claim changed, then re-signed: its hash is no longer in the batch.
-    let mut changed = payload.clone();
+    let mut changed = payload;
     changed["exp"] = json!(NOW + 100);
     assert_eq!(
         verifier
@@ -177,4 +177,69 @@ fn josekit_reads_a_batch_grant_and_its_binding_can_be_recomputed() {
     .unwrap();
     let client_data: Value = serde_json::from_slice(&client_data).unwrap();
     assert_eq!(client_data["challenge"], json!(b64url(&challenge)));
+}
+
+#[test]
+fn a_broker_accepts_a_whole_batch_at_once_and_only_once() {
+    let mut fx = Fixture::new();
+    let held = held();
+    let grants = fx
+        .approver
+        .sign_batch(BatchDraft::new(drafts(&fx, &held)).unwrap())
+        .unwrap();
+    let all: Vec<(&str, &ActionRequest)> = grants
+        .iter()
+        .zip(&held)
+        .map(|(g, (_, a))| (g.token(), a))
+        .collect();
+    let verifier = fx.verifier();
+
+    // Part of the batch, a grant twice, or grants mixed with another ceremony's: refused, and
+    // the counter is not moved by a refusal.
+    assert_eq!(
+        verifier.accept_batch(&all[..2]).unwrap_err(),
+        VerifyError::NotInBatch
+    );
+    assert_eq!(
+        verifier
+            .accept_batch(&[all[0], all[0], all[1]])
+            .unwrap_err(),
+        VerifyError::NotInBatch
+    );
+    let other = fx
+        .approver
+        .sign_batch(BatchDraft::new(drafts(&fx, &held)).unwrap())
+        .unwrap();
+    let mixed = [all[0], all[1], (other[2].token(), &held[2].1)];
+    assert_eq!(
+        verifier.accept_batch(&mixed).unwrap_err(),
+        VerifyError::NotInBatch
+    );
+    let single = fx.mint(&held[0].0);
+    assert_eq!(
+        verifier
+            .accept_batch(&[(single.token(), &held[0].1)])
+            .unwrap_err(),
+        VerifyError::NotInBatch
+    );
+
+    // The whole batch, once: the counter moves once for the ceremony.
+    let accepted = verifier.accept_batch(&all).unwrap();
+    assert_eq!(accepted.len(), 3);
+    assert!(matches!(
+        verifier.accept_batch(&all),
+        Err(VerifyError::Assertion(_))
+    ));
+    // Accepted one by one, the second grant of a batch would look like a cloned authenticator.
+    let fresh = fx
+        .approver
+        .sign_batch(BatchDraft::new(drafts(&fx, &held)).unwrap())
+        .unwrap();
+    verifier
+        .accept_issued(fresh[0].token(), &held[0].1)
+        .unwrap();
+    assert!(matches!(
+        verifier.accept_issued(fresh[1].token(), &held[1].1),
+        Err(VerifyError::Assertion(_))
+    ));
 }
