@@ -71,6 +71,17 @@ pub struct Presentation<'a> {
     pub presenter_jkt: Option<&'a str>,
 }
 
+impl<'a> Presentation<'a> {
+    /// A grant and its action before any presenter exists (an approver's decision arriving).
+    pub fn unpresented(grant: &'a str, action: &'a ActionRequest) -> Self {
+        Self {
+            grant,
+            action,
+            presenter_jkt: None,
+        }
+    }
+}
+
 /// A grant that passed every check.
 #[derive(Clone, Debug)]
 pub struct VerifiedGrant {
@@ -129,9 +140,7 @@ impl GrantVerifier {
     /// Every check except consumption: for a dry run by a gateway.
     pub fn check(&self, presentation: &Presentation<'_>) -> Result<VerifiedGrant, VerifyError> {
         let verified = self.verify_at(presentation, self.clock.now(), true)?;
-        if self.replay.is_revoked(&verified.claims.approval.jti)? {
-            return Err(VerifyError::Revoked);
-        }
+        self.not_revoked(&verified.claims.approval.jti)?;
         Ok(verified)
     }
 
@@ -145,19 +154,10 @@ impl GrantVerifier {
         grant: &str,
         action: &ActionRequest,
     ) -> Result<VerifiedGrant, VerifyError> {
-        let presentation = Presentation {
-            grant,
-            action,
-            presenter_jkt: None,
-        };
+        let presentation = Presentation::unpresented(grant, action);
         let verified = self.verify_at(&presentation, self.clock.now(), false)?;
-        if self.replay.is_revoked(&verified.claims.approval.jti)? {
-            return Err(VerifyError::Revoked);
-        }
-        let stored = self
-            .counters
-            .advance(&verified.credential_id, verified.sign_count)?;
-        counter_advances(stored, verified.sign_count)?;
+        self.not_revoked(&verified.claims.approval.jti)?;
+        self.advance_counter(&verified.credential_id, verified.sign_count)?;
         Ok(verified)
     }
 
@@ -173,15 +173,9 @@ impl GrantVerifier {
         let now = self.clock.now();
         let mut verified = Vec::with_capacity(grants.len());
         for (grant, action) in grants {
-            let presentation = Presentation {
-                grant,
-                action,
-                presenter_jkt: None,
-            };
+            let presentation = Presentation::unpresented(grant, action);
             let one = self.verify_at(&presentation, now, false)?;
-            if self.replay.is_revoked(&one.claims.approval.jti)? {
-                return Err(VerifyError::Revoked);
-            }
+            self.not_revoked(&one.claims.approval.jti)?;
             verified.push(one);
         }
         let first = verified.first().ok_or(VerifyError::NotInBatch)?;
@@ -198,10 +192,7 @@ impl GrantVerifier {
         if !same_ceremony || txns.len() != verified.len() || batch.len() != verified.len() {
             return Err(VerifyError::NotInBatch);
         }
-        let stored = self
-            .counters
-            .advance(&first.credential_id, first.sign_count)?;
-        counter_advances(stored, first.sign_count)?;
+        self.advance_counter(&first.credential_id, first.sign_count)?;
         Ok(verified)
     }
 
@@ -280,9 +271,7 @@ impl GrantVerifier {
         presentation: &Presentation<'_>,
     ) -> Result<VerifiedBoundedGrant, VerifyError> {
         let verified = self.verify_bounded(presentation, self.clock.now(), true)?;
-        if self.replay.is_revoked(&verified.claims.approval.jti)? {
-            return Err(VerifyError::Revoked);
-        }
+        self.not_revoked(&verified.claims.approval.jti)?;
         Ok(verified)
     }
 
@@ -295,23 +284,14 @@ impl GrantVerifier {
         grant: &str,
         action: &ActionRequest,
     ) -> Result<VerifiedBoundedGrant, VerifyError> {
-        let presentation = Presentation {
-            grant,
-            action,
-            presenter_jkt: None,
-        };
+        let presentation = Presentation::unpresented(grant, action);
         let verified = self.verify_bounded(&presentation, self.clock.now(), false)?;
         let presented = action.action_hash().map_err(VerifyError::Action)?;
         if presented != verified.claims.approval.action_hash {
             return Err(VerifyError::ActionHashMismatch);
         }
-        if self.replay.is_revoked(&verified.claims.approval.jti)? {
-            return Err(VerifyError::Revoked);
-        }
-        let stored = self
-            .counters
-            .advance(&verified.credential_id, verified.sign_count)?;
-        counter_advances(stored, verified.sign_count)?;
+        self.not_revoked(&verified.claims.approval.jti)?;
+        self.advance_counter(&verified.credential_id, verified.sign_count)?;
         Ok(verified)
     }
 
@@ -438,6 +418,20 @@ impl GrantVerifier {
             webauthn,
             batch,
         })
+    }
+
+    fn not_revoked(&self, jti: &str) -> Result<(), VerifyError> {
+        if self.replay.is_revoked(jti)? {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(())
+    }
+
+    /// WebAuthn §7.2 step 22, atomically: the stored counter moves to `sign_count`, which must
+    /// exceed it.
+    fn advance_counter(&self, credential_id: &str, sign_count: u32) -> Result<(), VerifyError> {
+        let stored = self.counters.advance(credential_id, sign_count)?;
+        counter_advances(stored, sign_count)
     }
 
     /// Step 5: the issuer is the approver that owns the key, the subject its owner, the audience
