@@ -93,6 +93,24 @@ pub fn approve(
 }
 
 /// Denies `item` with a reason (and optionally suspends its agent), queued like an approval.
+/// Whether `item` can be denied with `reason`: known, open (pending, or refused by the broker
+/// and so open again), and a reason given.
+pub fn check_deniable(history: &History, item: &str, reason: &str) -> Result<()> {
+    let (_, status) = history
+        .item(item)?
+        .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
+    if status != ItemStatus::Pending && status != ItemStatus::Refused {
+        return Err(Error::NotPending {
+            item: item.to_owned(),
+            status,
+        });
+    }
+    if reason.trim().is_empty() {
+        return Err(Error::ReasonRequired);
+    }
+    Ok(())
+}
+
 pub fn deny(
     history: &mut History,
     item: &str,
@@ -103,19 +121,8 @@ pub fn deny(
     if let Some(queued) = earlier(history, item, false, now)? {
         return Ok(queued);
     }
-    let (_, status) = history
-        .item(item)?
-        .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
-    if status != ItemStatus::Pending && status != ItemStatus::Refused {
-        return Err(Error::NotPending {
-            item: item.to_owned(),
-            status,
-        });
-    }
+    check_deniable(history, item, reason)?;
     let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(Error::ReasonRequired);
-    }
     let decision = Decision::Deny {
         reason: reason.to_owned(),
         suspend_agent,

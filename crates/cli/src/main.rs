@@ -106,9 +106,11 @@ enum Command {
         #[arg(long)]
         with: Option<String>,
     },
-    /// Deny an item.
+    /// Deny one item, or several with the same reason (each is checked first: one that cannot
+    /// be denied denies none).
     Deny {
-        id: String,
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
         /// Why (the agent's owner and the broker's log see it).
         #[arg(long)]
         reason: String,
@@ -293,12 +295,12 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
             return Ok(output::decision(out, &queued, outcome.as_ref(), "Approved"));
         }
         Command::Deny {
-            id,
+            ids,
             reason,
             suspend_agent,
         } => {
-            let (queued, outcome) = engine.deny(&id, &reason, suspend_agent).await?;
-            return Ok(output::decision(out, &queued, outcome.as_ref(), "Denied"));
+            let decided = engine.deny_all(&ids, &reason, suspend_agent).await?;
+            return Ok(output::decisions(out, &decided, "Denied"));
         }
         Command::Sync => {
             let reports = engine.sync().await?;

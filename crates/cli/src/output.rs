@@ -411,6 +411,42 @@ pub(crate) fn decision(
     outcome: Option<&DecisionOutcome>,
     verb: &str,
 ) -> ExitCode {
+    let (value, text, code) = decision_report(queued, outcome, verb);
+    out.value(&value, || text);
+    code
+}
+
+/// Reports several decisions: one alone as [`decision`] does; several as a JSON array (a line
+/// each in text), with the exit code of the first that did not succeed.
+pub(crate) fn decisions(
+    out: &Out,
+    decided: &[(Queued, Option<DecisionOutcome>)],
+    verb: &str,
+) -> ExitCode {
+    if let [(queued, outcome)] = decided {
+        return decision(out, queued, outcome.as_ref(), verb);
+    }
+    let reports: Vec<_> = decided
+        .iter()
+        .map(|(queued, outcome)| decision_report(queued, outcome.as_ref(), verb))
+        .collect();
+    let values: Vec<&serde_json::Value> = reports.iter().map(|(v, _, _)| v).collect();
+    out.value(&values, || {
+        let lines: Vec<&str> = reports.iter().map(|(_, t, _)| t.as_str()).collect();
+        lines.join("\n")
+    });
+    reports
+        .iter()
+        .map(|(_, _, code)| *code)
+        .find(|code| *code != ExitCode::SUCCESS)
+        .unwrap_or(ExitCode::SUCCESS)
+}
+
+fn decision_report(
+    queued: &Queued,
+    outcome: Option<&DecisionOutcome>,
+    verb: &str,
+) -> (serde_json::Value, String, ExitCode) {
     let decision = match &queued.decision {
         Decision::Approve { .. } => "approve",
         Decision::Deny { .. } => "deny",
@@ -427,34 +463,32 @@ pub(crate) fn decision(
         None if queued.acked => (true, None, ExitCode::SUCCESS),
         None => (false, None, ExitCode::from(EXIT_UNREACHABLE)),
     };
-    out.value(
-        &json!({
-            "item": queued.item,
-            "decision": decision,
-            "delivered": delivered,
-            "broker_status": status,
-            "already_decided": matches!(outcome, Some(DecisionOutcome::AlreadyDecided(_))),
-        }),
-        || match outcome {
-            Some(DecisionOutcome::Recorded(_)) => {
-                format!("{verb} {}; the broker has it.", queued.item)
-            }
-            Some(DecisionOutcome::AlreadyDecided(view)) => format!(
-                "{} was already {} at the broker; nothing changed.",
-                queued.item,
-                view.status.as_str()
-            ),
-            None if queued.acked => {
-                format!("{} was already decided here and delivered.", queued.item)
-            }
-            None => format!(
-                "{verb} {}, but the broker could not be reached: the decision is queued and \
-                 `countersign sync` sends it.",
-                queued.item
-            ),
-        },
-    );
-    code
+    let value = json!({
+        "item": queued.item,
+        "decision": decision,
+        "delivered": delivered,
+        "broker_status": status,
+        "already_decided": matches!(outcome, Some(DecisionOutcome::AlreadyDecided(_))),
+    });
+    let text = match outcome {
+        Some(DecisionOutcome::Recorded(_)) => {
+            format!("{verb} {}; the broker has it.", queued.item)
+        }
+        Some(DecisionOutcome::AlreadyDecided(view)) => format!(
+            "{} was already {} at the broker; nothing changed.",
+            queued.item,
+            view.status.as_str()
+        ),
+        None if queued.acked => {
+            format!("{} was already decided here and delivered.", queued.item)
+        }
+        None => format!(
+            "{verb} {}, but the broker could not be reached: the decision is queued and \
+             `countersign sync` sends it.",
+            queued.item
+        ),
+    };
+    (value, text, code)
 }
 
 pub(crate) fn sync(out: &Out, reports: &[Result<SyncReport, (String, Error)>]) -> ExitCode {

@@ -1,5 +1,8 @@
 //! Deciding: approve (the ceremony, the grant, the outbox) and deny, then delivery.
 
+use std::collections::HashMap;
+
+use countersign_protocol::api::Decision;
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
 
@@ -66,36 +69,93 @@ impl Engine {
         self.deliver(queued).await
     }
 
+    /// Denies several items with one reason (and optionally suspends their agents), then sends
+    /// them together. Every item is checked first — known here, still open, a reason given — so
+    /// one that cannot be denied denies none.
+    pub async fn deny_all(
+        &mut self,
+        items: &[String],
+        reason: &str,
+        suspend_agent: bool,
+    ) -> Result<Vec<(Queued, Option<DecisionOutcome>)>> {
+        for item in items {
+            // A denial queued before goes out as it is (denying is idempotent).
+            let queued_before = self
+                .history
+                .queued(item)?
+                .is_some_and(|q| !q.rejected && matches!(q.decision, Decision::Deny { .. }));
+            if !queued_before {
+                outbox::check_deniable(&self.history, item, reason)?;
+            }
+        }
+        let now = self.now();
+        let queued = items
+            .iter()
+            .map(|item| outbox::deny(&mut self.history, item, reason, suspend_agent, now))
+            .collect::<Result<Vec<_>>>()?;
+        self.deliver_all(queued).await
+    }
+
     /// Sends a queued decision once. A temporary failure (unreachable, busy, failing broker)
     /// leaves it queued and is not an error: the next sync delivers it. A final refusal is
     /// recorded (the item is open again) and returned.
     pub async fn deliver(&mut self, queued: Queued) -> Result<(Queued, Option<DecisionOutcome>)> {
-        if queued.acked {
-            return Ok((queued, None));
-        }
-        // The broker's queue goes out oldest first, this decision with it: a newer grant sent
-        // ahead of older ones would make their authenticator counters look replayed.
-        let client = self.client(&self.broker(&queued.broker)?)?;
-        let now = self.now();
-        let sent = match outbox::flush(&mut self.history, &client, now).await {
-            Ok(sent) => sent,
-            Err(e) if e.is_transient() => return Ok((queued, None)),
-            Err(e) => return Err(e),
-        };
-        let mut mine = None;
-        for (item, sent) in sent {
-            match sent {
-                outbox::Sent::Acknowledged(outcome) => {
-                    self.settle(client.base(), &outcome)?;
-                    if item == queued.item {
-                        mine = Some(*outcome);
+        let mut outcomes = self.send(std::slice::from_ref(&queued)).await?;
+        let outcome = outcomes.remove(&queued.item);
+        Ok((queued, outcome))
+    }
+
+    /// [`Self::deliver`] for several decisions: each broker's queue is sent once, and each
+    /// decision comes back with what its broker answered.
+    pub async fn deliver_all(
+        &mut self,
+        queued: Vec<Queued>,
+    ) -> Result<Vec<(Queued, Option<DecisionOutcome>)>> {
+        let mut outcomes = self.send(&queued).await?;
+        Ok(queued
+            .into_iter()
+            .map(|q| {
+                let outcome = outcomes.remove(&q.item);
+                (q, outcome)
+            })
+            .collect())
+    }
+
+    /// Flushes the queue of every broker that holds one of `queued` not yet acknowledged; the
+    /// broker's answers by item. The first final refusal of one of `queued` is returned.
+    async fn send(&mut self, queued: &[Queued]) -> Result<HashMap<String, DecisionOutcome>> {
+        let mut brokers: Vec<&str> = queued
+            .iter()
+            .filter(|q| !q.acked)
+            .map(|q| q.broker.as_str())
+            .collect();
+        brokers.sort_unstable();
+        brokers.dedup();
+        let mut outcomes = HashMap::new();
+        for broker in brokers {
+            // The broker's queue goes out oldest first, these decisions with it: a newer grant
+            // sent ahead of older ones would make their authenticator counters look replayed.
+            let client = self.client(&self.broker(broker)?)?;
+            let now = self.now();
+            let sent = match outbox::flush(&mut self.history, &client, now).await {
+                Ok(sent) => sent,
+                Err(e) if e.is_transient() => continue,
+                Err(e) => return Err(e),
+            };
+            for (item, sent) in sent {
+                match sent {
+                    outbox::Sent::Acknowledged(outcome) => {
+                        self.settle(client.base(), &outcome)?;
+                        outcomes.insert(item, *outcome);
                     }
+                    outbox::Sent::Rejected(e) if queued.iter().any(|q| q.item == item) => {
+                        return Err(e);
+                    }
+                    outbox::Sent::Rejected(_) => {}
                 }
-                outbox::Sent::Rejected(e) if item == queued.item => return Err(e),
-                outbox::Sent::Rejected(_) => {}
             }
         }
-        Ok((queued, mine))
+        Ok(outcomes)
     }
 }
 

@@ -147,6 +147,69 @@ async fn deny_and_deny_with_suspension() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_denied_with_one_reason_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let app = App::paired(dir.path(), &broker).await;
+    let agent = agent(&url(&broker));
+    let mut ids = Vec::new();
+    for intent in ["Refund one", "Refund two", "Refund three"] {
+        ids.push(submit(&agent, &held(intent)).await.1);
+    }
+    app.ok(&["sync"]).await;
+
+    // One of them unknown: none is denied, and the error names it.
+    let unknown = app
+        .json(
+            &[
+                "deny",
+                &ids[0],
+                "pa_nonexistent",
+                &ids[1],
+                "--reason",
+                "batch",
+            ],
+            3,
+        )
+        .await;
+    assert_eq!(unknown["error"]["code"], "unknown_item", "{unknown}");
+    let denied = app.ok(&["history", "--status", "denied"]).await;
+    assert!(denied.as_array().unwrap().is_empty(), "{denied}");
+
+    // All three with one reason, in one command.
+    let denied = app
+        .ok(&["deny", &ids[0], &ids[1], &ids[2], "--reason", "not today"])
+        .await;
+    let denied = denied.as_array().unwrap();
+    assert_eq!(denied.len(), 3);
+    for (report, id) in denied.iter().zip(&ids) {
+        assert_eq!(report["item"], id.as_str());
+        assert_eq!(report["broker_status"], "denied");
+        let status = outcome(&agent, id).await;
+        assert_eq!(status.status, Status::Denied);
+        assert_eq!(status.reason.as_deref(), Some("not today"));
+    }
+    // Again: already decided here and delivered, nothing changes.
+    let again = app
+        .ok(&["deny", &ids[0], &ids[1], "--reason", "not today"])
+        .await;
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["delivered"] == true)
+    );
+    let text = String::from_utf8(
+        app.run(&["deny", &ids[1], &ids[2], "--reason", "not today"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_and_pairing_need_an_enrolled_authenticator() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
