@@ -217,17 +217,7 @@ impl GrantVerifier {
         // The challenge is over the claims as received, so the schema check suffices here.
         let claims: ApprovalClaims =
             json::schema_only(&opened.payload).map_err(VerifyError::Claims)?;
-        let common = Common {
-            iss: &claims.iss,
-            sub: &claims.sub,
-            aud: &claims.aud,
-            broker: &claims.broker,
-            iat: claims.iat,
-            nbf: claims.nbf,
-            exp: claims.exp,
-            act: &claims.act,
-            details: &claims.authorization_details,
-        };
+        let common = common_of!(claims);
         self.check_parties(opened.approver, &common)?;
         check_times(
             &common,
@@ -311,17 +301,7 @@ impl GrantVerifier {
         Constraints::parse(constraints)?;
         let claims: BoundedClaims =
             json::schema_only(&opened.payload).map_err(VerifyError::Claims)?;
-        let common = Common {
-            iss: &claims.iss,
-            sub: &claims.sub,
-            aud: &claims.aud,
-            broker: &claims.broker,
-            iat: claims.iat,
-            nbf: claims.nbf,
-            exp: claims.exp,
-            act: &claims.act,
-            details: &claims.authorization_details,
-        };
+        let common = common_of!(claims);
         self.check_parties(opened.approver, &common)?;
         check_times(
             &common,
@@ -493,6 +473,24 @@ fn batch_members(batch: &Value) -> Option<Vec<String>> {
         })
         .collect()
 }
+
+/// The shared claims of either kind of grant (their fields have the same names).
+macro_rules! common_of {
+    ($claims:expr) => {
+        Common {
+            iss: &$claims.iss,
+            sub: &$claims.sub,
+            aud: &$claims.aud,
+            broker: &$claims.broker,
+            iat: $claims.iat,
+            nbf: $claims.nbf,
+            exp: $claims.exp,
+            act: &$claims.act,
+            details: &$claims.authorization_details,
+        }
+    };
+}
+use common_of;
 
 /// The claims both kinds of grant share, as the shared checks read them.
 struct Common<'c> {
