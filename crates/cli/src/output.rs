@@ -287,11 +287,7 @@ fn risk_context(t: &mut String, c: &RiskContext) {
         let _ = writeln!(t, "  !  first time this agent asks for this tool");
     }
     for a in &c.amounts {
-        let approved = if a.approved >= COUNT_CAP {
-            format!("{COUNT_CAP}+")
-        } else {
-            a.approved.to_string()
-        };
+        let approved = capped(a.approved);
         match (a.largest, a.typical) {
             (Some(largest), Some(typical)) => {
                 let beyond = a
@@ -325,7 +321,7 @@ fn risk_context(t: &mut String, c: &RiskContext) {
         c.agent_last_hour,
         if c.agent_last_hour == 1 { "" } else { "s" },
         c.agent_denied_last_hour,
-        c.agent_denied
+        capped(c.agent_denied)
     );
     if let Some(s) = &c.similar {
         let _ = writeln!(
@@ -356,6 +352,15 @@ fn risk_context(t: &mut String, c: &RiskContext) {
 }
 
 /// A ratio as shown: one decimal below 10, whole above.
+/// A count the risk context stops at [`COUNT_CAP`].
+fn capped(n: u64) -> String {
+    if n >= COUNT_CAP {
+        format!("{COUNT_CAP}+")
+    } else {
+        n.to_string()
+    }
+}
+
 fn ratio(r: f64) -> String {
     if r < 10.0 {
         format!("{r:.1}")

@@ -12,6 +12,7 @@
 //! unverified claims, are in the review itself (`server_claims`).
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use countersign_protocol::PendingAction;
 use rusqlite::{OptionalExtension as _, Transaction, params};
@@ -45,7 +46,7 @@ pub struct RiskContext {
     pub agent_last_hour: u64,
     /// Of those, how many the owner denied.
     pub agent_denied_last_hour: u64,
-    /// Every request of this agent the owner ever denied.
+    /// Every request of this agent the owner ever denied, up to [`COUNT_CAP`].
     pub agent_denied: u64,
 }
 
@@ -106,13 +107,29 @@ const EARLIER_OF_TOOL: &str = "SELECT EXISTS(SELECT 1 FROM items INDEXED BY item
 const LAST_HOUR: &str = "SELECT COUNT(*), COALESCE(SUM(status = 'denied'), 0)
      FROM items INDEXED BY items_agent
      WHERE agent = ?1 AND created_at > ?2 AND created_at <= ?3 AND id != ?4";
-const DENIED: &str = "SELECT COUNT(*) FROM items INDEXED BY items_agent_status
-     WHERE agent = ?1 AND status = 'denied'";
-const CANDIDATES: &str = "SELECT id, status, intent, created_at, pending
-     FROM items INDEXED BY items_agent_tool
-     WHERE agent = ?1 AND tool = ?2 AND created_at <= ?3 AND id != ?4
-       AND status NOT IN ('pending', 'refused')
-     ORDER BY created_at DESC LIMIT ?5";
+const DENIED: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM items INDEXED BY items_agent_status
+     WHERE agent = ?1 AND status = 'denied' LIMIT ?2)";
+// One arm per decided status, each newest first and limited, merged and limited again: a walk
+// of `items_agent_tool` would step over every undecided item of the agent and tool.
+static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
+    let arms: Vec<String> = ItemStatus::ALL
+        .iter()
+        .filter(|s| !matches!(s, ItemStatus::Pending | ItemStatus::Refused))
+        .map(|s| {
+            format!(
+                "SELECT * FROM (SELECT id, status, intent, created_at, pending
+                 FROM items INDEXED BY items_agent_tool_status
+                 WHERE agent = ?1 AND tool = ?2 AND status = '{}' AND created_at <= ?3
+                   AND id != ?4 ORDER BY created_at DESC LIMIT ?5)",
+                s.as_str()
+            )
+        })
+        .collect();
+    format!(
+        "{} ORDER BY created_at DESC, id DESC LIMIT ?5",
+        arms.join(" UNION ALL ")
+    )
+});
 // The item itself never counts (a decided item opened again is not its own precedent).
 const LARGEST: &str = "SELECT MAX(value) FROM approved_numbers INDEXED BY approved_numbers_value
      WHERE tool = ?1 AND name = ?2 AND item != ?3";
@@ -146,7 +163,7 @@ impl History {
             })?;
         let denied: i64 = conn
             .prepare_cached(DENIED)?
-            .query_row([agent], |r| r.get(0))?;
+            .query_row(params![agent, cap()], |r| r.get(0))?;
         let mut amounts = Vec::new();
         for (name, value, number) in numbers(&pending.context.arguments) {
             amounts.push(self.amount(id, tool, name, value, number)?);
@@ -174,15 +191,9 @@ impl History {
         let largest: Option<f64> = conn
             .prepare_cached(LARGEST)?
             .query_row(params![tool, name, item], |r| r.get(0))?;
-        let approved: i64 = conn.prepare_cached(APPROVED)?.query_row(
-            params![
-                tool,
-                name,
-                item,
-                i64::try_from(COUNT_CAP).unwrap_or(i64::MAX)
-            ],
-            |r| r.get(0),
-        )?;
+        let approved: i64 = conn
+            .prepare_cached(APPROVED)?
+            .query_row(params![tool, name, item, cap()], |r| r.get(0))?;
         let mut latest: Vec<f64> = conn
             .prepare_cached(LATEST)?
             .query_map(
@@ -207,7 +218,7 @@ impl History {
     }
 
     fn similar(&self, pending: &PendingAction) -> Result<Option<Similar>> {
-        let mut stmt = self.conn.prepare_cached(CANDIDATES)?;
+        let mut stmt = self.conn.prepare_cached(&CANDIDATES)?;
         let rows = stmt.query_map(
             params![
                 pending.actor.id.as_str(),
@@ -340,6 +351,10 @@ fn compare(now: &Map<String, Value>, then: &Map<String, Value>) -> (Vec<String>,
         }
     }
     (same, differences)
+}
+
+fn cap() -> i64 {
+    i64::try_from(COUNT_CAP).unwrap_or(i64::MAX)
 }
 
 fn count(n: i64) -> u64 {

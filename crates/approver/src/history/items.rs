@@ -2,7 +2,7 @@
 //! full-text search).
 
 use countersign_protocol::PendingAction;
-use rusqlite::{OptionalExtension as _, Transaction, params};
+use rusqlite::{OptionalExtension as _, ToSql, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -57,9 +57,6 @@ const UNNOTIFIED: &str = "SELECT i.id FROM items i WHERE i.status = 'pending' AN
      ORDER BY i.created_at, i.rowid";
 const SET_STATUS: &str = "UPDATE items SET status = ?1, updated_at = ?2 WHERE id = ?3";
 const TOUCH: &str = "UPDATE items SET updated_at = ?1 WHERE id = ?2";
-const FILTERS: &str = "(?1 IS NULL OR i.status = ?1) AND (?2 IS NULL OR i.agent = ?2)
-     AND (?3 IS NULL OR i.tool = ?3) AND (?4 IS NULL OR i.created_at >= ?4)
-     AND (?5 IS NULL OR i.created_at < ?5)";
 const SUMMARY: &str =
     "SELECT i.id, i.status, i.agent, i.tool, i.intent, i.created_at, i.updated_at, i.merged";
 
@@ -200,42 +197,65 @@ impl History {
             .filter(|q| !q.is_empty());
         // With a search, walk the full-text index newest first (rowids follow arrival) and
         // stop at the limit; without one, the time-ordered indexes serve.
-        let sql = if search.is_some() {
+        // Only the filters in use are written into the query: `(? IS NULL OR column = ?)`
+        // would hide every index from the planner and scan the whole history by time.
+        let mut conditions = Vec::new();
+        let mut values: Vec<(&str, &dyn ToSql)> = Vec::new();
+        if let Some(status) = &filter.status {
+            conditions.push("i.status = :status");
+            values.push((":status", status));
+        }
+        if let Some(agent) = &filter.agent {
+            conditions.push("i.agent = :agent");
+            values.push((":agent", agent));
+        }
+        if let Some(tool) = &filter.tool {
+            conditions.push("i.tool = :tool");
+            values.push((":tool", tool));
+        }
+        if let Some(since) = &filter.since {
+            conditions.push("i.created_at >= :since");
+            values.push((":since", since));
+        }
+        if let Some(until) = &filter.until {
+            conditions.push("i.created_at < :until");
+            values.push((":until", until));
+        }
+        values.push((":limit", &limit));
+        // With a search, walk the full-text index newest first (rowids follow arrival) and
+        // stop at the limit (CROSS JOIN keeps that order of the loops); without one, the
+        // time-ordered indexes serve.
+        let sql = if let Some(search) = &search {
+            values.push((":search", search));
+            conditions.insert(0, "items_fts MATCH :search");
             format!(
-                "{SUMMARY} FROM items_fts f JOIN items i ON i.rowid = f.rowid
-                 WHERE items_fts MATCH ?6 AND {FILTERS}
-                 ORDER BY f.rowid DESC LIMIT ?7"
+                "{SUMMARY} FROM items_fts f CROSS JOIN items i ON i.rowid = f.rowid
+                 WHERE {} ORDER BY f.rowid DESC LIMIT :limit",
+                conditions.join(" AND ")
             )
         } else {
+            let filters = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
             format!(
-                "{SUMMARY} FROM items i WHERE ?6 IS NULL AND {FILTERS}
-                 ORDER BY i.created_at DESC, i.id DESC LIMIT ?7"
+                "{SUMMARY} FROM items i {filters} ORDER BY i.created_at DESC, i.id DESC LIMIT :limit"
             )
         };
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![
-                filter.status,
-                filter.agent,
-                filter.tool,
-                filter.since,
-                filter.until,
-                search,
-                limit
-            ],
-            |r| {
-                Ok(ItemSummary {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    agent: r.get(2)?,
-                    tool: r.get(3)?,
-                    intent: r.get(4)?,
-                    created_at: r.get(5)?,
-                    updated_at: r.get(6)?,
-                    merged: r.get(7)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(values.as_slice(), |r| {
+            Ok(ItemSummary {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                agent: r.get(2)?,
+                tool: r.get(3)?,
+                intent: r.get(4)?,
+                created_at: r.get(5)?,
+                updated_at: r.get(6)?,
+                merged: r.get(7)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -86,6 +86,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX approved_numbers_value ON approved_numbers(tool, name, value);
     CREATE INDEX approved_numbers_at ON approved_numbers(tool, name, at);",
+    // The most similar earlier request is looked for among decided items only; with the status
+    // in the index, an agent whose requests mostly wait undecided costs no walk past them.
+    "CREATE INDEX items_agent_tool_status ON items(agent, tool, status, created_at);",
 ];
 
 /// The migration that creates `approved_numbers` (1-based), after which it is filled.

@@ -3,7 +3,9 @@
 //! request with its differences, an agent's last hour and denials, the approvals of a history
 //! older than the context, and agent text made visible.
 
-use countersign_approver::history::{EntryKind, History, ItemStatus, RiskContext};
+use countersign_approver::history::{
+    EntryKind, History, ItemStatus, RiskContext, SIMILAR_CANDIDATES,
+};
 use countersign_protocol::PendingAction;
 use serde_json::{Value, json};
 
@@ -236,6 +238,48 @@ fn the_most_similar_decided_request_is_shown_with_its_differences() {
     assert!(f.context(&lone).similar.is_none());
 }
 
+/// The window is the agent's last [`SIMILAR_CANDIDATES`] decided requests whatever their
+/// outcome, newest first, with the undecided ones between them skipped.
+#[test]
+fn the_similar_request_is_chosen_among_the_last_decided_of_every_outcome() {
+    let outcomes = [EntryKind::Approved, EntryKind::Denied, EntryKind::Expired];
+    let alike = json!({"order": "A-1", "amount": "1.00", "currency": "EUR"});
+    let decided = SIMILAR_CANDIDATES + 10;
+    let mut f = Fixture::new();
+    for i in 0..decided {
+        let at = 1000 + 10 * i64::try_from(i).unwrap();
+        // The fully alike request is the oldest one in the window: the 50th newest decided.
+        let arguments = if i == decided - SIMILAR_CANDIDATES {
+            alike.clone()
+        } else {
+            json!({"order": format!("B-{i}"), "amount": "1.00"})
+        };
+        let kind = outcomes[i % outcomes.len()];
+        f.refund(&format!("pa_{i:03}"), at, arguments, Some(kind));
+        // Undecided requests in between, more alike still, never count.
+        f.refund(&format!("pa_{i:03}_open"), at + 5, alike.clone(), None);
+    }
+    let asked = f.refund("pa_asked", 5000, alike, None);
+    let similar = f.context(&asked).similar.unwrap();
+    assert_eq!(
+        similar.id,
+        format!("pa_{:03}", decided - SIMILAR_CANDIDATES)
+    );
+    assert_eq!(similar.same, ["amount", "currency", "order"]);
+
+    // One more decided request moves it out of the window: the newest, equally like
+    // the others, is shown instead.
+    f.refund(
+        "pa_newest",
+        4000,
+        json!({"order": "C", "amount": "1.00"}),
+        Some(EntryKind::Denied),
+    );
+    let similar = f.context(&asked).similar.unwrap();
+    assert_eq!(similar.id, "pa_newest");
+    assert_eq!(similar.same, ["amount"]);
+}
+
 #[test]
 fn the_agents_last_hour_and_denials_are_counted() {
     let mut f = Fixture::new();
@@ -283,7 +327,8 @@ fn approvals_made_before_the_context_existed_are_counted() {
         let conn = rusqlite::Connection::open(&f.path).unwrap();
         conn.execute_batch(
             "DROP TABLE approved_numbers; DROP INDEX items_agent_tool;
-             DROP INDEX items_agent_status; PRAGMA user_version = 6;",
+             DROP INDEX items_agent_status; DROP INDEX items_agent_tool_status;
+             PRAGMA user_version = 6;",
         )
         .unwrap();
     }

@@ -213,6 +213,25 @@ fn filters_and_full_text_search_find_the_right_items() {
         }),
         ["pa_2"]
     );
+    // Filters combine: each one given narrows the others.
+    let billing = || Some("spiffe://example.com/agent/billing".to_owned());
+    assert_eq!(
+        ids(Filter {
+            agent: billing(),
+            since: Some(1500),
+            ..Filter::default()
+        }),
+        ["pa_3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            agent: billing(),
+            until: Some(2500),
+            status: Some(ItemStatus::Redeemed),
+            ..Filter::default()
+        }),
+        ["pa_1"]
+    );
     assert_eq!(
         ids(Filter {
             search: Some("contract supplier".into()),

@@ -31,6 +31,6 @@ agent_last_hour: number,
  */
 agent_denied_last_hour: number, 
 /**
- * Every request of this agent the owner ever denied.
+ * Every request of this agent the owner ever denied, up to [`COUNT_CAP`].
  */
 agent_denied: number, };
