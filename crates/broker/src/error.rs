@@ -71,6 +71,7 @@ error_codes! {
     GrantMismatch = "grant_mismatch", FORBIDDEN, "The grant is for another request or approver.";
     IdempotencyKeyMissing = "idempotency_key_missing", BAD_REQUEST, "A decision needs an Idempotency-Key header (1 to 128 characters).";
     ReasonInvalid = "reason_invalid", BAD_REQUEST, "A denial needs a reason of 1 to 2000 bytes.";
+    BatchInvalid = "batch_invalid", BAD_REQUEST, "A batch of decisions holds 2 to 50 approvals, of requests for one audience.";
     AlreadyDecided = "already_decided", CONFLICT, "Another decision came first; the body carries the request as it stands.";
     NotRevocable = "not_revocable", CONFLICT, "Only an approved, unredeemed grant can be revoked.";
     PairingCodeInvalid = "pairing_code_invalid", FORBIDDEN, "The pairing code is unknown, used or expired.";

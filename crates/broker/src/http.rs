@@ -18,6 +18,9 @@ use crate::state::AppState;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 512 * 1024;
 
+/// The largest batch of decisions: fifty grants, each carrying the batch's list of hashes.
+pub const BATCH_BODY: usize = MAX_BODY;
+
 /// Limits of the small bodies approvers send (decisions, pairing, enrolment).
 pub const SMALL: Limits = Limits {
     max_bytes: 64 * 1024,
@@ -142,18 +145,24 @@ impl FromRequest<Arc<AppState>> for ApproverCall {
 /// then those same bytes are parsed strictly into `T`. No handler can parse a body its proof
 /// did not cover.
 #[derive(Debug)]
-pub struct ApproverJson<T> {
+pub struct ApproverJson<T, const MAX_BYTES: usize = { SMALL.max_bytes }> {
     pub proof: VerifiedProof,
     pub headers: HeaderMap,
     pub body: T,
 }
 
-impl<T: DeserializeOwned + serde::Serialize> FromRequest<Arc<AppState>> for ApproverJson<T> {
+impl<T: DeserializeOwned + serde::Serialize, const MAX_BYTES: usize> FromRequest<Arc<AppState>>
+    for ApproverJson<T, MAX_BYTES>
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (proof, headers, bytes) = proved(req, state).await?;
-        let body = json_body(&headers, &bytes, SMALL)?;
+        let limits = Limits {
+            max_bytes: MAX_BYTES,
+            ..SMALL
+        };
+        let body = json_body(&headers, &bytes, limits)?;
         Ok(Self {
             proof,
             headers,

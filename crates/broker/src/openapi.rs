@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use countersign_protocol::api::{
-    AgentRef, ApproverEvent, Conflict, Decision, EnrollRequest, ErrorBody, EvaluationRequest,
-    EvaluationResponse, OutcomeReport, PairRequest, PairResponse, RedeemRequest, RedeemResponse,
-    RequestList, RequestStatus, RequestView,
+    AgentRef, ApproverEvent, BatchDecided, BatchDecision, Conflict, Decision, EnrollRequest,
+    ErrorBody, EvaluationRequest, EvaluationResponse, OutcomeReport, PairRequest, PairResponse,
+    RedeemRequest, RedeemResponse, RequestList, RequestStatus, RequestView,
 };
 use countersign_protocol::proof::ProofError;
 use countersign_protocol::registry::{ApproverEntry, RegistryDocument};
@@ -350,6 +350,32 @@ pub const ENDPOINTS: &[Endpoint] = &[
             Own(E::GrantMismatch),
             Own(E::ReasonInvalid),
             Own(E::AlreadyDecided),
+        ],
+    },
+    Endpoint {
+        method: "post",
+        path: "/v1/approver/decisions",
+        summary: "Approve 2 to 50 requests of one audience with the grants of one batch ceremony: all are verified before any is recorded; a request decided meanwhile comes back with recorded false",
+        caller: Caller::Approver,
+        request: Some(schema::<BatchDecision>),
+        success: Success::Json(200, "each request as it stands", schema::<BatchDecided>),
+        parameters: &[Parameter {
+            name: "Idempotency-Key",
+            location: "header",
+            required: true,
+            schema: || json!({"type": "string", "minLength": 1, "maxLength": 128}),
+            description: "The same key for every attempt at one batch",
+        }],
+        codes: &[
+            Proof,
+            BODY[0],
+            BODY[1],
+            BODY[2],
+            Own(E::IdempotencyKeyMissing),
+            Own(E::BatchInvalid),
+            Own(E::NotFound),
+            Grant,
+            Own(E::GrantMismatch),
         ],
     },
     Endpoint {

@@ -40,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/approver/requests/{id}/decision",
             post(approver::decide),
         )
+        .route("/v1/approver/decisions", post(approver::decide_batch))
         .route("/v1/approver/requests/{id}/revoke", post(approver::revoke))
         .route("/v1/approver/agents/suspend", post(approver::suspend))
         .route("/v1/approver/agents/resume", post(approver::resume))

@@ -271,6 +271,49 @@ pub enum Decision {
     },
 }
 
+/// `POST /v1/approver/decisions`: the grants of one batch ceremony (see
+/// [`crate::grant::BatchDraft`]), each with the request it approves. The broker checks every
+/// grant, and that they are exactly the batch the one assertion covers, before it records any.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchDecision {
+    /// Two to fifty approvals, one per request.
+    pub approvals: Vec<BatchApproval>,
+}
+
+/// One request of a [`BatchDecision`] and its grant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchApproval {
+    /// The request's id.
+    pub id: String,
+    /// Its grant, whose `txn` is `id`.
+    pub grant: String,
+}
+
+/// The answer to a [`BatchDecision`]: each request in the order sent, as it now stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchDecided {
+    /// One per approval sent, in its order.
+    pub decided: Vec<BatchOutcome>,
+}
+
+/// What became of one approval of a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchOutcome {
+    /// `true`: this approval was recorded; `false`: another decision came first (or the
+    /// request expired), and `request` shows it.
+    pub recorded: bool,
+    /// The request as it stands.
+    pub request: RequestView,
+}
+
 /// A pending action as an approver sees it, with what happened to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

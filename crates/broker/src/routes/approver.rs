@@ -11,9 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use countersign_protocol::action::Status;
 use countersign_protocol::api::{
-    AgentRef, Conflict, DEFAULT_PAGE, Decision, EnrollRequest, EventKind, MAX_PAGE, PairRequest,
-    PairResponse, RequestList, RequestView, enrollment_challenge,
+    AgentRef, BatchDecided, BatchDecision, BatchOutcome, Conflict, DEFAULT_PAGE, Decision,
+    EnrollRequest, EventKind, MAX_PAGE, PairRequest, PairResponse, RequestList, RequestView,
+    enrollment_challenge,
 };
+use countersign_protocol::grant::BATCH_SIZES;
 use countersign_protocol::proof::{PROOF_HEADER, ProofError, ProofRequest, verify_proof_with_key};
 use countersign_protocol::registry::ApproverEntry;
 use countersign_protocol::webauthn::{RelyingParty, verify_assertion};
@@ -21,7 +23,9 @@ use serde::Deserialize;
 
 use crate::config::secret_hash;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::{ApproverCall, ApproverJson, Body, IdPath, SMALL, StrictQuery, json_body};
+use crate::http::{
+    ApproverCall, ApproverJson, BATCH_BODY, Body, IdPath, SMALL, StrictQuery, json_body,
+};
 use crate::pairing::normalize_code;
 use crate::state::AppState;
 use crate::store::{DecideOutcome, PairOutcome, StoredDecision, UpdateOutcome};
@@ -279,26 +283,9 @@ pub(crate) async fn decide(
     call: ApproverJson<Decision>,
 ) -> ApiResult<Response> {
     let (proof, decision) = (call.proof, call.body);
-    let key = call
-        .headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 128)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::IdempotencyKeyMissing,
-                "send an Idempotency-Key header (1 to 128 characters)",
-            )
-        })?
-        .to_owned();
-    if let Some((status, body)) = state.store.idempotent(&proof.approver_id, &key)? {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        return Ok((
-            status,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response());
+    let key = idempotency_key(&call.headers)?;
+    if let Some(answer) = answered(&state, &proof.approver_id, &key)? {
+        return Ok(answer);
     }
     let current = state
         .store
@@ -365,12 +352,152 @@ pub(crate) async fn decide(
     state
         .store
         .save_idempotent(&proof.approver_id, &key, status.as_u16(), &body, now)?;
-    Ok((
+    Ok(json_response(status, body))
+}
+
+/// `POST /v1/approver/decisions`: the approvals of one batch ceremony. Every grant is checked,
+/// and that together they are exactly the batch the one assertion covers, before any is
+/// recorded; the authenticator's counter moves once. Each is then recorded as a single
+/// decision would be: the first decision of a request wins, so one decided meanwhile comes
+/// back as it stands, with `recorded: false`.
+pub(crate) async fn decide_batch(
+    State(state): State<Arc<AppState>>,
+    call: ApproverJson<BatchDecision, BATCH_BODY>,
+) -> ApiResult<Response> {
+    let (proof, batch) = (call.proof, call.body);
+    let key = idempotency_key(&call.headers)?;
+    if let Some(answer) = answered(&state, &proof.approver_id, &key)? {
+        return Ok(answer);
+    }
+    let approvals = &batch.approvals;
+    if !BATCH_SIZES.contains(&approvals.len()) {
+        return Err(batch_invalid(format!(
+            "a batch holds {} to {} approvals, not {}",
+            BATCH_SIZES.start(),
+            BATCH_SIZES.end(),
+            approvals.len()
+        )));
+    }
+    let mut requests = Vec::with_capacity(approvals.len());
+    for approval in approvals {
+        let request = state
+            .store
+            .request(&approval.id)?
+            .filter(|r| r.owner == proof.owner)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no request {} for this owner", approval.id))
+            })?;
+        requests.push(request);
+    }
+    // One verifier judges the whole ceremony: it is the audience's.
+    let audience = requests[0].view.pending.audience.clone();
+    if requests.iter().any(|r| r.view.pending.audience != audience) {
+        return Err(batch_invalid(
+            "the requests of a batch are for one audience (gateway)",
+        ));
+    }
+    let actions: Vec<_> = requests.iter().map(|r| r.view.pending.request()).collect();
+    let grants: Vec<_> = approvals
+        .iter()
+        .zip(&actions)
+        .map(|(approval, action)| (approval.grant.as_str(), action))
+        .collect();
+    let verified = state.verifier(&audience).accept_batch(&grants)?;
+    if approvals.iter().zip(&verified).any(|(approval, v)| {
+        v.claims.approval.txn != approval.id || v.claims.approval.iss != proof.approver_id
+    }) {
+        return Err(ApiError::new(
+            ErrorCode::GrantMismatch,
+            "a grant is for another request or approver",
+        ));
+    }
+    let now = state.now();
+    let mut decided = Vec::with_capacity(approvals.len());
+    for ((approval, verified), held) in approvals.iter().zip(&verified).zip(requests) {
+        let claims = &verified.claims.approval;
+        let stored = StoredDecision::Approve {
+            grant: approval.grant.clone(),
+            jti: claims.jti.clone(),
+            exp: claims.exp,
+        };
+        let outcome = match state.store.decide(
+            &approval.id,
+            &proof.owner,
+            &proof.approver_id,
+            &stored,
+            now,
+        )? {
+            DecideOutcome::Recorded { request, .. } => {
+                state.events_written();
+                state
+                    .metrics
+                    .decisions_approve
+                    .fetch_add(1, Ordering::Relaxed);
+                BatchOutcome {
+                    recorded: true,
+                    request: request.view,
+                }
+            }
+            DecideOutcome::AlreadyFinal(current) => BatchOutcome {
+                recorded: false,
+                request: current.view,
+            },
+            // Gone since it was read (retention): as it was then, not recorded.
+            DecideOutcome::NotFound => BatchOutcome {
+                recorded: false,
+                request: held.view,
+            },
+        };
+        decided.push(outcome);
+    }
+    let body = serde_json::to_string(&BatchDecided { decided })
+        .map_err(|e| ApiError::internal("encoding", &e))?;
+    state.store.save_idempotent(
+        &proof.approver_id,
+        &key,
+        StatusCode::OK.as_u16(),
+        &body,
+        now,
+    )?;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn batch_invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BatchInvalid, message)
+}
+
+/// A decision's `Idempotency-Key`, required.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IdempotencyKeyMissing,
+                "send an Idempotency-Key header (1 to 128 characters)",
+            )
+        })
+}
+
+/// The answer already given under `key`, given again.
+fn answered(state: &AppState, approver: &str, key: &str) -> ApiResult<Option<Response>> {
+    Ok(state
+        .store
+        .idempotent(approver, key)?
+        .map(|(status, body)| {
+            json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
+        }))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 fn after_decision(

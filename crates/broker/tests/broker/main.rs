@@ -8,6 +8,7 @@
     reason = "support items are shared between test modules"
 )]
 
+mod batch;
 mod flow;
 mod hygiene;
 mod input;
