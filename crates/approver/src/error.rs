@@ -30,6 +30,8 @@ pub enum Error {
          approve again after that"
     )]
     GrantStillLive { item: String, until: i64 },
+    #[error("these items cannot be approved in one batch: {0}")]
+    BadBatch(String),
     #[error("a denial needs a reason")]
     ReasonRequired,
     #[error("the authenticator failed: {detail}")]
@@ -119,6 +121,7 @@ impl Error {
             Self::HashMismatch(_) => "hash_mismatch",
             Self::GrantStillLive { .. } => "grant_still_live",
             Self::ReasonRequired => "reason_required",
+            Self::BadBatch(_) => "bad_batch",
             Self::Authenticator { failure, .. } => failure.code(),
             Self::Cancelled => "cancelled",
             Self::NoAuthenticator => "no_authenticator",
@@ -153,6 +156,25 @@ impl Error {
         Self::Authenticator {
             failure,
             detail: detail.into(),
+        }
+    }
+
+    /// The same broker refusal again, for each decision of a batch it refused (other errors
+    /// never reach a batch's decisions one by one, and are described in words).
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Self::Broker {
+                status,
+                code,
+                message,
+                body,
+            } => Self::Broker {
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+                body: body.clone(),
+            },
+            other => Self::Http(other.to_string()),
         }
     }
 

@@ -4,13 +4,19 @@
 //! sent, then sent with its idempotency key until the broker acknowledges it. The outbox holds
 //! at most one decision per item (its primary key), so a crash at any point loses nothing and
 //! can never produce two different grants for one item: after a restart the same stored grant is
-//! sent again, and the broker answers a repeated key with its first answer.
+//! sent again, and the broker answers a repeated key with its first answer. The approvals of
+//! one batch ceremony share one key and always travel together: their grants carry one
+//! assertion, which a broker accepts for all of them at once or for none.
 
-use countersign_protocol::DeviceSigningKey;
+use std::collections::BTreeSet;
+
 use countersign_protocol::api::Decision;
-use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer, MAX_SKEW_SECS};
+use countersign_protocol::grant::{
+    BATCH_SIZES, BatchDraft, GrantDraft, GrantOptions, Issuer, MAX_SKEW_SECS,
+};
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
+use countersign_protocol::{DeviceSigningKey, Grant, PendingAction};
 use serde_json::json;
 
 use crate::client::{BrokerClient, DecisionOutcome};
@@ -51,6 +57,80 @@ pub fn approve(
     if let Some(queued) = earlier(history, item, true, now)? {
         return Ok(queued);
     }
+    let pending = approvable(history, item)?;
+    let draft = GrantDraft::new(&pending, issuer, GrantOptions::at(now))?;
+    let assertion = authenticator.assert(draft.challenge())?;
+    let grant = draft.sign(assertion, device)?;
+    let (decision, entry) = checked(&grant, &pending, issuer, device, authenticator, now)?;
+    enqueue(history, item, &decision, entry.0, entry.1, now)
+}
+
+/// Approves several `items` in one ceremony: each is checked as [`approve`] checks it, and
+/// together they must be 2 to 50 distinct items for one gateway, all of one agent or all for
+/// one tool. Their grants' claims go under one challenge ([`BatchDraft`]), the authenticator
+/// asserts once, each grant is verified locally, and all are queued with their history
+/// entries in one transaction under one idempotency key, so they go to the broker together.
+/// The same batch asked for again (after a crash) comes back as queued.
+pub fn approve_batch(
+    history: &mut History,
+    items: &[String],
+    issuer: &Issuer,
+    device: &DeviceSigningKey,
+    authenticator: &mut dyn Authenticator,
+    now: i64,
+) -> Result<Vec<Queued>> {
+    if !BATCH_SIZES.contains(&items.len()) {
+        return Err(Error::BadBatch(format!(
+            "a batch holds {} to {} items, not {}",
+            BATCH_SIZES.start(),
+            BATCH_SIZES.end(),
+            items.len()
+        )));
+    }
+    let distinct: BTreeSet<&String> = items.iter().collect();
+    if distinct.len() != items.len() {
+        return Err(Error::BadBatch("an item is listed twice".into()));
+    }
+    let earlier = items
+        .iter()
+        .map(|item| earlier(history, item, true, now))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(Some(first)) = earlier.first()
+        && earlier.iter().all(|q| {
+            q.as_ref()
+                .is_some_and(|q| q.idempotency_key == first.idempotency_key)
+        })
+    {
+        return Ok(earlier.into_iter().flatten().collect());
+    }
+    if let Some(queued) = earlier.iter().flatten().next() {
+        return Err(Error::NotPending {
+            item: queued.item.clone(),
+            status: ItemStatus::Approved,
+        });
+    }
+    let pendings = items
+        .iter()
+        .map(|item| approvable(history, item))
+        .collect::<Result<Vec<_>>>()?;
+    batchable(&pendings)?;
+    let drafts = pendings
+        .iter()
+        .map(|pending| GrantDraft::new(pending, issuer, GrantOptions::at(now)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = BatchDraft::new(drafts)?;
+    let assertion = authenticator.assert(batch.challenge())?;
+    let grants = batch.sign(assertion, device)?;
+    let mut decisions = Vec::with_capacity(grants.len());
+    for ((grant, pending), item) in grants.iter().zip(&pendings).zip(items) {
+        let (decision, entry) = checked(grant, pending, issuer, device, authenticator, now)?;
+        decisions.push((item.clone(), decision, entry));
+    }
+    history.enqueue_batch(decisions, &idempotency_key(), now)
+}
+
+/// `item` as it may be approved: known, pending, and showing exactly what its hash binds.
+fn approvable(history: &History, item: &str) -> Result<PendingAction> {
     let (pending, status) = history
         .item(item)?
         .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
@@ -63,33 +143,59 @@ pub fn approve(
     if !pending.verify_hash() {
         return Err(Error::HashMismatch(item.to_owned()));
     }
-    let draft = GrantDraft::new(&pending, issuer, GrantOptions::at(now))?;
-    let assertion = authenticator.assert(draft.challenge())?;
-    let grant = draft.sign(assertion, device)?;
+    Ok(pending)
+}
 
-    // Verify what we are about to send, exactly as a gateway would.
+/// Whether `pendings` may share one ceremony: one gateway (whose broker verifies the batch as
+/// a whole), and one agent or one tool, so the owner judges one kind of request at a time.
+fn batchable(pendings: &[PendingAction]) -> Result<()> {
+    let Some(first) = pendings.first() else {
+        return Ok(());
+    };
+    if pendings.iter().any(|p| p.audience != first.audience) {
+        return Err(Error::BadBatch(
+            "the items are for different gateways".into(),
+        ));
+    }
+    let one_agent = pendings.iter().all(|p| p.actor.id == first.actor.id);
+    let one_tool = pendings.iter().all(|p| p.resource.id == first.resource.id);
+    if !one_agent && !one_tool {
+        return Err(Error::BadBatch(
+            "the items are neither of one agent nor for one tool".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies a grant just made exactly as a gateway would, then gives the decision to queue and
+/// its history entry.
+fn checked(
+    grant: &Grant,
+    pending: &PendingAction,
+    issuer: &Issuer,
+    device: &DeviceSigningKey,
+    authenticator: &dyn Authenticator,
+    now: i64,
+) -> Result<(Decision, (EntryKind, serde_json::Value))> {
     countersign_protocol::verify::check_minted(
-        &grant,
-        &pending,
+        grant,
+        pending,
         issuer,
         device.public_jwk(),
         authenticator.credential().clone(),
         now,
     )
     .map_err(|e| Error::SelfCheck(e.to_string()))?;
-
-    let jti = grant.claims().approval.jti.clone();
-    let decision = Decision::Approve {
-        grant: grant.token().to_owned(),
-    };
-    enqueue(
-        history,
-        item,
-        &decision,
-        EntryKind::Approved,
-        json!({"jti": jti, "exp": grant.claims().approval.exp}),
-        now,
-    )
+    let approval = &grant.claims().approval;
+    Ok((
+        Decision::Approve {
+            grant: grant.token().to_owned(),
+        },
+        (
+            EntryKind::Approved,
+            json!({"jti": approval.jti, "exp": approval.exp}),
+        ),
+    ))
 }
 
 /// Denies `item` with a reason (and optionally suspends its agent), queued like an approval.
@@ -188,21 +294,35 @@ fn earlier(history: &mut History, item: &str, approving: bool, now: i64) -> Resu
 }
 
 /// Sends every unacknowledged decision for `client`'s broker, oldest first, and records each
-/// answer (see [`send`]). Stops at the first temporary failure and leaves the rest queued; a
-/// decision the broker rejects for good does not hold up the ones after it.
+/// answer (see [`send`]); the approvals of one batch ceremony go together (see
+/// [`send_batch`]). Stops at the first temporary failure and leaves the rest queued; a decision
+/// the broker rejects for good does not hold up the ones after it.
 pub async fn flush(
     history: &mut History,
     client: &BrokerClient,
     now: i64,
 ) -> Result<Vec<(String, Sent)>> {
-    let mut done = Vec::new();
-    for queued in history
+    let unsent: Vec<Queued> = history
         .unsent()?
         .into_iter()
         .filter(|q| q.broker == client.base())
-    {
-        let sent = send(history, client, &queued, now).await?;
-        done.push((queued.item, sent));
+        .collect();
+    let mut done = Vec::new();
+    // A batch's approvals were queued in one transaction under one key: adjacent, and the
+    // only decisions that share a key.
+    let together = |a: &Queued, b: &Queued| {
+        a.idempotency_key == b.idempotency_key
+            && [a, b]
+                .iter()
+                .all(|q| matches!(q.decision, Decision::Approve { .. }))
+    };
+    for group in unsent.chunk_by(together) {
+        if let [queued] = group {
+            let sent = send(history, client, queued, now).await?;
+            done.push((queued.item.clone(), sent));
+        } else {
+            done.extend(send_batch(history, client, group, now).await?);
+        }
     }
     Ok(done)
 }
@@ -226,6 +346,47 @@ pub async fn send(
         Err(e) if e.refuses_item() => {
             reject(history, &queued.item, &e, now)?;
             Ok(Sent::Rejected(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends the approvals of one batch ceremony in one call with their shared key and records
+/// each answer. The broker records none of a batch it refuses, so a final refusal rejects
+/// every approval of it; a temporary failure leaves them all queued.
+pub async fn send_batch(
+    history: &mut History,
+    client: &BrokerClient,
+    batch: &[Queued],
+    now: i64,
+) -> Result<Vec<(String, Sent)>> {
+    let approvals: Vec<(&str, &str)> = batch
+        .iter()
+        .filter_map(|q| match &q.decision {
+            Decision::Approve { grant } => Some((q.item.as_str(), grant.as_str())),
+            Decision::Deny { .. } => None,
+        })
+        .collect();
+    let key = batch
+        .first()
+        .map(|q| q.idempotency_key.as_str())
+        .unwrap_or_default();
+    match client.decide_batch(&approvals, key).await {
+        Ok(outcomes) => {
+            let mut done = Vec::with_capacity(outcomes.len());
+            for (queued, outcome) in batch.iter().zip(outcomes) {
+                acknowledge(history, &queued.item, &outcome, now)?;
+                done.push((queued.item.clone(), Sent::Acknowledged(Box::new(outcome))));
+            }
+            Ok(done)
+        }
+        Err(e) if e.refuses_item() => {
+            let mut done = Vec::with_capacity(batch.len());
+            for queued in batch {
+                reject(history, &queued.item, &e, now)?;
+                done.push((queued.item.clone(), Sent::Rejected(e.again())));
+            }
+            Ok(done)
         }
         Err(e) => Err(e),
     }

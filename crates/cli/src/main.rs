@@ -99,9 +99,11 @@ enum Command {
     /// Everything about one item: what the agent wants, why policy stopped it, and its history.
     Show { id: String },
     /// Approve an item with a user-verified WebAuthn assertion; the signed grant is sent to
-    /// the broker.
+    /// the broker. Several items (2 to 50, of one agent or for one tool, for one gateway) are
+    /// approved in one ceremony after each is shown, each with its own single-use grant.
     Approve {
-        id: String,
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
         /// The authenticator to use (default: the first enrolled).
         #[arg(long)]
         with: Option<String>,
@@ -278,21 +280,38 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
                 || output::review(&opened.review, &opened.context, &opened.entries),
             );
         }
-        Command::Approve { id, with } => {
+        Command::Approve { ids, with } => {
             // What is signed is shown first, in full: approving an ID never read is blind.
             // Shown is viewed: the first look is recorded as it is for `show`.
-            let opened = engine.open_item(&id, Via::Cli)?;
-            if opened.review.status == countersign_approver::history::ItemStatus::Pending {
-                out.note(&output::review(&opened.review, &opened.context, &[]));
+            let mut shown = Vec::new();
+            for id in &ids {
+                let opened = engine.open_item(id, Via::Cli)?;
+                if opened.review.status == countersign_approver::history::ItemStatus::Pending {
+                    out.note(&output::review(&opened.review, &opened.context, &[]));
+                    shown.push(countersign_approver::display::visible(id));
+                }
+            }
+            if !shown.is_empty() {
                 out.note(&format!(
-                    "\nApproving {}: your authenticator will ask you to confirm.",
-                    countersign_approver::display::visible(&id)
+                    "\nApproving {}: your authenticator will ask you to confirm{}.",
+                    shown.join(", "),
+                    if ids.len() > 1 {
+                        " once, for all of them"
+                    } else {
+                        ""
+                    }
                 ));
             }
-            let queued = engine.approve_queued(&id, with.as_deref(), &prompt)?;
+            if let [id] = ids.as_slice() {
+                let queued = engine.approve_queued(id, with.as_deref(), &prompt)?;
+                hold_before_send();
+                let (queued, outcome) = engine.deliver(queued).await?;
+                return Ok(output::decision(out, &queued, outcome.as_ref(), "Approved"));
+            }
+            let queued = engine.approve_all_queued(&ids, with.as_deref(), &prompt)?;
             hold_before_send();
-            let (queued, outcome) = engine.deliver(queued).await?;
-            return Ok(output::decision(out, &queued, outcome.as_ref(), "Approved"));
+            let decided = engine.deliver_all(queued).await?;
+            return Ok(output::decisions(out, &decided, "Approved"));
         }
         Command::Deny {
             ids,

@@ -102,6 +102,7 @@ fn exit_code(error: &Error) -> u8 {
         | Error::GrantStillLive { .. }
         | Error::HashMismatch(_)
         | Error::ReasonRequired
+        | Error::BadBatch(_)
         | Error::AlreadyPaired(_)
         | Error::DuplicateName(_)
         | Error::LastAuthenticator

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::{
-    Decision, ErrorBody, MAX_PAGE, PairRequest, PairResponse, RequestView,
+    BatchApproval, BatchDecided, BatchDecision, Decision, ErrorBody, MAX_PAGE, PairRequest,
+    PairResponse, RequestView,
 };
 use countersign_protocol::json::Limits;
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
@@ -257,6 +258,56 @@ impl BrokerClient {
                 Err(e)
             }
         }
+    }
+
+    /// Sends the approvals of one batch ceremony, `(item, grant)` in the order signed, with
+    /// their shared idempotency key; safe to repeat until acknowledged. The broker checks them
+    /// together and answers for each, in order.
+    pub async fn decide_batch(
+        &self,
+        approvals: &[(&str, &str)],
+        idempotency_key: &str,
+    ) -> Result<Vec<DecisionOutcome>> {
+        let body = BatchDecision {
+            approvals: approvals
+                .iter()
+                .map(|(id, grant)| BatchApproval {
+                    id: (*id).to_owned(),
+                    grant: (*grant).to_owned(),
+                })
+                .collect(),
+        };
+        let response = self
+            .send(
+                Method::POST,
+                "/v1/approver/decisions",
+                Some(&body),
+                Some(idempotency_key),
+            )
+            .await?;
+        let answer: BatchDecided = strict(response).await?;
+        if answer.decided.len() != approvals.len()
+            || answer
+                .decided
+                .iter()
+                .zip(approvals)
+                .any(|(d, (id, _))| d.request.pending.id != *id)
+        {
+            return Err(Error::Http(
+                "the broker answered a batch with other requests than were sent".into(),
+            ));
+        }
+        Ok(answer
+            .decided
+            .into_iter()
+            .map(|d| {
+                if d.recorded {
+                    DecisionOutcome::Recorded(d.request)
+                } else {
+                    DecisionOutcome::AlreadyDecided(d.request)
+                }
+            })
+            .collect())
     }
 
     async fn send<T: serde::Serialize>(

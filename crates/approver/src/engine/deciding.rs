@@ -2,13 +2,16 @@
 
 use std::collections::HashMap;
 
+use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::Decision;
+use countersign_protocol::grant::Issuer;
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
 
 use crate::authn::{Authenticators, Prompt};
 use crate::client::DecisionOutcome;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::history::{History, Paired};
 use crate::outbox::{self, Authenticator, Queued};
 
 use super::{Engine, Enrolled};
@@ -35,9 +38,76 @@ impl Engine {
         prompt: &dyn Prompt,
     ) -> Result<Queued> {
         let broker = self.item_broker(item)?;
+        self.signing(
+            &broker,
+            with,
+            prompt,
+            |history, issuer, device, ceremony, now| {
+                outbox::approve(history, item, issuer, device, ceremony, now)
+            },
+        )
+    }
+
+    /// Approves several `items` in one ceremony with the authenticator called `with` (or the
+    /// first), then sends their grants together (see [`outbox::approve_batch`]). They must be
+    /// items of one broker.
+    pub async fn approve_all(
+        &mut self,
+        items: &[String],
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Vec<(Queued, Option<DecisionOutcome>)>> {
+        let queued = self.approve_all_queued(items, with, prompt)?;
+        self.deliver_all(queued).await
+    }
+
+    /// The local half of [`Self::approve_all`]: ceremony, grants, outbox. Nothing is sent.
+    pub fn approve_all_queued(
+        &mut self,
+        items: &[String],
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Vec<Queued>> {
+        let first = items
+            .first()
+            .ok_or_else(|| Error::BadBatch("no item is listed".into()))?;
+        let broker = self.item_broker(first)?;
+        for item in items {
+            if self.item_broker(item)?.url != broker.url {
+                return Err(Error::BadBatch(
+                    "the items are from different brokers".into(),
+                ));
+            }
+        }
+        self.signing(
+            &broker,
+            with,
+            prompt,
+            |history, issuer, device, ceremony, now| {
+                outbox::approve_batch(history, items, issuer, device, ceremony, now)
+            },
+        )
+    }
+
+    /// Runs `approve` with what signing for `broker` takes: the history, this approver's
+    /// issuer and device key at that broker, and the authenticator called `with` (or the
+    /// first) ready for its ceremony.
+    fn signing<T>(
+        &mut self,
+        broker: &Paired,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+        approve: impl FnOnce(
+            &mut History,
+            &Issuer,
+            &DeviceSigningKey,
+            &mut dyn Authenticator,
+            i64,
+        ) -> Result<T>,
+    ) -> Result<T> {
         let chosen = self.authenticator(with)?;
         let device = self.vault.device_key(&broker.key)?;
-        let issuer = Self::issuer(&broker);
+        let issuer = Self::issuer(broker);
         let now = self.now();
         let mut ceremony = Ceremony {
             authenticators: Authenticators::new(
@@ -47,14 +117,7 @@ impl Engine {
             ),
             enrolled: &chosen,
         };
-        outbox::approve(
-            &mut self.history,
-            item,
-            &issuer,
-            &device,
-            &mut ceremony,
-            now,
-        )
+        approve(&mut self.history, &issuer, &device, &mut ceremony, now)
     }
 
     /// Denies `item` with `reason` (and optionally suspends its agent), then sends it.

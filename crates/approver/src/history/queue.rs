@@ -3,7 +3,7 @@
 //! around them (mint, self-check, send) is [`crate::outbox`].
 
 use countersign_protocol::api::Decision;
-use rusqlite::{OptionalExtension as _, params};
+use rusqlite::{OptionalExtension as _, Transaction, params};
 use serde_json::Value;
 
 use super::items::record_in;
@@ -67,27 +67,29 @@ impl History {
         now: i64,
     ) -> Result<Queued> {
         let tx = self.conn.transaction()?;
-        let broker: String = tx.query_row(ITEM_BROKER, [item], |r| r.get(0))?;
-        tx.execute(
-            INSERT,
-            params![
-                item,
-                broker,
-                idempotency_key,
-                serde_json::to_string(decision)?,
-                now
-            ],
-        )?;
-        record_in(&tx, item, entry.0, entry.1, now)?;
+        let queued = insert(&tx, item, decision, idempotency_key, entry, now)?;
         tx.commit()?;
-        Ok(Queued {
-            item: item.to_owned(),
-            broker,
-            idempotency_key: idempotency_key.to_owned(),
-            decision: decision.clone(),
-            acked: false,
-            rejected: false,
-        })
+        Ok(queued)
+    }
+
+    /// Queues the approvals of one batch ceremony, each `(item, decision, entry)`, under one
+    /// idempotency key (which is what keeps them together until the broker answers), in one
+    /// transaction: all or none.
+    pub(crate) fn enqueue_batch(
+        &mut self,
+        decisions: Vec<(String, Decision, (EntryKind, Value))>,
+        idempotency_key: &str,
+        now: i64,
+    ) -> Result<Vec<Queued>> {
+        let tx = self.conn.transaction()?;
+        let queued = decisions
+            .into_iter()
+            .map(|(item, decision, entry)| {
+                insert(&tx, &item, &decision, idempotency_key, entry, now)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(queued)
     }
 
     /// The queued decision for `item`, if any.
@@ -182,4 +184,34 @@ impl History {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    item: &str,
+    decision: &Decision,
+    idempotency_key: &str,
+    entry: (EntryKind, Value),
+    now: i64,
+) -> Result<Queued> {
+    let broker: String = tx.query_row(ITEM_BROKER, [item], |r| r.get(0))?;
+    tx.execute(
+        INSERT,
+        params![
+            item,
+            broker,
+            idempotency_key,
+            serde_json::to_string(decision)?,
+            now
+        ],
+    )?;
+    record_in(tx, item, entry.0, entry.1, now)?;
+    Ok(Queued {
+        item: item.to_owned(),
+        broker,
+        idempotency_key: idempotency_key.to_owned(),
+        decision: decision.clone(),
+        acked: false,
+        rejected: false,
+    })
 }

@@ -32,12 +32,33 @@ pub fn pending_with(
     at: i64,
     arguments: serde_json::Value,
 ) -> PendingAction {
+    pending_to(
+        "https://tools-gateway.example.com",
+        id,
+        agent,
+        tool,
+        intent,
+        at,
+        arguments,
+    )
+}
+
+/// [`pending_with`] for the gateway `audience`.
+pub fn pending_to(
+    audience: &str,
+    id: &str,
+    agent: &str,
+    tool: &str,
+    intent: &str,
+    at: i64,
+    arguments: serde_json::Value,
+) -> PendingAction {
     PendingAction::new(
         PendingParts {
             id: id.into(),
             created_at: Timestamp::from_unix(at).unwrap(),
             expires_at: Timestamp::from_unix(at + 300).unwrap(),
-            audience: "https://tools-gateway.example.com".into(),
+            audience: audience.into(),
             delegation: countersign_protocol::action::Delegation::ClaimedByAgent,
             catalog: None,
             policy: PolicyRef {

@@ -12,6 +12,7 @@ use countersign_broker::simulate::scenarios;
 use countersign_protocol::action::Status;
 use countersign_protocol::api::Decision;
 
+use crate::history::{pending_to, pending_with};
 use crate::support::{GATEWAY, Paired, now, paired, sim};
 
 /// Approves `item` at time `at` with the paired approver's authenticator.
@@ -260,4 +261,76 @@ async fn a_rejected_grant_reopens_the_item_but_never_while_it_could_be_redeemed(
     assert_ne!(later.decision, first.decision);
     history.verify().unwrap();
     p.broker.stop();
+}
+
+/// A batch is 2 to 50 distinct pending items for one gateway, of one agent or for one tool;
+/// its approvals are queued together under one key, or none is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_of_one_kind_for_one_gateway_and_queued_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = paired(dir.path()).await;
+    let mut history = History::open(&dir.path().join("history.db")).unwrap();
+    let refunds = "stripe/refunds.create";
+    let amount = || serde_json::json!({"amount": "10.00"});
+    let items = [
+        pending_with("pa_a", "billing", refunds, "a", 1000, amount()),
+        pending_with("pa_b", "billing", "stripe/charges.get", "b", 1001, amount()),
+        pending_with("pa_c", "devops", "github/repos.delete", "c", 1002, amount()),
+        pending_to(GATEWAY, "pa_d", "billing", refunds, "d", 1003, amount()),
+        pending_with("pa_e", "devops", refunds, "e", 1004, amount()),
+    ];
+    for pending in &items {
+        history.receive(p.client.base(), pending, 1).unwrap();
+    }
+    let mut batch = |history: &mut History, ids: &[&str]| {
+        let ids: Vec<String> = ids.iter().map(|i| (*i).to_owned()).collect();
+        outbox::approve_batch(
+            history,
+            &ids,
+            &p.issuer,
+            &p.device,
+            &mut p.authenticator,
+            now(),
+        )
+    };
+    for (ids, why) in [
+        (&["pa_a"][..], "2 to 50 items, not 1"),
+        (&["pa_a", "pa_b", "pa_a"], "listed twice"),
+        (&["pa_a", "pa_c"], "neither of one agent nor for one tool"),
+        (&["pa_a", "pa_d"], "different gateways"),
+    ] {
+        let refused = batch(&mut history, ids).unwrap_err();
+        assert!(
+            matches!(&refused, Error::BadBatch(m) if m.contains(why)),
+            "{ids:?}: {refused}"
+        );
+    }
+    assert!(history.unsent().unwrap().is_empty());
+
+    // Of one agent: queued together, under one key; asked again, the same approvals.
+    let queued = batch(&mut history, &["pa_a", "pa_b"]).unwrap();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].idempotency_key, queued[1].idempotency_key);
+    assert!(
+        queued
+            .iter()
+            .all(|q| matches!(q.decision, Decision::Approve { .. }))
+    );
+    assert_eq!(batch(&mut history, &["pa_a", "pa_b"]).unwrap(), queued);
+    // An item approved already cannot join another batch; nothing more is queued.
+    let refused = batch(&mut history, &["pa_a", "pa_e"]).unwrap_err();
+    assert!(
+        matches!(&refused, Error::NotPending { item, .. } if item == "pa_a"),
+        "{refused}"
+    );
+    // For one tool, of two agents: fine.
+    history
+        .receive(
+            p.client.base(),
+            &pending_with("pa_f", "research", refunds, "f", 1005, amount()),
+            1,
+        )
+        .unwrap();
+    assert_eq!(batch(&mut history, &["pa_e", "pa_f"]).unwrap().len(), 2);
+    assert_eq!(history.unsent().unwrap().len(), 4);
 }
