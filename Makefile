@@ -23,7 +23,14 @@ demo-cli:
 setup:
 	@scripts/setup.sh
 
-check: ui fmt lint unit fuzz-short e2e bundle
+## Each stage in turn, with how long it took (the CI log shows where the time goes).
+CHECK_STAGES := ui fmt lint unit fuzz-short e2e bundle
+check:
+	@for stage in $(CHECK_STAGES); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage || exit 1; \
+	  echo "== stage $$stage: $$(( $$(date +%s) - start )) s"; \
+	done
 
 ## The UI: formatting (Prettier), type check, unit tests (Vitest), and the bundle the app
 ## embeds (ui/dist). `npm --prefix ui run format` formats.
