@@ -104,9 +104,12 @@ const EARLIER_OF_AGENT: &str = "SELECT EXISTS(SELECT 1 FROM items INDEXED BY ite
      WHERE agent = ?1 AND tool = ?2 AND created_at <= ?3 AND id != ?4)";
 const EARLIER_OF_TOOL: &str = "SELECT EXISTS(SELECT 1 FROM items INDEXED BY items_tool
      WHERE tool = ?1 AND created_at <= ?2 AND id != ?3)";
-const LAST_HOUR: &str = "SELECT COUNT(*), COALESCE(SUM(status = 'denied'), 0)
-     FROM items INDEXED BY items_agent
-     WHERE agent = ?1 AND created_at > ?2 AND created_at <= ?3 AND id != ?4";
+// The item itself is in both counts when it is in the history: it is taken off after.
+const LAST_HOUR: &str = "SELECT COUNT(*) FROM items INDEXED BY items_agent
+     WHERE agent = ?1 AND created_at > ?2 AND created_at <= ?3";
+const DENIED_LAST_HOUR: &str = "SELECT COUNT(*) FROM items INDEXED BY items_agent_status
+     WHERE agent = ?1 AND status = 'denied' AND created_at > ?2 AND created_at <= ?3";
+const ITSELF: &str = "SELECT agent, created_at, status FROM items WHERE id = ?1";
 const DENIED: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM items INDEXED BY items_agent_status
      WHERE agent = ?1 AND status = 'denied' LIMIT ?2)";
 // One arm per decided status, each newest first and limited, merged and limited again: a walk
@@ -131,8 +134,9 @@ static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 // The item itself never counts (a decided item opened again is not its own precedent).
-const LARGEST: &str = "SELECT MAX(value) FROM approved_numbers INDEXED BY approved_numbers_value
-     WHERE tool = ?1 AND name = ?2 AND item != ?3";
+// Newest first from the largest: `MAX` with the `item` condition would read every approval.
+const LARGEST: &str = "SELECT value FROM approved_numbers INDEXED BY approved_numbers_value
+     WHERE tool = ?1 AND name = ?2 AND item != ?3 ORDER BY value DESC LIMIT 1";
 const APPROVED: &str = "SELECT COUNT(*) FROM
      (SELECT 1 FROM approved_numbers INDEXED BY approved_numbers_value
       WHERE tool = ?1 AND name = ?2 AND item != ?3 LIMIT ?4)";
@@ -156,11 +160,27 @@ impl History {
         let first_for_tool = !conn
             .prepare_cached(EARLIER_OF_TOOL)?
             .query_row(params![tool, at, id], |r| r.get::<_, bool>(0))?;
-        let (last_hour, denied_last_hour): (i64, i64) = conn
+        let hour = params![agent, at - 3600, at];
+        let mut last_hour: i64 = conn
             .prepare_cached(LAST_HOUR)?
-            .query_row(params![agent, at - 3600, at, id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+            .query_row(hour, |r| r.get(0))?;
+        let mut denied_last_hour: i64 = conn
+            .prepare_cached(DENIED_LAST_HOUR)?
+            .query_row(hour, |r| r.get(0))?;
+        let itself: Option<(String, i64, ItemStatus)> = conn
+            .prepare_cached(ITSELF)?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((its_agent, created_at, status)) = itself
+            && its_agent == agent
+            && created_at > at - 3600
+            && created_at <= at
+        {
+            last_hour -= 1;
+            if status == ItemStatus::Denied {
+                denied_last_hour -= 1;
+            }
+        }
         let denied: i64 = conn
             .prepare_cached(DENIED)?
             .query_row(params![agent, cap()], |r| r.get(0))?;
@@ -190,7 +210,8 @@ impl History {
         let conn = &self.conn;
         let largest: Option<f64> = conn
             .prepare_cached(LARGEST)?
-            .query_row(params![tool, name, item], |r| r.get(0))?;
+            .query_row(params![tool, name, item], |r| r.get(0))
+            .optional()?;
         let approved: i64 = conn
             .prepare_cached(APPROVED)?
             .query_row(params![tool, name, item, cap()], |r| r.get(0))?;

@@ -86,9 +86,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX approved_numbers_value ON approved_numbers(tool, name, value);
     CREATE INDEX approved_numbers_at ON approved_numbers(tool, name, at);",
-    // The most similar earlier request is looked for among decided items only; with the status
-    // in the index, an agent whose requests mostly wait undecided costs no walk past them.
-    "CREATE INDEX items_agent_tool_status ON items(agent, tool, status, created_at);",
+    // The risk context reads indexes only, never a row it does not show: the most similar
+    // earlier request is looked for among decided items (with the status in the index, an
+    // agent whose requests mostly wait undecided costs no walk past them); an agent's denials
+    // are counted by time; the amounts carry the item they belong to.
+    "CREATE INDEX items_agent_tool_status ON items(agent, tool, status, created_at);
+    DROP INDEX items_agent_status;
+    CREATE INDEX items_agent_status ON items(agent, status, created_at);
+    DROP INDEX approved_numbers_value;
+    CREATE INDEX approved_numbers_value ON approved_numbers(tool, name, value, item);
+    DROP INDEX approved_numbers_at;
+    CREATE INDEX approved_numbers_at ON approved_numbers(tool, name, at, value, item);",
 ];
 
 /// The migration that creates `approved_numbers` (1-based), after which it is filled.

@@ -299,6 +299,21 @@ fn the_agents_last_hour_and_denials_are_counted() {
         (2, 1, 4),
         "pa_3 and pa_4 in the hour; pa_1, pa_2, pa_4, pa_7 denied in all"
     );
+    // A denied request opened again is not in its own hour; it still counts in all.
+    let reopened = pending_with(
+        "pa_4",
+        "billing",
+        "gmail/send",
+        "request pa_4",
+        t - 50,
+        json!({}),
+    );
+    let c = f.context(&reopened);
+    assert_eq!(
+        (c.agent_last_hour, c.agent_denied_last_hour, c.agent_denied),
+        (1, 0, 4),
+        "pa_3 in pa_4's hour"
+    );
 }
 
 /// A history written before the context existed: its approvals are found when it is opened.
