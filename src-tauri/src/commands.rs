@@ -16,9 +16,9 @@ use tauri_plugin_autostart::ManagerExt as _;
 
 use crate::events::changed;
 use crate::ipc::{
-    ApproveRequest, AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult, DenyRequest,
-    EnrollRequest, Exported, HistoryEntry, HistoryQuery, HistoryRow, Integrity, ItemDetail,
-    PairRequest, PendingItem, RenameRequest, Settings,
+    ApproveAllRequest, ApproveRequest, AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult,
+    DenyAllRequest, DenyRequest, EnrollRequest, Exported, HistoryEntry, HistoryQuery, HistoryRow,
+    Integrity, ItemDetail, PairRequest, PendingItem, RenameRequest, Settings,
 };
 use crate::state::{AppState, GuiPrompt, Shared, pending_count};
 use countersign_protocol::link::PairLink;
@@ -116,6 +116,28 @@ async fn refreshed<R: Runtime>(app: &AppHandle<R>, state: &Arc<AppState>) {
     changed(app, pending);
 }
 
+/// Runs `approve` (a ceremony, and the outbox write) off the async threads: its prompts reach
+/// the UI as `ceremony` events.
+async fn ceremony<R: Runtime, T: Send + 'static>(
+    app: &AppHandle<R>,
+    shared: &Arc<AppState>,
+    approve: impl FnOnce(&mut Engine, &GuiPrompt<R>) -> countersign_approver::Result<T> + Send + 'static,
+) -> Reply<T> {
+    let prompt = GuiPrompt {
+        app: app.clone(),
+        state: shared.clone(),
+    };
+    let local = shared.clone();
+    Ok(tauri::async_runtime::spawn_blocking(move || {
+        approve(&mut local.engine.blocking_lock(), &prompt)
+    })
+    .await
+    .map_err(|e| CommandError {
+        code: "internal".into(),
+        message: e.to_string(),
+    })??)
+}
+
 /// Approves with the authenticator `with` (default: the first enrolled). The ceremony runs
 /// off the async threads; its prompts reach the UI as `ceremony` events.
 #[tauri::command]
@@ -126,22 +148,10 @@ async fn approve<R: Runtime>(
 ) -> Reply<DecisionResult> {
     let ApproveRequest { id, with } = request;
     let shared = state.0.clone();
-    let prompt = GuiPrompt {
-        app: app.clone(),
-        state: shared.clone(),
-    };
-    let local = shared.clone();
-    let queued = tauri::async_runtime::spawn_blocking(move || {
-        local
-            .engine
-            .blocking_lock()
-            .approve_queued(&id, with.as_deref(), &prompt)
+    let queued = ceremony(&app, &shared, move |engine, prompt| {
+        engine.approve_queued(&id, with.as_deref(), prompt)
     })
-    .await
-    .map_err(|e| CommandError {
-        code: "internal".into(),
-        message: e.to_string(),
-    })??;
+    .await?;
     let (queued, outcome) = shared.engine.lock().await.deliver(queued).await?;
     refreshed(&app, &shared).await;
     Ok(result(&queued, outcome.as_ref()))
@@ -168,6 +178,56 @@ async fn deny<R: Runtime>(
         .await?;
     refreshed(&app, &state.0).await;
     Ok(result(&queued, outcome.as_ref()))
+}
+
+/// Approves several items in one ceremony (each gets its own grant); their grants reach the
+/// broker together.
+#[tauri::command]
+async fn approve_all<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    request: ApproveAllRequest,
+) -> Reply<Vec<DecisionResult>> {
+    let ApproveAllRequest { ids, with } = request;
+    let shared = state.0.clone();
+    let queued = ceremony(&app, &shared, move |engine, prompt| {
+        engine.approve_all_queued(&ids, with.as_deref(), prompt)
+    })
+    .await?;
+    let decided = shared.engine.lock().await.deliver_all(queued).await?;
+    refreshed(&app, &shared).await;
+    Ok(results(&decided))
+}
+
+/// Denies several items with one reason: each is checked first, so one that cannot be denied
+/// denies none.
+#[tauri::command]
+async fn deny_all<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    request: DenyAllRequest,
+) -> Reply<Vec<DecisionResult>> {
+    let DenyAllRequest {
+        ids,
+        reason,
+        suspend_agent,
+    } = request;
+    let decided = state
+        .0
+        .engine
+        .lock()
+        .await
+        .deny_all(&ids, &reason, suspend_agent)
+        .await?;
+    refreshed(&app, &state.0).await;
+    Ok(results(&decided))
+}
+
+fn results(decided: &[(Queued, Option<DecisionOutcome>)]) -> Vec<DecisionResult> {
+    decided
+        .iter()
+        .map(|(queued, outcome)| result(queued, outcome.as_ref()))
+        .collect()
 }
 
 /// The PIN the authenticator asked for (`None` cancels).

@@ -139,6 +139,25 @@ pub struct ApproveRequest {
     pub with: Option<String>,
 }
 
+/// What `approve_all` is asked: 2 to 50 items approved in one ceremony.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct ApproveAllRequest {
+    pub ids: Vec<String>,
+    /// The enrolled authenticator to use (by name); the first enrolled when absent.
+    #[ts(optional = nullable)]
+    pub with: Option<String>,
+}
+
+/// What `deny_all` is asked: several items denied with one reason, all or none.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct DenyAllRequest {
+    pub ids: Vec<String>,
+    /// Required: the agents and their operators read it.
+    pub reason: String,
+    /// Also suspend the agents until an administrator lifts it.
+    pub suspend_agent: bool,
+}
+
 /// What `deny` is asked.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
 pub struct DenyRequest {

@@ -230,6 +230,89 @@ fn repeated_requests_are_listed_once_with_their_count() {
     broker.stop();
 }
 
+/// Several requests approved in one ceremony and several denied with one reason, through the
+/// commands; each approved request's grant is redeemed once, for its own call.
+#[test]
+fn several_requests_are_decided_together_through_ipc() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let PairedEngine {
+        broker,
+        mut engine,
+        fleet,
+        url,
+    } = paired(&runtime, dir.path(), "desktop-batch-test");
+    let agent = fleet.agent(&url).unwrap();
+    let held = runtime.block_on(async {
+        let mut held = Vec::new();
+        for order in ["B-1", "B-2", "B-3", "B-4"] {
+            let mut refund = scenarios()[0].clone();
+            refund.arguments["order"] = json!(order);
+            let request = agent.request(&refund).unwrap();
+            let answer = agent.evaluate(&request).await.unwrap();
+            held.push((request, answer.context.unwrap().approval.unwrap().id));
+        }
+        engine.sync().await.unwrap();
+        held
+    });
+    let ids: Vec<&str> = held.iter().map(|(_, id)| id.as_str()).collect();
+    let state = Arc::new(AppState::new(engine, false));
+    let app = crate::app(mock_builder(), state)
+        .build(tauri::generate_context!())
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+
+    let one = invoke(
+        &window,
+        "approve_all",
+        json!({"request": {"ids": [ids[0]], "with": null}}),
+    )
+    .unwrap_err();
+    assert_eq!(one["code"], "bad_batch", "{one}");
+    let approved = invoke(
+        &window,
+        "approve_all",
+        json!({"request": {"ids": [ids[0], ids[1]], "with": null}}),
+    )
+    .unwrap();
+    let approved = approved.as_array().unwrap();
+    assert_eq!(approved.len(), 2);
+    for ((request, id), result) in held.iter().zip(approved) {
+        assert_eq!(result["item"], id.as_str());
+        assert_eq!(result["broker_status"], "approved", "{result}");
+        let grant = runtime
+            .block_on(agent.wait(id, std::time::Duration::from_secs(5)))
+            .unwrap()
+            .grant
+            .unwrap();
+        for expected in [reqwest::StatusCode::OK, reqwest::StatusCode::CONFLICT] {
+            let redeemed = runtime
+                .block_on(agent.redeem("https://tools.example.com", &grant, request))
+                .unwrap();
+            assert_eq!(redeemed, expected);
+        }
+    }
+    let denied = invoke(
+        &window,
+        "deny_all",
+        json!({"request": {"ids": [ids[2], ids[3]], "reason": "not now", "suspend_agent": false}}),
+    )
+    .unwrap();
+    assert!(
+        denied
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["broker_status"] == "denied"),
+        "{denied}"
+    );
+    let pending = invoke(&window, "pending", json!({})).unwrap();
+    assert!(pending.as_array().unwrap().is_empty(), "{pending}");
+    broker.stop();
+}
+
 /// How many event streams a broker serves now.
 fn streams(runtime: &tokio::runtime::Runtime, url: &str) -> u64 {
     runtime.block_on(async {
@@ -362,6 +445,14 @@ fn bindings() -> Vec<(&'static str, String)> {
             ipc::ApproveRequest::export_to_string(&cfg),
         ),
         one("DenyRequest", ipc::DenyRequest::export_to_string(&cfg)),
+        one(
+            "ApproveAllRequest",
+            ipc::ApproveAllRequest::export_to_string(&cfg),
+        ),
+        one(
+            "DenyAllRequest",
+            ipc::DenyAllRequest::export_to_string(&cfg),
+        ),
         one("HistoryQuery", ipc::HistoryQuery::export_to_string(&cfg)),
         one("PairRequest", ipc::PairRequest::export_to_string(&cfg)),
         one("EnrollRequest", ipc::EnrollRequest::export_to_string(&cfg)),

@@ -8,11 +8,12 @@ request; review; the keyboard path through a review (Tab from its heading to App
 the reason field, Deny, Deny and suspend agent, Back; each with a visible focus ring) and an
 approval by Enter with the dev authenticator; the agent's gateway redeems, history shows it
 redeemed and the chain verifies; a status message goes when the owner opens another item or
-view; deny, and deny-and-suspend; export; hostile content; rename, autostart; countersign://pair
+view; deny, and deny-and-suspend; two requests approved in one ceremony (each grant redeemed
+once, a replay refused); export; hostile content; rename, autostart; countersign://pair
 links. axe-core (ui/node_modules/axe-core, injected into the app's page) checks Pending, a
-Review, History and Settings in light and in dark: any serious or critical finding fails the
-run, the others are printed. Saves screenshots of Pending, Review, History and Settings in light
-and dark to $COUNTERSIGN_SCREENSHOTS (default target/e2e-screenshots; `make screenshots` refreshes
+Review, a batch review, History and Settings in light and in dark (the batch in light): any
+serious or critical finding fails the run, the others are printed. Saves screenshots of
+Pending, Review, the batch review, History and Settings in light and dark to $COUNTERSIGN_SCREENSHOTS (default target/e2e-screenshots; `make screenshots` refreshes
 docs/screenshots/).
 """
 import base64
@@ -117,6 +118,10 @@ class Session:
             f.write(png)
         print(f"screenshot {os.path.relpath(os.path.join(SHOTS, name + '.png'), ROOT)}")
 
+    def find_in(self, el, css):
+        found = call("POST", self.p(f"/element/{el}/elements"), {"using": "css selector", "value": css})
+        return list(found[0].values())[0] if found else None
+
     def button(self, label):
         for el in self.find_all("button"):
             if self.text(el).strip().lower().startswith(label.lower()):
@@ -211,28 +216,101 @@ def select(s, tool):
     return s.wait(f"the review of {tool}", opened)
 
 
-def evaluate(demo, agent, intent, arguments, resource_properties=None):
-    """Submits a call as one of the demo agents; returns (HTTP status or error text, body)."""
+def refund_call(demo, agent, intent, arguments, resource_properties=None):
+    """A refund call (AuthZEN-shaped) as one of the demo agents would make it."""
     resource = {"type": "tool", "id": "stripe/refunds.create"}
     if resource_properties:
         resource["properties"] = resource_properties
-    body = {
+    return {
         "subject": {"type": "user", "id": demo["owner"]},
         "actor": {"id": agent["id"], **({"act": {"sub": agent["delegated_by"]}} if agent["delegated_by"] else {})},
         "action": {"name": "tools/call"},
         "resource": resource,
         "context": {"intent": intent, "arguments": arguments, "data": {"domain": "payments", "classification": ["financial"]}},
     }
-    req = urllib.request.Request(demo["broker"] + "/access/v1/evaluation", data=json.dumps(body).encode(),
-                                 method="POST", headers={"Content-Type": "application/json",
-                                                         "Authorization": "Bearer " + agent["secret"]})
+
+
+def post(demo, path, secret, body, method="POST"):
+    """A call to the demo broker with a bearer secret; returns (HTTP status or error text, body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(demo["broker"] + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + secret})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, e.read()[:300]
+        text = e.read()[:300]
+        try:
+            return e.code, json.loads(text)
+        except ValueError:
+            return e.code, text
     except (urllib.error.URLError, ConnectionError) as e:
         return str(e), None
+
+
+def evaluate(demo, agent, intent, arguments, resource_properties=None):
+    """Submits a call as one of the demo agents; returns (HTTP status or error text, body)."""
+    return post(demo, "/access/v1/evaluation", agent["secret"],
+                refund_call(demo, agent, intent, arguments, resource_properties))
+
+
+def redeem(demo, grant, call):
+    """Redeems `grant` for `call` as the demo gateway it was made for; returns (status, body)."""
+    for gateway in demo["gateways"]:
+        status, body = post(demo, "/v1/grants/redeem", gateway["secret"], {"grant": grant, "action": call})
+        if not (isinstance(body, dict) and body.get("code") == "wrong_audience"):
+            return status, body
+    raise AssertionError("no demo gateway is the grant's audience")
+
+
+def batch_approval(s):
+    """Two refunds chosen on Pending are reviewed side by side and approved with one touch of the
+    development authenticator; each gets its own grant, which its gateway redeems once, and a
+    replay is refused."""
+    demo = demo_info()
+    agent = demo["agents"][0]
+    held = []
+    for order in ("7001", "7002"):
+        intent = f"Batch refund of order {order}"
+        call = refund_call(demo, agent, intent, {"order": order, "amount": "8000.00", "currency": "EUR"})
+        status, answer = post(demo, "/access/v1/evaluation", agent["secret"], call)
+        assert status == 200 and not answer["decision"], (status, answer)
+        held.append((answer["context"]["approval"]["id"], intent, call))
+
+    s.nav("Pending")
+    s.click(s.wait("the way to select several", lambda: s.button("Select several")))
+    for _, intent, _ in held:
+        def box():
+            for li in s.find_all("ul.picks li"):
+                if intent in s.text(li):
+                    return s.find_in(li, "input[type=checkbox]")
+            return None
+        checkbox = s.wait(f"the checkbox of {intent!r}", box)
+        # Newest last: scrolled to the middle, clear of the bar that sticks to the list's foot.
+        s.script("[...document.querySelectorAll('ul.picks li')].find(l => l.textContent.includes(arguments[0]))"
+                 ".scrollIntoView({block: 'center'}); return true", intent)
+        s.click(checkbox)
+    s.click(s.wait("two selected", lambda: s.button("Review 2 selected")))
+    def listed():
+        articles = s.find_all("article.batch")
+        return articles and all(intent.lower() in s.text(articles[0]).lower() for _, intent, _ in held)
+    s.wait("both requests listed in full", listed)
+    s.shot("batch-light")
+    accessible(s, "batch-light")
+    s.click(s.button("Approve all 2 with authenticator"))
+    s.wait("the batch approval", lambda: "Approved 2 requests; the broker has them." in s.message())
+    print("batch:", s.message())
+
+    grants = set()
+    for item, _, call in held:
+        status, answer = post(demo, f"/v1/requests/{item}?wait=10", agent["secret"], None, method="GET")
+        assert status == 200 and answer["status"] == "approved", (status, answer)
+        grants.add(answer["grant"])
+        assert redeem(demo, answer["grant"], call)[0] == 200
+        replay = redeem(demo, answer["grant"], call)
+        assert replay[0] == 409 and replay[1]["code"] == "replayed", replay
+    assert len(grants) == 2, "each request has its own grant"
+    print("batch: each grant redeemed once for its own call; the replays refused")
 
 
 def demo_info():
@@ -459,6 +537,7 @@ def main():
         s.click(s.button("Deny and suspend agent"))
         s.wait("the denial with suspension", lambda: "Denied; the broker has it." in s.message())
         print("denied twice, the second with suspension")
+        batch_approval(s)
 
         # History: the approved refund is redeemed by the agent's gateway; the chain verifies. The
         # denial's message stayed on Pending.

@@ -1,6 +1,7 @@
 // The only module that touches Tauri: typed wrappers of the app's commands and events.
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { ApproveAllRequest } from "../lib/bindings/ApproveAllRequest";
 import type { ApproveRequest } from "../lib/bindings/ApproveRequest";
 import type { AuthenticatorInfo } from "../lib/bindings/AuthenticatorInfo";
 import type { BrokerInfo } from "../lib/bindings/BrokerInfo";
@@ -8,6 +9,7 @@ import type { CeremonyStep } from "../lib/bindings/CeremonyStep";
 import type { Changed } from "../lib/bindings/Changed";
 import type { CommandError } from "../lib/bindings/CommandError";
 import type { DecisionResult } from "../lib/bindings/DecisionResult";
+import type { DenyAllRequest } from "../lib/bindings/DenyAllRequest";
 import type { DenyRequest } from "../lib/bindings/DenyRequest";
 import type { EnrollRequest } from "../lib/bindings/EnrollRequest";
 import type { Exported } from "../lib/bindings/Exported";
@@ -38,6 +40,8 @@ export const api = {
   item: (id: string) => invoke<ItemDetail>("item", { id }),
   approve: (request: ApproveRequest) => invoke<DecisionResult>("approve", { request }),
   deny: (request: DenyRequest) => invoke<DecisionResult>("deny", { request }),
+  approveAll: (request: ApproveAllRequest) => invoke<DecisionResult[]>("approve_all", { request }),
+  denyAll: (request: DenyAllRequest) => invoke<DecisionResult[]>("deny_all", { request }),
   submitPin: (pin: string | null) => invoke<void>("submit_pin", { pin }),
   history: (query: HistoryQuery) => invoke<HistoryRow[]>("history", { query }),
   verifyHistory: () => invoke<Integrity>("verify_history"),
