@@ -165,6 +165,20 @@ def accessible(s, page):
     print(f"axe {page}: no serious or critical finding ({len(found)} other)")
 
 
+def tab(s, label, back=False, review=True):
+    """Presses Tab (Shift+Tab with `back`) until the control whose text starts with `label` has
+    the focus, which must show a ring; with `review`, no stop on the way is outside the review."""
+    for _ in range(60):
+        s.keys(TAB, held=SHIFT if back else None)
+        at = s.focused()
+        assert at, f"Tab left the focus on the page before {label!r}"
+        assert at["review"] or not review, f"Tab left the review before {label!r}: {at}"
+        if at["text"].startswith(label):
+            assert at["ring"], f"no focus ring on {label!r}"
+            return
+    raise AssertionError(f"Tab never reached {label!r}")
+
+
 def keyboard_review(s):
     """The review by keyboard alone: Tab from its heading reaches Approve, then Deny…; Enter on
     Deny… puts the focus in the reason field; Tab reaches Deny, Deny and suspend agent and Back;
@@ -173,14 +187,7 @@ def keyboard_review(s):
     s.script("document.querySelector('article.review h2').focus(); return true")
 
     def tab_to(label, back=False):
-        for _ in range(60):
-            s.keys(TAB, held=SHIFT if back else None)
-            at = s.focused()
-            assert at and at["review"], f"Tab left the review before {label!r}: {at}"
-            if at["text"].startswith(label):
-                assert at["ring"], f"no focus ring on {label!r}"
-                return
-        raise AssertionError(f"Tab never reached {label!r}")
+        tab(s, label, back)
 
     tab_to("Approve with authenticator")
     tab_to("Deny…")
@@ -264,9 +271,9 @@ def redeem(demo, grant, call):
 
 
 def batch_approval(s):
-    """Two refunds chosen on Pending are reviewed side by side and approved with one touch of the
-    development authenticator; each gets its own grant, which its gateway redeems once, and a
-    replay is refused."""
+    """Two refunds chosen on Pending, by keyboard alone, are reviewed side by side and approved
+    with one touch of the development authenticator; each gets its own grant, which its gateway
+    redeems once, and a replay is refused."""
     demo = demo_info()
     agent = demo["agents"][0]
     held = []
@@ -277,27 +284,34 @@ def batch_approval(s):
         assert status == 200 and not answer["decision"], (status, answer)
         held.append((answer["context"]["approval"]["id"], intent, call))
 
+    # By keyboard: Select several, Space on each checkbox, Tab to Review, then from the batch's
+    # heading Tab to Approve all, each stop with a focus ring.
     s.nav("Pending")
-    s.click(s.wait("the way to select several", lambda: s.button("Select several")))
+    s.wait("the way to select several", lambda: s.button("Select several"))
+    s.script("document.querySelector('.list-head button').focus(); return true")
+    s.keys(ENTER)
     for _, intent, _ in held:
         def box():
             for li in s.find_all("ul.picks li"):
                 if intent in s.text(li):
                     return s.find_in(li, "input[type=checkbox]")
             return None
-        checkbox = s.wait(f"the checkbox of {intent!r}", box)
-        # Newest last: scrolled to the middle, clear of the bar that sticks to the list's foot.
-        s.script("[...document.querySelectorAll('ul.picks li')].find(l => l.textContent.includes(arguments[0]))"
-                 ".scrollIntoView({block: 'center'}); return true", intent)
-        s.click(checkbox)
-    s.click(s.wait("two selected", lambda: s.button("Review 2 selected")))
+        s.wait(f"the checkbox of {intent!r}", box)
+        s.script("const li = [...document.querySelectorAll('ul.picks li')].find(l => l.textContent.includes(arguments[0]));"
+                 "li.scrollIntoView({block: 'center'}); li.querySelector('input').focus(); return true", intent)
+        s.keys(" ")
+        s.wait(f"{intent!r} selected", lambda: s.script("return document.activeElement.checked === true"))
+    tab(s, "Review 2 selected", review=False)
+    s.keys(ENTER)
     def listed():
         articles = s.find_all("article.batch")
         return articles and all(intent.lower() in s.text(articles[0]).lower() for _, intent, _ in held)
     s.wait("both requests listed in full", listed)
+    s.wait("the focus on the batch's heading", lambda: s.script("return document.activeElement.id === 'batch-title'"))
     s.shot("batch-light")
     accessible(s, "batch-light")
-    s.click(s.button("Approve all 2 with authenticator"))
+    tab(s, "Approve all 2 with authenticator")
+    s.keys(ENTER)
     s.wait("the batch approval", lambda: "Approved 2 requests; the broker has them." in s.message())
     print("batch:", s.message())
 
