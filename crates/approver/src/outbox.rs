@@ -317,7 +317,9 @@ pub async fn flush(
                 .all(|q| matches!(q.decision, Decision::Approve { .. }))
     };
     for group in unsent.chunk_by(together) {
-        if let [queued] = group {
+        if let [queued] = group
+            && !history.in_batch(&queued.idempotency_key)?
+        {
             let sent = send(history, client, queued, now).await?;
             done.push((queued.item.clone(), sent));
         } else {
@@ -373,12 +375,19 @@ pub async fn send_batch(
         .unwrap_or_default();
     match client.decide_batch(&approvals, key).await {
         Ok(outcomes) => {
-            let mut done = Vec::with_capacity(outcomes.len());
-            for (queued, outcome) in batch.iter().zip(outcomes) {
-                acknowledge(history, &queued.item, &outcome, now)?;
-                done.push((queued.item.clone(), Sent::Acknowledged(Box::new(outcome))));
-            }
-            Ok(done)
+            let answers: Vec<(&str, Answer)> = batch
+                .iter()
+                .zip(&outcomes)
+                .map(|(queued, outcome)| (queued.item.as_str(), answer(outcome)))
+                .collect();
+            history.acknowledge(&answers, now)?;
+            Ok(batch
+                .iter()
+                .zip(outcomes)
+                .map(|(queued, outcome)| {
+                    (queued.item.clone(), Sent::Acknowledged(Box::new(outcome)))
+                })
+                .collect())
         }
         Err(e) if e.refuses_item() => {
             let mut done = Vec::with_capacity(batch.len());
@@ -434,11 +443,14 @@ pub fn acknowledge(
     outcome: &DecisionOutcome,
     now: i64,
 ) -> Result<()> {
-    let answer = match outcome {
+    history.acknowledge(&[(item, answer(outcome))], now)
+}
+
+fn answer(outcome: &DecisionOutcome) -> Answer {
+    match outcome {
         DecisionOutcome::Recorded(_) => Answer::Recorded,
         DecisionOutcome::AlreadyDecided(_) => Answer::AlreadyDecided,
-    };
-    history.acknowledge(item, answer, now)
+    }
 }
 
 fn idempotency_key() -> String {

@@ -285,29 +285,27 @@ impl BrokerClient {
                 Some(idempotency_key),
             )
             .await?;
-        let answer: BatchDecided = strict(response).await?;
-        if answer.decided.len() != approvals.len()
-            || answer
-                .decided
-                .iter()
-                .zip(approvals)
-                .any(|(d, (id, _))| d.request.pending.id != *id)
-        {
-            return Err(Error::Http(
-                "the broker answered a batch with other requests than were sent".into(),
-            ));
-        }
-        Ok(answer
-            .decided
-            .into_iter()
-            .map(|d| {
-                if d.recorded {
+        let mut answer: BatchDecided = strict(response).await?;
+        // By id: a batch sent again after some of its answers were recorded here carries fewer
+        // approvals than the first time, and the broker gives its first answer again, whole.
+        approvals
+            .iter()
+            .map(|(id, _)| {
+                let at = answer
+                    .decided
+                    .iter()
+                    .position(|d| d.request.pending.id == *id)
+                    .ok_or_else(|| {
+                        Error::Http(format!("the broker's answer to a batch leaves out {id}"))
+                    })?;
+                let d = answer.decided.swap_remove(at);
+                Ok(if d.recorded {
                     DecisionOutcome::Recorded(d.request)
                 } else {
                     DecisionOutcome::AlreadyDecided(d.request)
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn send<T: serde::Serialize>(

@@ -52,6 +52,7 @@ const UNSENT: &str = "SELECT item, broker, idempotency_key, decision
 const CLEAR_REJECTED: &str = "DELETE FROM outbox WHERE item = ?1 AND outcome = 'rejected'";
 const UNACKED_DECISION: &str = "SELECT decision FROM outbox WHERE item = ?1 AND acked_at IS NULL";
 const CLOSE: &str = "UPDATE outbox SET acked_at = ?1, outcome = ?2 WHERE item = ?3";
+const SHARED_KEY: &str = "SELECT COUNT(*) > 1 FROM outbox WHERE idempotency_key = ?1";
 const ITEM_STATUS: &str = "SELECT status FROM items WHERE id = ?1";
 const FIRST_KIND: &str = "SELECT kind FROM entries WHERE item = ?1 ORDER BY seq LIMIT 1";
 
@@ -145,11 +146,21 @@ impl History {
         Ok(())
     }
 
-    /// Marks the decision for `item` acknowledged by the broker.
-    pub(crate) fn acknowledge(&mut self, item: &str, answer: Answer, now: i64) -> Result<()> {
-        self.conn
-            .execute(CLOSE, params![now, answer.as_str(), item])?;
+    /// Marks the decisions of `answers` acknowledged by the broker, in one transaction (a
+    /// batch's answers are recorded together).
+    pub(crate) fn acknowledge(&mut self, answers: &[(&str, Answer)], now: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (item, answer) in answers {
+            tx.execute(CLOSE, params![now, answer.as_str(), item])?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Whether other decisions share `key`: the approvals of one batch ceremony, which only go
+    /// to the broker together (even when only some of them are still unacknowledged).
+    pub(crate) fn in_batch(&self, key: &str) -> Result<bool> {
+        Ok(self.conn.query_row(SHARED_KEY, [key], |r| r.get(0))?)
     }
 
     /// Records that the broker refused the decision for `item` for good, in one transaction:

@@ -334,3 +334,70 @@ async fn a_batch_is_of_one_kind_for_one_gateway_and_queued_whole_or_not_at_all()
     assert_eq!(batch(&mut history, &["pa_e", "pa_f"]).unwrap().len(), 2);
     assert_eq!(history.unsent().unwrap().len(), 4);
 }
+
+/// A batch whose answer was recorded here for some of its approvals only (a crash in between):
+/// the rest go to the broker as the batch they are, and its first answer covers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_half_acknowledged_before_a_crash_is_finished_by_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = paired(dir.path()).await;
+    let agent = sim(&p.url);
+    let mut ids = Vec::new();
+    for order in ["H-1", "H-2", "H-3"] {
+        let mut refund = scenarios()[0].clone();
+        refund.arguments["order"] = serde_json::json!(order);
+        let answer = agent
+            .evaluate(&agent.request(&refund).unwrap())
+            .await
+            .unwrap();
+        ids.push(answer.context.unwrap().approval.unwrap().id);
+    }
+    let mut history = History::open(&dir.path().join("history.db")).unwrap();
+    for view in p.client.pending().await.unwrap().requests {
+        history.receive(p.client.base(), &view.pending, 1).unwrap();
+    }
+    let queued = outbox::approve_batch(
+        &mut history,
+        &ids,
+        &p.issuer,
+        &p.device,
+        &mut p.authenticator,
+        now(),
+    )
+    .unwrap();
+
+    // Sent, and the first two answers recorded here ... then the process died.
+    let approvals: Vec<(&str, &str)> = queued
+        .iter()
+        .map(|q| match &q.decision {
+            Decision::Approve { grant } => (q.item.as_str(), grant.as_str()),
+            Decision::Deny { .. } => panic!("an approval"),
+        })
+        .collect();
+    let answers = p
+        .client
+        .decide_batch(&approvals, &queued[0].idempotency_key)
+        .await
+        .unwrap();
+    for (id, answer) in ids.iter().zip(&answers).take(2) {
+        outbox::acknowledge(&mut history, id, answer, now()).unwrap();
+    }
+    assert_eq!(history.unsent().unwrap().len(), 1);
+
+    // The next flush sends the one left as the batch it belongs to (never as a single
+    // decision) and records the broker's first answer.
+    let sent = outbox::flush(&mut history, &p.client, now()).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, ids[2]);
+    assert!(
+        matches!(&sent[0].1, outbox::Sent::Acknowledged(o) if matches!(**o, DecisionOutcome::Recorded(_))),
+        "{:?}",
+        sent[0].1
+    );
+    assert!(history.unsent().unwrap().is_empty());
+    for (id, (_, grant)) in ids.iter().zip(&approvals) {
+        let status = agent.wait(id, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status.status, Status::Approved);
+        assert_eq!(status.grant.as_deref(), Some(*grant));
+    }
+}
