@@ -51,6 +51,10 @@ pub struct Config {
     /// (429 `pending_cap_reached`) until the owner decides or they expire.
     #[serde(default = "default_max_pending")]
     pub max_pending_per_owner: u32,
+    /// The longest lifetime a bounded grant may have, in seconds (default one hour, at most one
+    /// day). A grant asking for longer is refused, never shortened.
+    #[serde(default = "default_max_bounded_lifetime")]
+    pub max_bounded_lifetime_secs: i64,
     #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
@@ -225,13 +229,19 @@ pub struct AgentConfig {
 }
 
 /// A gateway: the audience it redeems for, the tools it runs (exact names, or prefixes ending in
-/// `*`), and the SHA-256 (base64url) of its secret.
+/// `*`), the SHA-256 (base64url) of its secret, and its public key when it has one.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub audience: String,
     pub tools: Vec<String>,
     pub secret_sha256: String,
+    /// The gateway's Ed25519 public key (`countersign-gateway key new` prints it). Bounded
+    /// grants are bound to it (`cnf.jkt` is its thumbprint), and the gateway proves it holds
+    /// the private half each time it redeems one. A gateway without a key takes single-use
+    /// grants only.
+    #[serde(default)]
+    pub key: Option<countersign_protocol::registry::DeviceJwk>,
 }
 
 impl GatewayConfig {
@@ -247,6 +257,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_database() -> PathBuf {
     PathBuf::from("countersign-broker.db")
+}
+
+fn default_max_bounded_lifetime() -> i64 {
+    countersign_protocol::bounded::BOUNDED_DEFAULT_LIFETIME_SECS
 }
 
 fn default_pending_ttl() -> i64 {
@@ -296,6 +310,7 @@ impl Default for Config {
             quarantine: Quarantine::default(),
             pairing_rate_limit: default_pairing_rate_limit(),
             max_pending_per_owner: default_max_pending(),
+            max_bounded_lifetime_secs: default_max_bounded_lifetime(),
             retention: RetentionConfig::default(),
             tls: None,
             agents: Vec::new(),
@@ -308,7 +323,22 @@ impl Default for Config {
 impl Config {
     /// Parses a TOML configuration.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        let config: Self = toml::from_str(text)?;
+        let most = countersign_protocol::bounded::BOUNDED_MAX_LIFETIME_SECS;
+        if !(1..=most).contains(&config.max_bounded_lifetime_secs) {
+            anyhow::bail!(
+                "max_bounded_lifetime_secs is {}: it must be 1 to {most}",
+                config.max_bounded_lifetime_secs
+            );
+        }
+        for gateway in &config.gateways {
+            if let Some(key) = &gateway.key {
+                key.validate().map_err(|e| {
+                    anyhow::anyhow!("the key of gateway {:?}: {e}", gateway.audience)
+                })?;
+            }
+        }
+        Ok(config)
     }
 
     /// The catalog entry for `tool` (the first that names it), if any.
@@ -366,6 +396,11 @@ impl Credentials {
             .into_iter()
             .find(|g| g.runs(tool))
             .map(|g| g.audience.as_str())
+    }
+
+    /// The gateway that redeems for `audience`, if configured.
+    pub fn gateway_of(&self, audience: &str) -> Option<&GatewayConfig> {
+        self.gateways.values().find(|g| g.audience == audience)
     }
 
     /// The owner of agent `id`, if configured.

@@ -68,6 +68,8 @@ error_codes! {
     GrantNotAccepted = "grant_not_accepted", FORBIDDEN, "The broker never accepted this grant for an approved request of this owner and gateway.";
     OutcomeNotRedeemed = "outcome_not_redeemed", CONFLICT, "Only the gateway that redeemed a grant reports its outcome, once, for that grant's request.";
     OutcomeInvalid = "outcome_invalid", BAD_REQUEST, "An outcome's detail is at most 1024 bytes.";
+    BoundedSpent = "bounded_spent", CONFLICT, "Every use of this bounded grant is spent.";
+    GatewayKeyMissing = "gateway_key_missing", UNPROCESSABLE_ENTITY, "The gateway has no key configured, so no bounded grant can be bound to it or presented by it.";
     GrantMismatch = "grant_mismatch", FORBIDDEN, "The grant is for another request or approver.";
     IdempotencyKeyMissing = "idempotency_key_missing", BAD_REQUEST, "A decision needs an Idempotency-Key header (1 to 128 characters).";
     ReasonInvalid = "reason_invalid", BAD_REQUEST, "A denial needs a reason of 1 to 2000 bytes.";

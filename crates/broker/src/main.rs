@@ -449,15 +449,26 @@ fn demo_init(dir: &Path, owner: &str) -> anyhow::Result<()> {
     }
     for (config, secret) in gateways.iter().zip(&secrets.gateways) {
         broker.push_str(&format!(
-            "[[gateways]]\naudience = \"{}\"\ntools = [\"{}\"]\nsecret_sha256 = \"{}\"\n\n",
+            "[[gateways]]\naudience = \"{}\"\ntools = [\"{}\"]\nsecret_sha256 = \"{}\"\n",
             config.audience,
             config.tools.join("\", \""),
             config.secret_sha256
         ));
+        if let Some(key) = &config.key {
+            broker.push_str(&format!(
+                "key = {{ kty = \"OKP\", crv = \"Ed25519\", x = \"{}\", kid = \"{}\" }}\n",
+                key.x, key.kid
+            ));
+        }
+        broker.push('\n');
         sim.push_str(&format!(
-            "[[gateways]]\naudience = \"{}\"\nsecret = \"{}\"\n\n",
+            "[[gateways]]\naudience = \"{}\"\nsecret = \"{}\"\n",
             secret.audience, secret.secret
         ));
+        if let Some(key) = &secret.key {
+            sim.push_str(&format!("key = \"{key}\"\n"));
+        }
+        sim.push('\n');
     }
     write_private(&dir.join("broker.toml"), &broker)?;
     write_private(&dir.join("simulate.toml"), &sim)?;

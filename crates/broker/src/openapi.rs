@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 
 use countersign_protocol::api::{
-    AgentRef, ApproverEvent, BatchDecided, BatchDecision, Conflict, Decision, EnrollRequest,
-    ErrorBody, EvaluationRequest, EvaluationResponse, OutcomeReport, PairRequest, PairResponse,
-    RedeemRequest, RedeemResponse, RequestList, RequestStatus, RequestView,
+    AgentRef, ApproverEvent, BatchDecided, BatchDecision, BoundedGrantList, BoundedGrantView,
+    Conflict, Decision, EnrollRequest, ErrorBody, EvaluationRequest, EvaluationResponse,
+    GatewayList, OutcomeReport, PairRequest, PairResponse, RedeemRequest, RedeemResponse,
+    RequestList, RequestStatus, RequestView,
 };
 use countersign_protocol::proof::ProofError;
 use countersign_protocol::registry::{ApproverEntry, RegistryDocument};
@@ -164,7 +165,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
             BODY[1],
             BODY[2],
             Grant,
+            Proof,
             Own(E::GrantNotAccepted),
+            Own(E::BoundedSpent),
+            Own(E::GatewayKeyMissing),
         ],
     },
     Endpoint {
@@ -348,6 +352,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
             Own(E::NotFound),
             Grant,
             Own(E::GrantMismatch),
+            Own(E::GatewayKeyMissing),
             Own(E::ReasonInvalid),
             Own(E::AlreadyDecided),
         ],
@@ -385,6 +390,36 @@ pub const ENDPOINTS: &[Endpoint] = &[
         caller: Caller::Approver,
         request: None,
         success: Success::Json(200, "revoked", schema::<RequestView>),
+        parameters: &[ID],
+        codes: &[Proof, Own(E::InvalidPath), Own(E::NotRevocable)],
+    },
+    Endpoint {
+        method: "get",
+        path: "/v1/approver/gateways",
+        summary: "The gateways, and the key (thumbprint) a bounded grant for each is bound to",
+        caller: Caller::Approver,
+        request: None,
+        success: Success::Json(200, "the gateways", schema::<GatewayList>),
+        parameters: &[],
+        codes: &[Proof],
+    },
+    Endpoint {
+        method: "get",
+        path: "/v1/approver/bounded",
+        summary: "The owner's bounded grants that can still cover a call, with their uses counted",
+        caller: Caller::Approver,
+        request: None,
+        success: Success::Json(200, "the active bounded grants", schema::<BoundedGrantList>),
+        parameters: &[],
+        codes: &[Proof],
+    },
+    Endpoint {
+        method: "post",
+        path: "/v1/approver/bounded/{id}/revoke",
+        summary: "Revoke a bounded grant at once, with the calls it released that have not run",
+        caller: Caller::Approver,
+        request: None,
+        success: Success::Json(200, "revoked", schema::<BoundedGrantView>),
         parameters: &[ID],
         codes: &[Proof, Own(E::InvalidPath), Own(E::NotRevocable)],
     },

@@ -42,6 +42,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/approver/decisions", post(approver::decide_batch))
         .route("/v1/approver/requests/{id}/revoke", post(approver::revoke))
+        .route("/v1/approver/gateways", get(approver::gateways))
+        .route("/v1/approver/bounded", get(approver::bounded))
+        .route(
+            "/v1/approver/bounded/{id}/revoke",
+            post(approver::revoke_bounded),
+        )
         .route("/v1/approver/agents/suspend", post(approver::suspend))
         .route("/v1/approver/agents/resume", post(approver::resume))
         .route("/healthz", get(|| async { "ok" }))

@@ -112,8 +112,10 @@ impl AppState {
     /// A grant verifier acting for `audience`, accepting this broker's grants, over the
     /// broker's SQLite replay store.
     pub fn verifier(&self, audience: &str) -> GrantVerifier {
+        let mut config = VerifierConfig::new(audience, self.public_url.clone());
+        config.max_bounded_lifetime_secs = self.config.max_bounded_lifetime_secs;
         GrantVerifier::new(
-            VerifierConfig::new(audience, self.public_url.clone()),
+            config,
             self.registry(),
             self.store.clone(),
             self.store.clone(),

@@ -7,7 +7,9 @@ use std::fmt::Debug;
 
 use countersign_protocol::PendingAction;
 use countersign_protocol::action::Status;
-use countersign_protocol::api::{ApproverEvent, EventKind, ReportedOutcome, RequestView};
+use countersign_protocol::api::{
+    ApproverEvent, BoundedGrantView, EventKind, ReportedOutcome, RequestView,
+};
 use countersign_protocol::registry::ApproverEntry;
 
 use countersign_protocol::replay::{ReplayStore, SignCounterStore};
@@ -108,6 +110,59 @@ pub enum StoredDecision {
     Deny {
         reason: String,
     },
+    /// Approved with a bounded grant: the request becomes approved under it, and the grant is
+    /// kept with its uses counted from zero.
+    ApproveBounded(Box<NewBounded>),
+}
+
+/// A bounded grant the broker accepted, to store with the decision on the request it was made
+/// from.
+#[derive(Clone, Debug)]
+pub struct NewBounded {
+    pub jti: String,
+    pub owner: String,
+    /// The SPIFFE ID of the agent it covers.
+    pub agent: String,
+    pub audience: String,
+    pub tool: String,
+    /// The request the owner reviewed.
+    pub txn: String,
+    pub approver: String,
+    /// The compact JWS, handed to the agent with each call it releases.
+    pub token: String,
+    /// Its claims without `webauthn`, as JSON (later calls are matched against them).
+    pub claims: String,
+    pub uses: u32,
+    pub issued_at: i64,
+    pub exp: i64,
+}
+
+/// A bounded grant as stored.
+#[derive(Clone, Debug)]
+pub struct StoredBounded {
+    pub view: BoundedGrantView,
+    pub token: String,
+    /// Its claims without `webauthn`, as JSON.
+    pub claims: String,
+}
+
+/// A bounded grant just revoked, with the released requests revoked with it.
+#[derive(Debug)]
+pub struct RevokedBounded {
+    pub grant: StoredBounded,
+    pub requests: Vec<(StoredRequest, ApproverEvent)>,
+}
+
+/// A bounded grant a gateway presents, as the verifier read it, with the call it is presented
+/// for.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundedRedemption<'a> {
+    pub jti: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a str,
+    /// The action hash of the presented call: a request released under the grant with this
+    /// hash is the one redeemed.
+    pub action_hash: &'a str,
 }
 
 /// What recording a decision did.
@@ -140,6 +195,8 @@ pub enum RedeemOutcome {
     Replayed,
     /// The grant was revoked.
     Revoked,
+    /// A bounded grant whose every use is spent.
+    Spent,
     /// No item `txn` holds this grant as approved for this owner and audience: the broker
     /// never accepted it.
     NotAccepted,
@@ -272,6 +329,37 @@ pub trait Requests {
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged>;
 }
 
+/// Bounded grants: standing approvals with limits, their uses counted here.
+pub trait BoundedGrants {
+    /// The owner's bounded grants that can still cover a call (unrevoked, unexpired, uses
+    /// left), of one agent or all, newest first.
+    fn bounded_grants(
+        &self,
+        owner: &str,
+        agent: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<StoredBounded>>;
+    /// Holds `new` as approved under the bounded grant `jti`, without a prompt, when the grant
+    /// is still unrevoked, unexpired and has a use left that no other released request holds;
+    /// `None` (nothing written) otherwise. Whether the call fits the grant's constraints is the
+    /// caller's to check first.
+    fn release(
+        &self,
+        new: &NewPending,
+        jti: &str,
+        now: i64,
+    ) -> Result<Option<(StoredRequest, ApproverEvent)>>;
+    /// Redeems a verified bounded grant for one call, in one transaction: the grant must be
+    /// unrevoked with a use left, owned by `sub` for audience `aud`, and a request released
+    /// under it must have the call's action hash; then one use is counted and that request
+    /// becomes `redeemed`.
+    fn redeem_bounded(&self, grant: &BoundedRedemption<'_>, now: i64) -> Result<RedeemOutcome>;
+    /// Revokes the owner's bounded grant `jti` at once: no redemption succeeds after this
+    /// commits, and the requests released under it and not yet redeemed become `revoked`.
+    /// `None` when the owner has no such grant, or it is revoked already.
+    fn revoke_bounded(&self, jti: &str, owner: &str, now: i64) -> Result<Option<RevokedBounded>>;
+}
+
 /// The approvers' event streams (the event id is the stream's id).
 pub trait Events {
     fn events_after(&self, owner: &str, after: i64, limit: usize) -> Result<Vec<ApproverEvent>>;
@@ -357,6 +445,7 @@ pub trait Limits {
 /// The broker's storage: every part, from one backend.
 pub trait Store:
     Requests
+    + BoundedGrants
     + Events
     + Registry
     + Calls
@@ -372,6 +461,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: Requests
+        + BoundedGrants
         + Events
         + Registry
         + Calls

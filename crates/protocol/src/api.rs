@@ -135,7 +135,8 @@ pub struct RedeemRequest {
 pub struct RedeemResponse {
     /// Always `consumed`.
     pub status: String,
-    /// The id of the request the grant approved (its `txn` claim).
+    /// The id of the request the grant approved: its `txn` claim, or for a bounded grant the
+    /// request released under it that this call is.
     pub txn: String,
     /// The id of the consumed grant (its `jti` claim).
     pub jti: String,
@@ -333,6 +334,71 @@ pub struct RequestView {
     /// What became of the call, once its gateway redeemed the grant and reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<ReportedOutcome>,
+    /// The `jti` of the bounded grant that approved this request: the one the owner made from
+    /// its review, or an earlier one that released it without a prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounded_grant: Option<String>,
+}
+
+/// `GET /v1/approver/gateways`: the gateways, and the keys bounded grants are bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GatewayList {
+    /// Every configured gateway, by audience.
+    pub gateways: Vec<GatewayKey>,
+}
+
+/// A gateway as approvers need to know it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GatewayKey {
+    /// The audience it redeems for.
+    pub audience: String,
+    /// The RFC 7638 thumbprint of its Ed25519 key: a bounded grant for it carries this as
+    /// `cnf.jkt`. Absent when the gateway has no key (it takes single-use grants only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+}
+
+/// A bounded grant as the broker holds it, with its uses counted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BoundedGrantView {
+    /// The grant's id (`jti`).
+    pub jti: String,
+    /// The request the owner reviewed when making it.
+    pub txn: String,
+    /// The agent it covers (SPIFFE ID).
+    pub agent: String,
+    /// The tool it covers.
+    pub tool: String,
+    /// The gateway that may redeem it.
+    pub audience: String,
+    /// The approver that made it.
+    pub approver: String,
+    /// How many calls it covers in all.
+    pub uses: u32,
+    /// How many it has covered so far (redeemed).
+    pub used: u32,
+    /// Calls released under it and not yet redeemed.
+    pub released: u32,
+    /// When it was made, Unix seconds.
+    pub issued_at: i64,
+    /// When it expires, Unix seconds.
+    pub expires_at: i64,
+    /// Whether the owner revoked it.
+    pub revoked: bool,
+    /// Its `constraints` claim, as signed.
+    pub constraints: serde_json::Value,
+}
+
+/// `GET /v1/approver/bounded`: the owner's bounded grants that can still cover a call, newest
+/// first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BoundedGrantList {
+    /// Unexpired, unrevoked grants with uses left.
+    pub grants: Vec<BoundedGrantView>,
 }
 
 /// `GET /v1/approver/requests`: one page of the owner's requests, newest first.

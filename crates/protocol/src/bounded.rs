@@ -47,6 +47,15 @@ pub const BOUNDED_MAX_LIFETIME_SECS: i64 = 86_400;
 /// The most uses one bounded grant may cover.
 pub const MAX_USES: u32 = 1000;
 
+/// Whether `token` says it is a bounded grant (its header's `typ`). Only a hint for choosing
+/// the verification: the signature and everything else are checked by the verifier.
+pub fn is_bounded(token: &str) -> bool {
+    crate::jws::split(token, crate::verify::MAX_GRANT_BYTES).is_ok_and(|c| {
+        c.check_header(BOUNDED_GRANT_TYP, crate::grant::GRANT_ALG)
+            .is_ok()
+    })
+}
+
 /// The constraint names this version knows.
 pub const CONSTRAINTS: [&str; 4] = ["uses", "max", "equal", "vary"];
 

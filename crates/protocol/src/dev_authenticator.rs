@@ -271,6 +271,16 @@ impl DevApprover {
         Ok(batch.sign(assertion, &self.device)?)
     }
 
+    /// Completes a bounded grant's `draft`: the ceremony over its challenge, then the device
+    /// signature.
+    pub fn sign_bounded(
+        &mut self,
+        draft: crate::BoundedDraft,
+    ) -> Result<crate::BoundedGrant, DevApproveError> {
+        let assertion = self.assert(draft.challenge())?;
+        Ok(draft.sign(assertion, &self.device)?)
+    }
+
     /// Approves `pending` with `options`.
     pub fn approve(
         &mut self,

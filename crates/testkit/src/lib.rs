@@ -124,6 +124,8 @@ impl SmallFleet {
                 gateways: vec![GatewaySecret {
                     audience: gateway.into(),
                     secret: format!("{label}-gateway-secret-0123456789abcdefgh"),
+                    // 32 bytes in base64url, derived from the label.
+                    key: Some(secret_hash(&format!("{label}-gateway-key"))),
                 }],
             },
         }
@@ -155,6 +157,10 @@ impl SmallFleet {
                     audience: g.audience.clone(),
                     tools: vec!["*".into()],
                     secret_sha256: secret_hash(&g.secret),
+                    key: g
+                        .signing_key()
+                        .expect("a test gateway key")
+                        .map(|k| k.public_jwk()),
                 })
                 .collect(),
             ..Config::default()

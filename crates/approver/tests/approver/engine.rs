@@ -43,6 +43,7 @@ fn view(id: &str, arguments: serde_json::Value) -> RequestView {
         reason: None,
         decided_by: None,
         outcome: None,
+        bounded_grant: None,
     }
 }
 

@@ -12,6 +12,7 @@ use countersign_protocol::api::{
     ApprovalTicket, EvaluationContext, EvaluationRequest, EvaluationResponse, Outcome,
     RequestStatus,
 };
+use countersign_protocol::bounded::BoundedClaims;
 use countersign_protocol::hash::random_b64url;
 use countersign_protocol::json::Limits;
 use countersign_protocol::spiffe::SpiffeId;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::{Body, IdPath, StrictQuery, json_body};
 use crate::state::AppState;
-use crate::store::{HoldOutcome, NewPending};
+use crate::store::{HoldOutcome, NewPending, StoredRequest};
 
 /// `POST /access/v1/evaluation`: policy decides; a call that needs its owner is held as a
 /// pending action (or merged into an identical one already waiting) and the answer says so.
@@ -140,6 +141,24 @@ pub(super) async fn evaluate(
         owner: agent.owner.clone(),
         agent: agent.id.clone(),
     };
+    if let Some(released) = release(&state, &new, now)? {
+        state.events_written();
+        let id = released.view.pending.id.clone();
+        context.reason = Some(format!(
+            "released without a prompt under the owner's bounded grant {}",
+            released.view.bounded_grant.unwrap_or_default()
+        ));
+        context.approval = Some(ApprovalTicket {
+            status_url: format!("/v1/requests/{id}"),
+            expires_at: released.view.pending.expires_at.as_str().to_owned(),
+            merged: released.view.merged,
+            id,
+        });
+        return Ok(axum::Json(EvaluationResponse {
+            decision: false,
+            context: Some(context),
+        }));
+    }
     let stored = match state
         .store
         .hold(&new, state.config.max_pending_per_owner, now)?
@@ -177,6 +196,34 @@ pub(super) async fn evaluate(
         decision: false,
         context: Some(context),
     }))
+}
+
+/// Releases a held call under the first of its owner's bounded grants for this agent that
+/// covers it — same agent and delegation chain, same tool and gateway, every argument within
+/// the constraints — with a use left; `None` when none does (the owner is asked).
+fn release(state: &AppState, new: &NewPending, now: i64) -> ApiResult<Option<StoredRequest>> {
+    let pending = &new.pending;
+    for grant in state
+        .store
+        .bounded_grants(&new.owner, Some(&new.agent), now)?
+    {
+        let Ok(claims) = serde_json::from_str::<BoundedClaims>(&grant.claims) else {
+            tracing::warn!(jti = %grant.view.jti, "a stored bounded grant does not parse");
+            continue;
+        };
+        let covers = claims.aud == pending.audience
+            && claims.act == pending.actor.to_act_claim()
+            && claims.authorization_details == pending.authorization_details
+            && claims.constraints.admit(&pending.context.arguments).is_ok();
+        if !covers {
+            continue;
+        }
+        if let Some((released, _)) = state.store.release(new, &grant.view.jti, now)? {
+            tracing::info!(jti = %grant.view.jti, id = %released.view.pending.id, "released under a bounded grant");
+            return Ok(Some(released));
+        }
+    }
+    Ok(None)
 }
 
 /// `?wait=N`: how long to long-poll, in seconds (at most 60).

@@ -11,9 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use countersign_protocol::action::Status;
 use countersign_protocol::api::{
-    AgentRef, BatchDecided, BatchDecision, BatchOutcome, Conflict, DEFAULT_PAGE, Decision,
-    EnrollRequest, EventKind, MAX_PAGE, PairRequest, PairResponse, RequestList, RequestView,
-    enrollment_challenge,
+    AgentRef, BatchDecided, BatchDecision, BatchOutcome, BoundedGrantList, BoundedGrantView,
+    Conflict, DEFAULT_PAGE, Decision, EnrollRequest, EventKind, GatewayKey, GatewayList, MAX_PAGE,
+    PairRequest, PairResponse, RequestList, RequestView, enrollment_challenge,
 };
 use countersign_protocol::grant::BATCH_SIZES;
 use countersign_protocol::proof::{PROOF_HEADER, ProofError, ProofRequest, verify_proof_with_key};
@@ -28,7 +28,9 @@ use crate::http::{
 };
 use crate::pairing::normalize_code;
 use crate::state::AppState;
-use crate::store::{DecideOutcome, PairOutcome, StoredDecision, UpdateOutcome};
+use crate::store::{
+    DecideOutcome, NewBounded, PairOutcome, StoredDecision, StoredRequest, UpdateOutcome,
+};
 
 /// `POST /v1/pair`. Everything is checked before anything is written: the client's address is
 /// throttled, the proof verified (signed by the key being registered), the device key and
@@ -293,6 +295,9 @@ pub(crate) async fn decide(
         .filter(|r| r.owner == proof.owner)
         .ok_or_else(|| ApiError::not_found("no such request for this owner"))?;
     let stored = match &decision {
+        Decision::Approve { grant } if countersign_protocol::bounded::is_bounded(grant) => {
+            accept_bounded(&state, &current, &proof.approver_id, grant)?
+        }
         Decision::Approve { grant } => {
             let verified = state
                 .verifier(&current.view.pending.audience)
@@ -353,6 +358,116 @@ pub(crate) async fn decide(
         .store
         .save_idempotent(&proof.approver_id, &key, status.as_u16(), &body, now)?;
     Ok(json_response(status, body))
+}
+
+/// A bounded grant made from the review of `current`: every check of the grant with the
+/// reviewed call (its lifetime within this broker's maximum: refused, never shortened), made by
+/// this approver for this request, and bound to the key of the request's gateway.
+fn accept_bounded(
+    state: &AppState,
+    current: &StoredRequest,
+    approver: &str,
+    grant: &str,
+) -> ApiResult<StoredDecision> {
+    let pending = &current.view.pending;
+    let jkt = state
+        .credentials
+        .gateway_of(&pending.audience)
+        .and_then(|g| g.key.as_ref())
+        .map(|k| k.kid.clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::GatewayKeyMissing,
+                format!(
+                    "the gateway {} has no key configured: approve this call once instead",
+                    pending.audience
+                ),
+            )
+        })?;
+    let verified = state
+        .verifier(&pending.audience)
+        .accept_bounded(grant, &pending.request())?;
+    let claims = verified.claims.approval;
+    if claims.txn != pending.id || claims.iss != approver {
+        return Err(ApiError::new(
+            ErrorCode::GrantMismatch,
+            "the grant is for another request or approver",
+        ));
+    }
+    if claims.cnf.jkt != jkt {
+        return Err(countersign_protocol::VerifyError::ConfirmationMismatch.into());
+    }
+    let encoded = serde_json::to_string(&claims).map_err(|e| ApiError::internal("encoding", &e))?;
+    Ok(StoredDecision::ApproveBounded(Box::new(NewBounded {
+        jti: claims.jti,
+        owner: current.owner.clone(),
+        agent: current.agent.clone(),
+        audience: claims.aud,
+        tool: pending.resource.id.clone(),
+        txn: claims.txn,
+        approver: claims.iss,
+        token: grant.to_owned(),
+        claims: encoded,
+        uses: claims.constraints.uses,
+        issued_at: claims.iat,
+        exp: claims.exp,
+    })))
+}
+
+/// `GET /v1/approver/gateways`: the gateways and the keys bounded grants for them are bound to.
+pub(crate) async fn gateways(
+    State(state): State<Arc<AppState>>,
+    _call: ApproverCall,
+) -> ApiResult<axum::Json<GatewayList>> {
+    let mut gateways: Vec<GatewayKey> = state
+        .config
+        .gateways
+        .iter()
+        .map(|g| GatewayKey {
+            audience: g.audience.clone(),
+            jkt: g.key.as_ref().map(|k| k.kid.clone()),
+        })
+        .collect();
+    gateways.sort_by(|a, b| a.audience.cmp(&b.audience));
+    Ok(axum::Json(GatewayList { gateways }))
+}
+
+/// `GET /v1/approver/bounded`: the owner's bounded grants that can still cover a call.
+pub(crate) async fn bounded(
+    State(state): State<Arc<AppState>>,
+    call: ApproverCall,
+) -> ApiResult<axum::Json<BoundedGrantList>> {
+    let grants = state
+        .store
+        .bounded_grants(&call.proof.owner, None, state.now())?
+        .into_iter()
+        .map(|g| g.view)
+        .collect();
+    Ok(axum::Json(BoundedGrantList { grants }))
+}
+
+/// `POST /v1/approver/bounded/{jti}/revoke`: the owner withdraws a bounded grant. It covers no
+/// call from the moment this answers, and the calls it released that have not run are revoked
+/// with it.
+pub(crate) async fn revoke_bounded(
+    State(state): State<Arc<AppState>>,
+    IdPath(jti): IdPath,
+    call: ApproverCall,
+) -> ApiResult<axum::Json<BoundedGrantView>> {
+    match state
+        .store
+        .revoke_bounded(&jti, &call.proof.owner, state.now())?
+    {
+        Some(revoked) => {
+            state.events_written();
+            tracing::info!(%jti, "bounded grant revoked by its owner");
+            Ok(axum::Json(revoked.grant.view))
+        }
+        None => Err(ApiError::new(
+            ErrorCode::NotRevocable,
+            "the owner has no such bounded grant, or it is revoked already",
+        )),
+    }
 }
 
 /// `POST /v1/approver/decisions`: the approvals of one batch ceremony. Every grant is checked,

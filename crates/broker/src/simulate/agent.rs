@@ -12,6 +12,8 @@ use countersign_protocol::action::{
 use countersign_protocol::api::{
     EvaluationRequest, EvaluationResponse, Outcome, RedeemRequest, RequestStatus,
 };
+use countersign_protocol::grant::DeviceSigningKey;
+use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
 use countersign_protocol::spiffe::SpiffeId;
 
 use super::fleet::{AgentSecret, FleetSecrets};
@@ -24,7 +26,8 @@ pub struct SimulatedAgent {
     broker: String,
     agent: AgentSecret,
     owner: String,
-    gateways: HashMap<String, String>,
+    /// Each gateway's secret, and its key when it has one.
+    gateways: HashMap<String, (String, Option<std::sync::Arc<DeviceSigningKey>>)>,
 }
 
 impl SimulatedAgent {
@@ -39,8 +42,11 @@ impl SimulatedAgent {
             gateways: secrets
                 .gateways
                 .iter()
-                .map(|g| (g.audience.clone(), g.secret.clone()))
-                .collect(),
+                .map(|g| {
+                    let key = g.signing_key()?.map(std::sync::Arc::new);
+                    Ok((g.audience.clone(), (g.secret.clone(), key)))
+                })
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 
@@ -139,23 +145,50 @@ impl SimulatedAgent {
         grant: &str,
         request: &ActionRequest,
     ) -> anyhow::Result<reqwest::StatusCode> {
-        let secret = self
+        Ok(self.redeem_answer(audience, grant, request).await?.0)
+    }
+
+    /// Presents `grant` for `request` as the gateway of `audience` would, with a proof of its
+    /// key when it has one; the status and body of the broker's answer.
+    pub async fn redeem_answer(
+        &self,
+        audience: &str,
+        grant: &str,
+        request: &ActionRequest,
+    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+        let (secret, key) = self
             .gateways
             .get(audience)
             .with_context(|| format!("no gateway secret for {audience}"))?;
-        let body = RedeemRequest {
+        let body = serde_json::to_vec(&RedeemRequest {
             grant: grant.to_owned(),
             action: request.clone(),
             presenter_jkt: None,
-        };
-        let response = self
+        })?;
+        let url = format!("{}/v1/grants/redeem", self.broker);
+        let mut call = self
             .http
-            .post(format!("{}/v1/grants/redeem", self.broker))
+            .post(&url)
             .bearer_auth(secret)
-            .json(&body)
-            .send()
-            .await?;
-        Ok(response.status())
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            let now =
+                countersign_protocol::clock::Clock::now(&countersign_protocol::clock::SystemClock);
+            let proof = sign_proof(
+                key,
+                audience,
+                &ProofRequest {
+                    method: "POST",
+                    url: &url,
+                    body: &body,
+                    now,
+                },
+            );
+            call = call.header(PROOF_HEADER, proof);
+        }
+        let response = call.body(body).send().await?;
+        let status = response.status();
+        Ok((status, response.text().await.unwrap_or_default()))
     }
 
     /// One scripted call, end to end.

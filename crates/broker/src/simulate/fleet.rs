@@ -1,5 +1,6 @@
 //! The fleet: the simulator's secrets, the demo fleet and its tool catalog.
 
+use countersign_protocol::grant::DeviceSigningKey;
 use serde::Deserialize;
 
 use crate::config::{AgentConfig, GatewayConfig, ToolConfig, secret_hash};
@@ -29,6 +30,28 @@ pub struct AgentSecret {
 pub struct GatewaySecret {
     pub audience: String,
     pub secret: String,
+    /// The gateway's Ed25519 private key (32 bytes, base64url), when it has one: it proves
+    /// possession with it when presenting a bounded grant.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl GatewaySecret {
+    /// The gateway's signing key, when it has one.
+    pub fn signing_key(&self) -> anyhow::Result<Option<DeviceSigningKey>> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let bytes = countersign_protocol::hash::b64url_decode(key)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the key of gateway {} is not 32 bytes of base64url",
+                    self.audience
+                )
+            })?;
+        Ok(Some(DeviceSigningKey::from_secret(&bytes)))
+    }
 }
 
 /// The demo fleet with fresh random secrets: three agents of `owner` (two of them acting for a
@@ -71,14 +94,17 @@ pub fn demo_fleet(owner: &str) -> (FleetSecrets, Vec<AgentConfig>, Vec<GatewayCo
     }
     for (audience, tools) in gateways {
         let secret = random_secret();
+        let key = DeviceSigningKey::generate();
         gateway_configs.push(GatewayConfig {
             audience: audience.to_owned(),
             tools: vec![tools.to_owned()],
             secret_sha256: secret_hash(&secret),
+            key: Some(key.public_jwk()),
         });
         secrets.gateways.push(GatewaySecret {
             audience: audience.to_owned(),
             secret,
+            key: Some(countersign_protocol::hash::b64url(&*key.secret())),
         });
     }
     (secrets, agent_configs, gateway_configs)

@@ -9,6 +9,7 @@
 )]
 
 mod batch;
+mod bounded;
 mod flow;
 mod hygiene;
 mod input;

@@ -15,7 +15,8 @@ use countersign_protocol::api::{
     ApproverEvent, PairRequest, PairResponse, RequestList, RequestView,
 };
 use countersign_protocol::dev_authenticator::DevApprover;
-use countersign_protocol::grant::{GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::grant::{DeviceSigningKey, GrantDraft, GrantOptions, Issuer};
+use countersign_protocol::hash::b64url;
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
@@ -30,6 +31,16 @@ pub const BOB: &str = "bob@example.com";
 pub const BOBS: &str = "spiffe://example.com/agent/bobs-assistant";
 pub const PAYMENTS: &str = "https://payments-gateway.example.com";
 pub const TOOLS: &str = "https://tools-gateway.example.com";
+
+/// A test gateway's key, derived from its audience (never for a deployment).
+pub fn gateway_key(audience: &str) -> DeviceSigningKey {
+    let seed = secret_hash(&format!("{audience}-gateway-key"));
+    let bytes: [u8; 32] = countersign_protocol::hash::b64url_decode(&seed)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    DeviceSigningKey::from_secret(&bytes)
+}
 
 pub struct TestBroker {
     pub broker: Option<RunningBroker>,
@@ -92,6 +103,7 @@ impl TestBroker {
                     audience: (*aud).into(),
                     tools: tools.iter().map(|t| (*t).to_owned()).collect(),
                     secret_sha256: secret_hash(secret),
+                    key: Some(gateway_key(aud).public_jwk()),
                 })
                 .collect(),
             ..Config::default()
@@ -115,6 +127,7 @@ impl TestBroker {
                 .map(|(aud, _, secret)| GatewaySecret {
                     audience: (*aud).into(),
                     secret: (*secret).into(),
+                    key: Some(b64url(&*gateway_key(aud).secret())),
                 })
                 .collect(),
         };

@@ -30,6 +30,7 @@ use tokio_postgres::{Client, Row, Statement};
 use super::{Result, SchemaState, StoreError};
 
 mod agents;
+mod bounded;
 mod events;
 mod registry;
 mod requests;

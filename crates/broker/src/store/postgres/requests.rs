@@ -9,6 +9,7 @@ use super::super::{
     Requests, Result, Retention, StoredDecision, StoredRequest, status_text,
 };
 use super::PgStore;
+use super::bounded::{insert_bounded, revoke_in};
 use super::events::append_event;
 use super::rows::{
     REQUEST_COLUMNS, load, load_existing, pending_count, read_request_at, set_status,
@@ -139,6 +140,15 @@ impl Requests for PgStore {
                     )?;
                     EventKind::Denied
                 }
+                StoredDecision::ApproveBounded(bounded) => {
+                    insert_bounded(tx, bounded)?;
+                    tx.execute(
+                        "UPDATE requests SET status = 'approved', grant_token = $1, grant_jti = $2, grant_exp = $3,
+                         bounded_jti = $2, decided_by = $4, decided_at = $5 WHERE id = $6",
+                        &[&bounded.token, &bounded.jti, &bounded.exp, &approver, &now, &id],
+                    )?;
+                    EventKind::Approved
+                }
             };
             let request = load_existing(tx, id)?;
             let event = append_event(tx, owner, kind, Some(&request), None, None, now)?;
@@ -223,6 +233,12 @@ impl Requests for PgStore {
             let Some(current) = load(tx, id, true)? else { return Ok(None) };
             if current.owner != owner || current.view.status != Status::Approved {
                 return Ok(None);
+            }
+            // A request approved under a bounded grant: the grant itself goes, and every call
+            // it released with it.
+            if let Some(jti) = &current.view.bounded_grant {
+                let Some(revoked) = revoke_in(tx, jti, owner, now)? else { return Ok(None) };
+                return Ok(revoked.requests.into_iter().find(|(request, _)| request.view.pending.id == id));
             }
             let (Some(jti), Some(exp)) = (&current.grant_jti, current.grant_exp) else { return Ok(None) };
             let inserted = tx.execute(

@@ -9,11 +9,11 @@ use super::super::{Result, StoredRequest};
 use super::PgConn;
 
 pub(super) const REQUEST_COLUMNS: &str = "pending, status, merged, reason, decided_by, owner, agent, grant_token, grant_jti, grant_exp, \
-     outcome, outcome_detail";
+     outcome, outcome_detail, bounded_jti";
 
 /// [`REQUEST_COLUMNS`] with the `requests` table's alias, for joins.
 pub(super) const PREFIXED_COLUMNS: &str = "r.pending, r.status, r.merged, r.reason, r.decided_by, r.owner, r.agent, \
-     r.grant_token, r.grant_jti, r.grant_exp, r.outcome, r.outcome_detail";
+     r.grant_token, r.grant_jti, r.grant_exp, r.outcome, r.outcome_detail, r.bounded_jti";
 
 /// The request in the columns of [`REQUEST_COLUMNS`] starting at `at`.
 pub(super) fn read_request_at(row: &Row, at: usize) -> Result<StoredRequest> {
@@ -39,6 +39,7 @@ pub(super) fn read_request_at(row: &Row, at: usize) -> Result<StoredRequest> {
             reason: row.try_get(at + 3)?,
             decided_by: row.try_get(at + 4)?,
             outcome,
+            bounded_grant: row.try_get(at + 12)?,
         },
         owner: row.try_get(at + 5)?,
         agent: row.try_get(at + 6)?,

@@ -70,6 +70,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX rate_buckets_at ON rate_buckets(at);",
     // Counting an owner's unexpired pending items (every hold does, for the cap) from the index.
     "CREATE INDEX requests_owner_pending ON requests(owner, status, expires_at);",
+    // Bounded grants, their uses counted; a request approved under one names it.
+    "CREATE TABLE bounded_grants (
+        jti TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        txn TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        token TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        uses BIGINT NOT NULL,
+        used BIGINT NOT NULL DEFAULT 0,
+        issued_at BIGINT NOT NULL,
+        exp BIGINT NOT NULL,
+        revoked_at BIGINT,
+        CHECK (used <= uses)
+    );
+    CREATE INDEX bounded_grants_owner ON bounded_grants(owner, agent, exp);
+    ALTER TABLE requests ADD COLUMN bounded_jti TEXT;
+    CREATE INDEX requests_bounded ON requests(bounded_jti, status);",
 ];
 
 /// The database's schema version (0 for an empty database).

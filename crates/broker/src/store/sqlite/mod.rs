@@ -9,6 +9,7 @@ use rusqlite::{Connection, Transaction};
 use super::{Result, SchemaState, StoreError};
 
 mod agents;
+mod bounded;
 mod calls;
 mod events;
 mod registry;

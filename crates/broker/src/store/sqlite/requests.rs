@@ -8,6 +8,7 @@ use super::super::{
     DecideOutcome, HoldOutcome, NewPending, Page, Purged, RedeemOutcome, Redemption, ReportOutcome,
     Requests, Result, Retention, StoredDecision, StoredRequest, status_text,
 };
+use super::bounded::{insert_bounded, revoke_in};
 use super::events::append_event;
 use super::rows::{
     REQUEST_COLUMNS, load, load_existing, pending_count, read_request_at, set_status, to_request,
@@ -132,6 +133,15 @@ impl Requests for SqliteStore {
                     )?;
                     EventKind::Denied
                 }
+                StoredDecision::ApproveBounded(bounded) => {
+                    insert_bounded(tx, bounded)?;
+                    tx.execute(
+                        "UPDATE requests SET status = 'approved', grant_token = ?1, grant_jti = ?2, grant_exp = ?3,
+                         bounded_jti = ?2, decided_by = ?4, decided_at = ?5 WHERE id = ?6",
+                        params![bounded.token, bounded.jti, bounded.exp, approver, now, id],
+                    )?;
+                    EventKind::Approved
+                }
             };
             let request = load_existing(tx, id)?;
             let event = append_event(tx, owner, kind, Some(&request), None, None, now)?;
@@ -225,6 +235,12 @@ impl Requests for SqliteStore {
             let Some(current) = load(tx, id)? else { return Ok(None) };
             if current.owner != owner || current.view.status != Status::Approved {
                 return Ok(None);
+            }
+            // A request approved under a bounded grant: the grant itself goes, and every call
+            // it released with it.
+            if let Some(jti) = &current.view.bounded_grant {
+                let Some(revoked) = revoke_in(tx, jti, owner, now)? else { return Ok(None) };
+                return Ok(revoked.requests.into_iter().find(|(request, _)| request.view.pending.id == id));
             }
             let (Some(jti), Some(exp)) = (&current.grant_jti, current.grant_exp) else { return Ok(None) };
             let inserted = tx.execute(

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::super::{Result, StoreError, StoredRequest, status_text};
 
 pub(super) const REQUEST_COLUMNS: &str = "pending, status, merged, reason, decided_by, owner, agent, grant_token, grant_jti, grant_exp, \
-     outcome, outcome_detail";
+     outcome, outcome_detail, bounded_jti";
 
 /// One `requests` row, as read by [`REQUEST_COLUMNS`].
 pub(super) struct Row {
@@ -24,11 +24,12 @@ pub(super) struct Row {
     grant_exp: Option<i64>,
     outcome: Option<String>,
     outcome_detail: Option<String>,
+    bounded_jti: Option<String>,
 }
 
 /// [`REQUEST_COLUMNS`] with the `requests` table's alias, for joins.
 pub(super) const PREFIXED_COLUMNS: &str = "r.pending, r.status, r.merged, r.reason, r.decided_by, r.owner, r.agent, \
-     r.grant_token, r.grant_jti, r.grant_exp, r.outcome, r.outcome_detail";
+     r.grant_token, r.grant_jti, r.grant_exp, r.outcome, r.outcome_detail, r.bounded_jti";
 
 pub(super) fn read_request(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     read_request_at(row, 0)
@@ -49,6 +50,7 @@ pub(super) fn read_request_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::R
         grant_exp: row.get(at + 9)?,
         outcome: row.get(at + 10)?,
         outcome_detail: row.get(at + 11)?,
+        bounded_jti: row.get(at + 12)?,
     })
 }
 
@@ -81,6 +83,7 @@ pub(super) fn to_request(row: Row) -> Result<StoredRequest> {
             reason: row.reason,
             decided_by: row.decided_by,
             outcome,
+            bounded_grant: row.bounded_jti,
         },
         owner: row.owner,
         agent: row.agent,

@@ -80,4 +80,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // Counting an owner's unexpired pending items (every hold does, for the cap) from the index
     // alone: reading each item's row for its expiry cost a page read per pending item.
     "CREATE INDEX requests_owner_pending ON requests(owner, status, expires_at);",
+    // Bounded grants, their uses counted; a request approved under one names it.
+    "CREATE TABLE bounded_grants (
+        jti TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        txn TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        token TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        uses INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        issued_at INTEGER NOT NULL,
+        exp INTEGER NOT NULL,
+        revoked_at INTEGER,
+        CHECK (used <= uses)
+    );
+    CREATE INDEX bounded_grants_owner ON bounded_grants(owner, agent, exp);
+    ALTER TABLE requests ADD COLUMN bounded_jti TEXT;
+    CREATE INDEX requests_bounded ON requests(bounded_jti, status);",
 ];
