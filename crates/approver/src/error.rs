@@ -32,6 +32,13 @@ pub enum Error {
     GrantStillLive { item: String, until: i64 },
     #[error("these items cannot be approved in one batch: {0}")]
     BadBatch(String),
+    #[error("these bounds cannot make a bounded grant: {0}")]
+    BadBounds(String),
+    #[error(
+        "the gateway {0} has no key at its broker, so no bounded grant can be bound to it: \
+         approve this call once instead"
+    )]
+    GatewayKeyMissing(String),
     #[error("a denial needs a reason")]
     ReasonRequired,
     #[error("the authenticator failed: {detail}")]
@@ -122,6 +129,8 @@ impl Error {
             Self::GrantStillLive { .. } => "grant_still_live",
             Self::ReasonRequired => "reason_required",
             Self::BadBatch(_) => "bad_batch",
+            Self::BadBounds(_) => "bad_bounds",
+            Self::GatewayKeyMissing(_) => "gateway_key_missing",
             Self::Authenticator { failure, .. } => failure.code(),
             Self::Cancelled => "cancelled",
             Self::NoAuthenticator => "no_authenticator",

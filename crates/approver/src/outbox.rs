@@ -11,12 +11,14 @@
 use std::collections::BTreeSet;
 
 use countersign_protocol::api::Decision;
+use countersign_protocol::bounded::{BOUNDED_MAX_LIFETIME_SECS, BoundedDraft, Bounds};
+use countersign_protocol::grant::Confirmation;
 use countersign_protocol::grant::{
     BATCH_SIZES, BatchDraft, GrantDraft, GrantOptions, Issuer, MAX_SKEW_SECS,
 };
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
-use countersign_protocol::{DeviceSigningKey, Grant, PendingAction};
+use countersign_protocol::{DeviceSigningKey, Grant, MintError, PendingAction};
 use serde_json::json;
 
 use crate::client::{BrokerClient, DecisionOutcome};
@@ -63,6 +65,63 @@ pub fn approve(
     let grant = draft.sign(assertion, device)?;
     let (decision, entry) = checked(&grant, &pending, issuer, device, authenticator, now)?;
     enqueue(history, item, &decision, entry.0, entry.1, now)
+}
+
+/// What a bounded approval is asked for: its bounds, and the key of the gateway it is bound to.
+#[derive(Clone, Debug)]
+pub struct Bounded {
+    pub bounds: Bounds,
+    /// The RFC 7638 thumbprint of the gateway's key, as its broker lists it.
+    pub jkt: String,
+}
+
+/// Approves `item` and later calls like it within `bounds`, with a bounded grant bound to the
+/// gateway key `jkt`: the bounds are checked against the reviewed call before the ceremony
+/// (a bad bound asks nothing of the authenticator), the grant is queued like a single-use one,
+/// and the broker decides whether its lifetime is within its own maximum (refused, never
+/// shortened).
+pub fn approve_bounded(
+    history: &mut History,
+    item: &str,
+    bounded: &Bounded,
+    issuer: &Issuer,
+    device: &DeviceSigningKey,
+    authenticator: &mut dyn Authenticator,
+    now: i64,
+) -> Result<Queued> {
+    if let Some(queued) = earlier(history, item, true, now)? {
+        return Ok(queued);
+    }
+    let pending = approvable(history, item)?;
+    let draft = BoundedDraft::new(
+        &pending,
+        issuer,
+        &bounded.bounds,
+        Confirmation {
+            jkt: bounded.jkt.clone(),
+        },
+        now,
+        BOUNDED_MAX_LIFETIME_SECS,
+    )
+    .map_err(|e| match e {
+        MintError::Bounds(why) => Error::BadBounds(why),
+        MintError::LifetimeTooLong { requested, cap } => Error::BadBounds(format!(
+            "a lifetime of {requested} s is not within 1 to {cap} s"
+        )),
+        other => Error::Mint(other),
+    })?;
+    let assertion = authenticator.assert(draft.challenge())?;
+    let grant = draft.sign(assertion, device)?;
+    let claims = &grant.claims().approval;
+    let decision = Decision::Approve {
+        grant: grant.token().to_owned(),
+    };
+    let detail = json!({
+        "jti": claims.jti,
+        "exp": claims.exp,
+        "bounded": {"constraints": claims.constraints, "cnf": claims.cnf},
+    });
+    enqueue(history, item, &decision, EntryKind::Approved, detail, now)
 }
 
 /// Approves several `items` in one ceremony: each is checked as [`approve`] checks it, and

@@ -17,9 +17,13 @@ use countersign_approver::engine::{Applied, Change, Connection, Engine, Via, def
 use countersign_approver::history::ExportFormat;
 use countersign_approver::notify::DesktopNotifier;
 use countersign_approver::{Error, Filter};
+use countersign_protocol::bounded::Bounds;
 use serde_json::json;
 
 use crate::output::Out;
+
+/// A bounded grant's lifetime when --for is not given.
+const DEFAULT_BOUNDED_SECS: i64 = 30 * 60;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -101,13 +105,34 @@ enum Command {
     /// Approve an item with a user-verified WebAuthn assertion; the signed grant is sent to
     /// the broker. Several items (2 to 50, of one agent or for one tool, for one gateway) are
     /// approved in one ceremony after each is shown, each with its own single-use grant.
+    ///
+    /// With --uses, one item is approved with a bounded grant instead: this call and later
+    /// calls like it — same agent, same tool, same gateway, every argument equal to this
+    /// call's unless capped with --max or left free with --vary — up to N calls in all, for
+    /// --for (default 30m; the broker refuses more than its maximum, one hour unless
+    /// configured). Such calls then run without asking you; `countersign grants` lists them.
     Approve {
         #[arg(required = true, num_args = 1..)]
         ids: Vec<String>,
         /// The authenticator to use (default: the first enrolled).
         #[arg(long)]
         with: Option<String>,
+        /// Approve with a bounded grant covering this many calls in all, this one included.
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
+        /// How long the bounded grant lasts: 90s, 30m, 1h.
+        #[arg(long = "for", value_name = "DURATION", requires = "uses", value_parser = duration_secs)]
+        lifetime: Option<i64>,
+        /// A ceiling on a numeric argument, as NAME=DECIMAL (repeatable).
+        #[arg(long, value_name = "NAME=DECIMAL", requires = "uses", value_parser = ceiling)]
+        max: Vec<(String, String)>,
+        /// An argument later calls may change freely (repeatable).
+        #[arg(long, value_name = "NAME", requires = "uses")]
+        vary: Vec<String>,
     },
+    /// The bounded grants that can still release calls, and revoking them.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
     /// Deny one item, or several with the same reason (each is checked first: one that cannot
     /// be denied denies none).
     Deny {
@@ -145,6 +170,45 @@ enum Command {
     },
     /// Check the history's hash chain; names the first broken link.
     VerifyHistory,
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsCommand {
+    /// Every bounded grant at every paired broker with a use left, and how many.
+    List,
+    /// Withdraw a bounded grant at once: no call runs under it after this answers, and the
+    /// calls it released that have not run are revoked with it.
+    Revoke { jti: String },
+}
+
+/// `90s`, `30m`, `1h` (or plain seconds) as seconds.
+fn duration_secs(text: &str) -> Result<i64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m or 1h"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    n.checked_mul(scale)
+        .filter(|secs| *secs > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// `NAME=DECIMAL`.
+fn ceiling(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAME=DECIMAL")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,7 +344,65 @@ async fn run(cli: Cli, out: &Out) -> Result<ExitCode, Error> {
                 || output::review(&opened.review, &opened.context, &opened.entries),
             );
         }
-        Command::Approve { ids, with } => {
+        Command::Approve {
+            ids,
+            with,
+            uses: Some(uses),
+            lifetime,
+            max,
+            vary,
+        } => {
+            let [id] = ids.as_slice() else {
+                return Err(Error::BadBounds(
+                    "a bounded grant is made from the review of one item".into(),
+                ));
+            };
+            let opened = engine.open_item(id, Via::Cli)?;
+            if opened.review.status == countersign_approver::history::ItemStatus::Pending {
+                out.note(&output::review(&opened.review, &opened.context, &[]));
+            }
+            let bounds = Bounds {
+                uses,
+                lifetime_secs: lifetime.unwrap_or(DEFAULT_BOUNDED_SECS),
+                max: max.into_iter().collect(),
+                vary: vary.into_iter().collect(),
+            };
+            out.note(&output::bounds(&bounds, &opened.review));
+            let queued = engine
+                .approve_bounded_queued(id, bounds, with.as_deref(), &prompt)
+                .await?;
+            hold_before_send();
+            let (queued, outcome) = engine.deliver(queued).await?;
+            return Ok(output::decision(
+                out,
+                &queued,
+                outcome.as_ref(),
+                "Approved with a bounded grant",
+            ));
+        }
+        Command::Grants(GrantsCommand::List) => {
+            let grants = engine.bounded_grants().await?;
+            let now = engine.now();
+            out.value(
+                &grants
+                    .iter()
+                    .map(|(broker, g)| json!({"broker": broker, "grant": g}))
+                    .collect::<Vec<_>>(),
+                || output::bounded_grants(&grants, now),
+            );
+        }
+        Command::Grants(GrantsCommand::Revoke { jti }) => {
+            let revoked = engine.revoke_bounded(&jti).await?;
+            out.value(&revoked, || {
+                format!(
+                    "Revoked bounded grant {}: it covered {} of {} calls; nothing more runs under it.",
+                    countersign_approver::display::visible(&revoked.jti),
+                    revoked.used,
+                    revoked.uses
+                )
+            });
+        }
+        Command::Approve { ids, with, .. } => {
             // What is signed is shown first, in full: approving an ID never read is blind.
             // Shown is viewed: the first look is recorded as it is for `show`.
             let mut shown = Vec::new();

@@ -103,6 +103,8 @@ fn exit_code(error: &Error) -> u8 {
         | Error::HashMismatch(_)
         | Error::ReasonRequired
         | Error::BadBatch(_)
+        | Error::BadBounds(_)
+        | Error::GatewayKeyMissing(_)
         | Error::AlreadyPaired(_)
         | Error::DuplicateName(_)
         | Error::LastAuthenticator
@@ -587,6 +589,59 @@ pub(crate) fn change(out: &Out, engine: &Engine, change: &Change) -> Result<(), 
         ),
     });
     Ok(())
+}
+
+/// What a bounded grant about to be signed covers, in words, before the ceremony.
+pub(crate) fn bounds(bounds: &countersign_protocol::bounded::Bounds, review: &Review) -> String {
+    let mut lines = vec![format!(
+        "\nApproving {} with a BOUNDED GRANT: up to {} calls in all (this one included) to {} \
+         by {}, for {} minutes, without asking you again.",
+        visible(&review.id),
+        bounds.uses,
+        visible(&review.tool),
+        visible(&review.agent),
+        bounds.lifetime_secs / 60
+    )];
+    for (name, ceiling) in &bounds.max {
+        lines.push(format!("  {} at most {}", visible(name), visible(ceiling)));
+    }
+    for name in &bounds.vary {
+        lines.push(format!("  {} may be anything", visible(name)));
+    }
+    lines.push("  every other argument exactly as shown above".into());
+    lines.push("Your authenticator will ask you to confirm.".into());
+    lines.join("\n")
+}
+
+/// The active bounded grants, one per line.
+pub(crate) fn bounded_grants(
+    grants: &[(String, countersign_protocol::api::BoundedGrantView)],
+    now: i64,
+) -> String {
+    if grants.is_empty() {
+        return "No bounded grant can release a call now.".into();
+    }
+    let mut lines = Vec::new();
+    for (broker, g) in grants {
+        let left = g.uses.saturating_sub(g.used).saturating_sub(g.released);
+        lines.push(format!(
+            "{}  {} uses left of {} ({} used, {} released)  {} by {}  expires in {} min  at {}",
+            visible(&g.jti),
+            left,
+            g.uses,
+            g.used,
+            g.released,
+            visible(&g.tool),
+            visible(&g.agent),
+            (g.expires_at - now).max(0) / 60,
+            visible(broker),
+        ));
+        lines.push(format!(
+            "    constraints: {}",
+            visible(&g.constraints.to_string())
+        ));
+    }
+    lines.join("\n")
 }
 
 #[cfg(test)]

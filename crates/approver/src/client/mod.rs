@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::api::{
-    BatchApproval, BatchDecided, BatchDecision, Decision, ErrorBody, MAX_PAGE, PairRequest,
-    PairResponse, RequestView,
+    BatchApproval, BatchDecided, BatchDecision, BoundedGrantList, BoundedGrantView, Decision,
+    ErrorBody, GatewayList, MAX_PAGE, PairRequest, PairResponse, RequestView,
 };
 use countersign_protocol::json::Limits;
 use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
@@ -203,6 +203,28 @@ impl BrokerClient {
         Ok(listing)
     }
 
+    /// The newest page (up to [`MAX_PAGE`]) of the owner's requests of `status` (a status's
+    /// wire name).
+    pub async fn newest(&self, status: &str) -> Result<Listing> {
+        let path = format!(
+            "/v1/approver/requests?status={}&limit={MAX_PAGE}",
+            path_segment(status)
+        );
+        let response = self.send::<()>(Method::GET, &path, None, None).await?;
+        let raw: RawList = strict(response).await?;
+        let mut listing = Listing {
+            last_event_id: raw.last_event_id,
+            ..Listing::default()
+        };
+        for value in raw.requests {
+            match read_view(value) {
+                Ok(view) => listing.requests.push(view),
+                Err(unreadable) => listing.unreadable.push(unreadable),
+            }
+        }
+        Ok(listing)
+    }
+
     /// One of the owner's requests, as the broker has it now (`None`: the broker no longer
     /// has it).
     pub async fn request(
@@ -225,6 +247,29 @@ impl BrokerClient {
             Ok(_) | Err(Error::Broker { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The broker's gateways and the keys bounded grants for them are bound to.
+    pub async fn gateways(&self) -> Result<GatewayList> {
+        let response = self
+            .send::<()>(Method::GET, "/v1/approver/gateways", None, None)
+            .await?;
+        strict(response).await
+    }
+
+    /// The owner's bounded grants at this broker that can still cover a call.
+    pub async fn bounded(&self) -> Result<BoundedGrantList> {
+        let response = self
+            .send::<()>(Method::GET, "/v1/approver/bounded", None, None)
+            .await?;
+        strict(response).await
+    }
+
+    /// Revokes the owner's bounded grant `jti` at once.
+    pub async fn revoke_bounded(&self, jti: &str) -> Result<BoundedGrantView> {
+        let path = format!("/v1/approver/bounded/{}/revoke", path_segment(jti));
+        let response = self.send::<()>(Method::POST, &path, None, None).await?;
+        strict(response).await
     }
 
     /// Sends a decision with its idempotency key; safe to repeat until acknowledged.

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use countersign_protocol::DeviceSigningKey;
-use countersign_protocol::api::Decision;
+use countersign_protocol::api::{BoundedGrantView, Decision};
+use countersign_protocol::bounded::Bounds;
 use countersign_protocol::grant::Issuer;
 use countersign_protocol::registry::RegisteredCredential;
 use countersign_protocol::webauthn::WebAuthnAssertion;
@@ -46,6 +47,78 @@ impl Engine {
                 outbox::approve(history, item, issuer, device, ceremony, now)
             },
         )
+    }
+
+    /// Approves `item` and later calls like it within `bounds`, with a bounded grant bound to
+    /// the key of the item's gateway (asked of its broker first), then sends it.
+    pub async fn approve_bounded(
+        &mut self,
+        item: &str,
+        bounds: Bounds,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<(Queued, Option<DecisionOutcome>)> {
+        let queued = self
+            .approve_bounded_queued(item, bounds, with, prompt)
+            .await?;
+        self.deliver(queued).await
+    }
+
+    /// The local half of [`Self::approve_bounded`], after asking the broker for the gateway's
+    /// key: ceremony, grant, outbox.
+    pub async fn approve_bounded_queued(
+        &mut self,
+        item: &str,
+        bounds: Bounds,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Queued> {
+        let broker = self.item_broker(item)?;
+        let (pending, _) = self
+            .history
+            .item(item)?
+            .ok_or_else(|| Error::UnknownItem(item.to_owned()))?;
+        let gateways = self.client(&broker)?.gateways().await?;
+        let jkt = gateways
+            .gateways
+            .into_iter()
+            .find(|g| g.audience == pending.audience)
+            .and_then(|g| g.jkt)
+            .ok_or_else(|| Error::GatewayKeyMissing(pending.audience.clone()))?;
+        let bounded = outbox::Bounded { bounds, jkt };
+        self.signing(
+            &broker,
+            with,
+            prompt,
+            |history, issuer, device, ceremony, now| {
+                outbox::approve_bounded(history, item, &bounded, issuer, device, ceremony, now)
+            },
+        )
+    }
+
+    /// The owner's bounded grants that can still cover a call, at every paired broker.
+    pub async fn bounded_grants(&self) -> Result<Vec<(String, BoundedGrantView)>> {
+        let mut all = Vec::new();
+        for broker in self.history.brokers()? {
+            let client = self.client(&broker)?;
+            for grant in client.bounded().await?.grants {
+                all.push((broker.url.clone(), grant));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Revokes the bounded grant `jti` at whichever paired broker holds it.
+    pub async fn revoke_bounded(&self, jti: &str) -> Result<BoundedGrantView> {
+        let mut refusal = None;
+        for broker in self.history.brokers()? {
+            match self.client(&broker)?.revoke_bounded(jti).await {
+                Ok(revoked) => return Ok(revoked),
+                Err(e @ Error::Broker { status: 409, .. }) => refusal = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(refusal.unwrap_or_else(|| Error::UnknownBroker("no broker is paired".into())))
     }
 
     /// Approves several `items` in one ceremony with the authenticator called `with` (or the

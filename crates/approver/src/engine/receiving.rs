@@ -184,11 +184,16 @@ impl Engine {
             Status::Revoked => EntryKind::Revoked,
             _ => return Ok(()),
         };
-        let detail = json!({
+        let mut detail = json!({
             "source": "broker",
             "decided_by": view.decided_by,
             "reason": view.reason,
         });
+        // Approved under a bounded grant (a call it released without a prompt, or the reviewed
+        // call it was made from): the history says which.
+        if let Some(jti) = &view.bounded_grant {
+            detail["bounded_grant"] = json!(jti);
+        }
         self.history.record(id, kind, detail, now)?;
         Ok(())
     }
@@ -285,6 +290,21 @@ impl Engine {
         }
         for unreadable in listing.unreadable {
             report.failed.push(unreadable.into());
+        }
+        // Calls released under a bounded grant were never pending: the newest of them are read
+        // from the approved and redeemed listings, so the history records each under its grant
+        // even when no stream was open.
+        for status in ["approved", "redeemed"] {
+            let released = client.newest(status).await?;
+            for view in released
+                .requests
+                .iter()
+                .filter(|v| v.bounded_grant.is_some())
+            {
+                if !listed.contains(&view.pending.id) {
+                    self.take(&broker, view, &mut report)?;
+                }
+            }
         }
         // Brokers keep decided items for 30 days by default; older ones are no longer there.
         let since = self.now() - 30 * 86_400;

@@ -13,6 +13,7 @@
     reason = "support items are shared between test modules"
 )]
 
+mod bounded;
 mod flows;
 mod hostile;
 mod notify;
