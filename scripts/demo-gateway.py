@@ -20,7 +20,11 @@ env = os.path.join(out, "gateway.env")
 with open(os.open(env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
     f.write(f"export COUNTERSIGN_AGENT_SECRET={agent['secret']}\n")
     f.write(f"export COUNTERSIGN_GATEWAY_SECRET={gateway['secret']}\n")
+    if gateway.get("key"):
+        f.write(f"export COUNTERSIGN_GATEWAY_KEY={gateway['key']}\n")
 
+# The gateway's key, when it has one: bounded grants are bound to it.
+key_line = 'key = { env = "COUNTERSIGN_GATEWAY_KEY" }' if gateway.get("key") else ""
 with open(os.path.join(out, "gw.toml"), "w") as f:
     f.write(f"""[broker]
 url = "{broker}"
@@ -33,6 +37,7 @@ secret = {{ env = "COUNTERSIGN_AGENT_SECRET" }}
 [gateway]
 audience = "{gateway['audience']}"
 secret = {{ env = "COUNTERSIGN_GATEWAY_SECRET" }}
+{key_line}
 
 [mcp]
 server = "stripe"

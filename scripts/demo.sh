@@ -103,6 +103,36 @@ sleep 1
 run countersign sync
 run countersign show "$held"
 
+say "A bounded grant: this refund and later ones like it, within limits, for 15 minutes"
+client_spec='{"command": ["countersign-gateway", "mcp", "stdio", "--config", "demo/gw.toml", "--",
+  "python3", "'"$repo"'/tests/mcp/server.py"],
+  "steps": [{"call": "refunds.create", "args": {"order": "8801", "amount": "2500.00"}},
+            {"call": "refunds.create", "args": {"order": "8802", "amount": "2800.00"}}]}'
+echo "The MCP client asks for two refunds, one after the other…"
+PYTHONPATH="$repo/target/python-mcp1" COUNTERSIGN_TEST_RECORD="$work/executions.jsonl" \
+  python3 "$repo/tests/mcp/client.py" "$client_spec" >mcp-bounded.log 2>mcp-bounded.err &
+mcp_pid=$!
+held=""
+for _ in $(seq 100); do
+  held=$(countersign --json pending | python3 -c '
+import json, sys
+items = json.load(sys.stdin)
+print(next((i["id"] for i in items if "8801" in json.dumps(i)), ""))')
+  [[ -n "$held" ]] && break
+  sleep 0.2
+done
+run countersign approve "$held" --uses 3 --for 15m --max amount=3000 --vary order
+wait "$mcp_pid" || true
+echo "The second refund ran without asking you: the grant released it."
+grep -c '"8802"' "$work/executions.jsonl" | sed 's/^/executions of order 8802: /'
+run countersign sync
+run countersign grants list
+jti=$(countersign --json grants list | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["grant"]["jti"])')
+released=$(countersign --json history --search 8802 | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+echo "Your history records the released call under the grant (bounded_grant):"
+run countersign show "$released"
+run countersign grants revoke "$jti"
+
 say "History: every state change, hash-chained"
 run countersign sync
 run countersign history

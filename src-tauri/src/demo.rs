@@ -62,7 +62,7 @@ pub async fn start() -> anyhow::Result<Arc<AppState>> {
             })).collect::<Vec<_>>(),
             // For `countersign-gateway` in front of a demo MCP server (scripts/demo-app.sh).
             "gateways": secrets.gateways.iter().map(|g| serde_json::json!({
-                "audience": g.audience, "secret": g.secret,
+                "audience": g.audience, "secret": g.secret, "key": g.key,
             })).collect::<Vec<_>>(),
         }))?,
     )?;

@@ -625,7 +625,7 @@ pub(crate) fn bounded_grants(
     for (broker, g) in grants {
         let left = g.uses.saturating_sub(g.used).saturating_sub(g.released);
         lines.push(format!(
-            "{}  {} uses left of {} ({} used, {} released)  {} by {}  expires in {} min  at {}",
+            "{}  uses left: {} of {} ({} used, {} released)  {} by {}  expires in {} min  at {}",
             visible(&g.jti),
             left,
             g.uses,

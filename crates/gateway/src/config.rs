@@ -56,6 +56,11 @@ pub struct AgentSection {
 pub struct GatewaySection {
     pub audience: String,
     pub secret: SecretRef,
+    /// The gateway's Ed25519 private key (32 bytes, base64url) — `countersign-gateway key new
+    /// NAME` makes one and files it in the OS keyring. With it the gateway redeems bounded
+    /// grants bound to it; the broker's entry for this gateway holds the public half.
+    #[serde(default)]
+    pub key: Option<SecretRef>,
 }
 
 /// How MCP tools are named to policy.
@@ -241,6 +246,7 @@ impl Config {
         for (what, secret) in [
             ("agent.secret", Some(&self.agent.secret)),
             ("gateway.secret", Some(&self.gateway.secret)),
+            ("gateway.key", self.gateway.key.as_ref()),
             ("hooks.token", self.hooks.token.as_ref()),
         ] {
             if matches!(secret, Some(SecretRef::Inline(_))) {

@@ -43,6 +43,19 @@ enum Command {
         #[command(subcommand)]
         action: SecretAction,
     },
+    /// The gateway's key, for bounded grants.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Makes a new Ed25519 key, files its private half in the OS keyring as NAME (point
+    /// `gateway.key = { keyring = "NAME" }` at it), and prints the public half for the
+    /// broker's `[[gateways]]` entry.
+    New { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +209,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
             countersign_gateway::keyring::write(&name, secret).map_err(anyhow::Error::msg)?;
             println!("filed {name} in the OS keyring");
+            Ok(())
+        }
+        Command::Key {
+            action: KeyAction::New { name },
+        } => {
+            let key = countersign_protocol::DeviceSigningKey::generate();
+            let secret = countersign_protocol::hash::b64url(&*key.secret());
+            countersign_gateway::keyring::write(&name, &secret).map_err(anyhow::Error::msg)?;
+            let public = key.public_jwk();
+            println!(
+                "# filed the private key as {name} in the OS keyring; in the broker's [[gateways]] entry:\n\
+                 key = {{ kty = \"OKP\", crv = \"Ed25519\", x = \"{}\", kid = \"{}\" }}",
+                public.x, public.kid
+            );
             Ok(())
         }
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use countersign_protocol::DeviceSigningKey;
 use countersign_protocol::action::{
     ActionName, Actor, Context, Resource, Status, Subject, ToolAnnotations,
 };
@@ -13,6 +14,7 @@ use countersign_protocol::api::{
     RedeemResponse, RequestStatus, RunOutcome,
 };
 use countersign_protocol::clock::SystemClock;
+use countersign_protocol::proof::{PROOF_HEADER, ProofRequest, sign_proof};
 use countersign_protocol::registry::{ApproverRegistry, RegistryDocument};
 use countersign_protocol::replay::{MemoryCounterStore, MemoryReplayStore};
 use countersign_protocol::spiffe::SpiffeId;
@@ -50,6 +52,8 @@ pub struct Pep {
     base: String,
     agent_secret: Arc<Zeroizing<String>>,
     gateway_secret: Arc<Zeroizing<String>>,
+    /// The key bounded grants are bound to, when the gateway has one.
+    key: Option<Arc<DeviceSigningKey>>,
     agent_id: SpiffeId,
     sealer: crate::state::Sealer,
 }
@@ -71,7 +75,26 @@ impl Pep {
     pub fn new(config: Config) -> Result<Self> {
         let agent_secret = config.agent.secret.resolve("agent.secret")?;
         let gateway_secret = config.gateway.secret.resolve("gateway.secret")?;
-        Self::with_secrets(config, agent_secret, gateway_secret)
+        let key = config
+            .gateway
+            .key
+            .as_ref()
+            .map(|k| k.resolve("gateway.key"))
+            .transpose()?;
+        let pep = Self::with_secrets(config, agent_secret, gateway_secret)?;
+        match key {
+            Some(key) => pep.with_key(&key),
+            None => Ok(pep),
+        }
+    }
+
+    /// This core with the gateway's private key (32 bytes, base64url), for bounded grants.
+    pub fn with_key(mut self, key: &str) -> Result<Self> {
+        let bytes = countersign_protocol::hash::b64url_decode(key.trim())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| GatewayError::Config("gateway.key: not 32 bytes of base64url".into()))?;
+        self.key = Some(Arc::new(DeviceSigningKey::from_secret(&bytes)));
+        Ok(self)
     }
 
     /// The core for `config` with secrets the embedding program read itself (the references
@@ -95,6 +118,7 @@ impl Pep {
             agent_secret: Arc::new(agent_secret),
             sealer: crate::state::Sealer::new(gateway_secret.as_bytes()),
             gateway_secret: Arc::new(gateway_secret),
+            key: None,
             agent_id,
         })
     }
@@ -262,38 +286,77 @@ impl Pep {
     /// call run, once.
     pub async fn release(&self, grant: &str, action: &ActionRequest) -> Result<Released> {
         let registry = self.registry().await?;
+        let mut config = VerifierConfig::new(
+            self.config.gateway.audience.clone(),
+            self.config.broker_id().to_owned(),
+        );
+        // The broker that accepted a bounded grant held it to its own maximum lifetime.
+        config.max_bounded_lifetime_secs = countersign_protocol::bounded::BOUNDED_MAX_LIFETIME_SECS;
         let verifier = GrantVerifier::new(
-            VerifierConfig::new(
-                self.config.gateway.audience.clone(),
-                self.config.broker_id().to_owned(),
-            ),
+            config,
             registry,
             Arc::new(MemoryReplayStore::new()),
             Arc::new(MemoryCounterStore::new()),
             Arc::new(SystemClock),
         );
-        verifier
-            .check(&Presentation {
-                grant,
-                action,
-                presenter_jkt: None,
-            })
-            .map_err(|e| GatewayError::GrantRefused {
-                code: e.code(),
-                message: e.to_string(),
-            })?;
-        let response = self
+        let refused = |e: countersign_protocol::VerifyError| GatewayError::GrantRefused {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let url = format!("{}/v1/grants/redeem", self.base);
+        let body = RedeemRequest {
+            grant: grant.to_owned(),
+            action: action.clone(),
+            presenter_jkt: None,
+        };
+        let mut request = self
             .http
-            .post(format!("{}/v1/grants/redeem", self.base))
-            .bearer_auth(self.gateway_secret.as_str())
-            .json(&RedeemRequest {
-                grant: grant.to_owned(),
-                action: action.clone(),
-                presenter_jkt: None,
-            })
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .post(&url)
+            .bearer_auth(self.gateway_secret.as_str());
+        if countersign_protocol::bounded::is_bounded(grant) {
+            // A bounded grant: bound to this gateway's key, whose possession the broker checks
+            // on this very request.
+            let key = self
+                .key
+                .as_ref()
+                .ok_or_else(|| GatewayError::GrantRefused {
+                    code: "gateway_key_missing",
+                    message: "a bounded grant, and this gateway has no key (gateway.key)".into(),
+                })?;
+            verifier
+                .check_bounded(&Presentation {
+                    grant,
+                    action,
+                    presenter_jkt: Some(&key.public_jwk().kid),
+                })
+                .map_err(refused)?;
+            let bytes = serde_json::to_vec(&body)
+                .map_err(|e| GatewayError::Malformed(format!("the redemption: {e}")))?;
+            let proof = sign_proof(
+                key,
+                &self.config.gateway.audience,
+                &ProofRequest {
+                    method: "POST",
+                    url: &url,
+                    body: &bytes,
+                    now: self.now(),
+                },
+            );
+            request = request
+                .header(PROOF_HEADER, proof)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        } else {
+            verifier
+                .check(&Presentation {
+                    grant,
+                    action,
+                    presenter_jkt: None,
+                })
+                .map_err(refused)?;
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(unreachable)?;
         let redeemed: RedeemResponse = read(response).await?;
         Ok(Released {
             txn: redeemed.txn,

@@ -102,7 +102,7 @@ async fn a_bounded_grant_releases_a_later_call_until_revoked() {
         .collect();
     assert!(under.contains(&jti.as_str()), "{shown}");
     let human = app.run(&["grants", "list"]).await;
-    assert!(String::from_utf8_lossy(&human.stdout).contains("1 uses left of 3"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("uses left: 1 of 3"));
 
     // Revoked: the next call that fits goes to the owner.
     let revoked = app.ok(&["grants", "revoke", &jti]).await;

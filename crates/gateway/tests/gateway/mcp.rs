@@ -285,6 +285,71 @@ async fn the_same_request_id_sent_twice_runs_at_most_once() {
     assert_eq!(s.executions().len(), 1);
 }
 
+/// A bounded grant made from the review of the first refund releases the second — another
+/// order, under the ceiling — without a prompt; the server runs each once, and the owner's
+/// history records the second under the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_grant_releases_a_later_call_through_the_gateway() {
+    let mut s = setup("gw-bounded", "[hold]\nmax_wait_secs = 60\n", |_| {}).await;
+    let later = json!({"call": "refunds.create", "args": {"order": "5678", "amount": "4000.00"}});
+    let over = json!({"call": "refunds.create", "args": {"order": "9", "amount": "9000.00"}});
+    let mut client = Client::start(&s, json!([refund("5000.00"), later, over]));
+    client.started().await;
+    let id = s.next_pending().await;
+    let bounds = countersign_protocol::bounded::Bounds {
+        uses: 3,
+        lifetime_secs: 600,
+        max: [("amount".to_owned(), "6000.00".to_owned())].into(),
+        vary: ["order".to_owned()].into(),
+    };
+    s.paired
+        .engine
+        .approve_bounded(&id, bounds, None, &countersign_approver::authn::Unattended)
+        .await
+        .unwrap();
+    let first = client.next().await;
+    assert_eq!(text(&first), "refunded 5000.00 for order 1234");
+    let second = client.next().await;
+    assert_eq!(second["isError"], false, "{second}");
+    assert_eq!(text(&second), "refunded 4000.00 for order 5678");
+    assert_eq!(s.executions().len(), 2, "each ran once");
+    // Over the ceiling: held for the owner, not run.
+    let held = s.next_pending().await;
+    assert_ne!(held, id);
+    s.paired
+        .engine
+        .deny(&held, "too much", false)
+        .await
+        .unwrap();
+    assert_eq!(client.next().await["isError"], true);
+    client.finish().await;
+    assert_eq!(s.executions().len(), 2);
+    s.paired.engine.sync().await.unwrap();
+    let grants = s.paired.engine.bounded_grants().await.unwrap();
+    assert_eq!((grants[0].1.used, grants[0].1.uses), (2, 3));
+    let jti = grants[0].1.jti.clone();
+    let items = s
+        .paired
+        .engine
+        .history()
+        .list(&countersign_approver::Filter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let released = items
+        .iter()
+        .find(|i| i.id != id && i.id != held)
+        .expect("the released call is in the history");
+    let entries = s.entries(&released.id).await;
+    assert!(
+        entries
+            .iter()
+            .any(|(_, detail)| detail["bounded_grant"] == json!(jti)),
+        "{entries:?}"
+    );
+}
+
 /// The core refuses a grant presented for another call, or by a gateway it was not for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_for_another_call_or_audience_is_refused() {

@@ -12,6 +12,7 @@ use tokio::io::AsyncBufReadExt as _;
 
 pub(crate) const AGENT_SECRET_VAR: &str = "COUNTERSIGN_TEST_AGENT_SECRET";
 pub(crate) const GATEWAY_SECRET_VAR: &str = "COUNTERSIGN_TEST_GATEWAY_SECRET";
+pub(crate) const GATEWAY_KEY_VAR: &str = "COUNTERSIGN_TEST_GATEWAY_KEY";
 
 /// The repository's root.
 pub(crate) fn root() -> PathBuf {
@@ -69,6 +70,7 @@ secret = {{ env = "{AGENT_SECRET_VAR}" }}
 [gateway]
 audience = "{GATEWAY}"
 secret = {{ env = "{GATEWAY_SECRET_VAR}" }}
+key = {{ env = "{GATEWAY_KEY_VAR}" }}
 
 [mcp]
 server = "stripe"
@@ -94,6 +96,10 @@ impl Setup {
         vec![
             (AGENT_SECRET_VAR, secrets.agents[0].secret.clone()),
             (GATEWAY_SECRET_VAR, secrets.gateways[0].secret.clone()),
+            (
+                GATEWAY_KEY_VAR,
+                secrets.gateways[0].key.clone().expect("a test gateway key"),
+            ),
             ("PYTHONPATH", python_path().display().to_string()),
             ("COUNTERSIGN_TEST_RECORD", self.record.display().to_string()),
             ("COUNTERSIGN_LOG", "countersign_gateway=info".into()),
