@@ -16,9 +16,10 @@ use tauri_plugin_autostart::ManagerExt as _;
 
 use crate::events::changed;
 use crate::ipc::{
-    ApproveAllRequest, ApproveRequest, AuthenticatorInfo, BrokerInfo, CommandError, DecisionResult,
-    DenyAllRequest, DenyRequest, EnrollRequest, Exported, HistoryEntry, HistoryQuery, HistoryRow,
-    Integrity, ItemDetail, PairRequest, PendingItem, RenameRequest, Settings,
+    ApproveAllRequest, ApproveBoundedRequest, ApproveRequest, AuthenticatorInfo, BoundedGrantInfo,
+    BrokerInfo, CommandError, DecisionResult, DenyAllRequest, DenyRequest, EnrollRequest, Exported,
+    HistoryEntry, HistoryQuery, HistoryRow, Integrity, ItemDetail, PairRequest, PendingItem,
+    RenameRequest, Settings,
 };
 use crate::state::{AppState, GuiPrompt, Shared, pending_count};
 use countersign_protocol::link::PairLink;
@@ -197,6 +198,72 @@ async fn approve_all<R: Runtime>(
     let decided = shared.engine.lock().await.deliver_all(queued).await?;
     refreshed(&app, &shared).await;
     Ok(results(&decided))
+}
+
+/// Approves one item with a bounded grant: the gateway's key is asked of the broker, then the
+/// ceremony runs as for `approve`.
+#[tauri::command]
+async fn approve_bounded<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    request: ApproveBoundedRequest,
+) -> Reply<DecisionResult> {
+    let ApproveBoundedRequest {
+        id,
+        with,
+        uses,
+        lifetime_secs,
+        max,
+        vary,
+    } = request;
+    let shared = state.0.clone();
+    let bounds = countersign_protocol::bounded::Bounds {
+        uses,
+        lifetime_secs: i64::from(lifetime_secs),
+        max,
+        vary: vary.into_iter().collect(),
+    };
+    let bounded = shared.engine.lock().await.bounded_for(&id, bounds).await?;
+    let queued = ceremony(&app, &shared, move |engine, prompt| {
+        engine.approve_bounded_local(&id, &bounded, with.as_deref(), prompt)
+    })
+    .await?;
+    let (queued, outcome) = shared.engine.lock().await.deliver(queued).await?;
+    refreshed(&app, &shared).await;
+    Ok(result(&queued, outcome.as_ref()))
+}
+
+/// The bounded grants that can still release calls, at every paired broker.
+#[tauri::command]
+async fn bounded_grants(state: State<'_, Shared>) -> Reply<Vec<BoundedGrantInfo>> {
+    let grants = state.0.engine.lock().await.bounded_grants().await?;
+    Ok(grants
+        .into_iter()
+        .map(|(broker, g)| BoundedGrantInfo {
+            broker,
+            jti: g.jti,
+            txn: g.txn,
+            agent: g.agent,
+            tool: g.tool,
+            uses: g.uses,
+            used: g.used,
+            released: g.released,
+            expires_at: g.expires_at,
+            constraints: g.constraints.to_string(),
+        })
+        .collect())
+}
+
+/// Revokes a bounded grant at once.
+#[tauri::command]
+async fn revoke_bounded<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, Shared>,
+    jti: String,
+) -> Reply<()> {
+    state.0.engine.lock().await.revoke_bounded(&jti).await?;
+    refreshed(&app, &state.0).await;
+    Ok(())
 }
 
 /// Denies several items with one reason: each is checked first, so one that cannot be denied

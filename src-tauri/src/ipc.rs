@@ -148,6 +148,43 @@ pub struct ApproveAllRequest {
     pub with: Option<String>,
 }
 
+/// What `approve_bounded` is asked: one item approved with a bounded grant — it and later
+/// calls like it, within these limits.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
+pub struct ApproveBoundedRequest {
+    pub id: String,
+    /// The enrolled authenticator to use (by name); the first enrolled when absent.
+    #[ts(optional = nullable)]
+    pub with: Option<String>,
+    /// How many calls in all, this one included.
+    pub uses: u32,
+    /// How long the grant lasts, in seconds.
+    pub lifetime_secs: u32,
+    /// Ceilings on numeric arguments, as decimals.
+    pub max: std::collections::BTreeMap<String, String>,
+    /// Arguments later calls may change freely; every other one must stay as reviewed.
+    pub vary: Vec<String>,
+}
+
+/// A bounded grant that can still release calls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+pub struct BoundedGrantInfo {
+    pub broker: String,
+    pub jti: String,
+    /// The request it was made from.
+    pub txn: String,
+    pub agent: String,
+    pub tool: String,
+    pub uses: u32,
+    /// Calls it has covered (redeemed).
+    pub used: u32,
+    /// Calls released under it that have not run yet.
+    pub released: u32,
+    pub expires_at: i64,
+    /// Its `constraints`, as signed (JSON).
+    pub constraints: String,
+}
+
 /// What `deny_all` is asked: several items denied with one reason, all or none.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, TS)]
 pub struct DenyAllRequest {

@@ -453,6 +453,14 @@ fn bindings() -> Vec<(&'static str, String)> {
             "DenyAllRequest",
             ipc::DenyAllRequest::export_to_string(&cfg),
         ),
+        one(
+            "ApproveBoundedRequest",
+            ipc::ApproveBoundedRequest::export_to_string(&cfg),
+        ),
+        one(
+            "BoundedGrantInfo",
+            ipc::BoundedGrantInfo::export_to_string(&cfg),
+        ),
         one("HistoryQuery", ipc::HistoryQuery::export_to_string(&cfg)),
         one("PairRequest", ipc::PairRequest::export_to_string(&cfg)),
         one("EnrollRequest", ipc::EnrollRequest::export_to_string(&cfg)),

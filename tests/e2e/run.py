@@ -327,6 +327,81 @@ def batch_approval(s):
     print("batch: each grant redeemed once for its own call; the replays refused")
 
 
+def bounded_grant(s):
+    """A refund approved with limits, by keyboard: later refunds of any order up to a ceiling run
+    without a prompt — the next one is released at once — the Grants page lists the grant with
+    its uses, and revoking it (by keyboard) stops it: the call after that is held again."""
+    demo = demo_info()
+    agent = demo["agents"][0]
+
+    def ask(order, amount):
+        call = refund_call(demo, agent, f"Bounded refund of order {order}", {"order": order, "amount": amount, "currency": "EUR"})
+        status, answer = post(demo, "/access/v1/evaluation", agent["secret"], call)
+        assert status == 200 and not answer["decision"], (status, answer)
+        item = answer["context"]["approval"]["id"]
+        status, now = post(demo, f"/v1/requests/{item}", agent["secret"], None, method="GET")
+        assert status == 200, (status, now)
+        return item, now["status"], answer["context"]["reason"]
+
+    first, status, _ = ask("7101", "8000.00")
+    assert status == "pending", status
+    s.nav("Pending")
+    def row():
+        return next((li for li in s.find_all("li[role=option]") if "order 7101" in s.text(li)), None)
+    s.click(s.wait("the refund of order 7101", row))
+    s.wait("its review", lambda: "order 7101" in s.text(s.find_all("article.review h2")[0]))
+    s.script("document.querySelector('article.review h2').focus(); return true")
+    tab(s, "Approve with limits…")
+    s.keys(ENTER)
+    s.wait("the focus on the limits' heading", lambda: s.script("return document.activeElement.id === 'limits-title'"))
+    # The limits: three calls in all; any order; the amount at most 9000; the currency the same.
+    s.script("""
+      const set = (el, value, event) => { el.value = value; el.dispatchEvent(new Event(event, {bubbles: true})); };
+      set(document.querySelector('.limits-row input[type=number]'), '3', 'input');
+      set(document.querySelector('select[aria-label="Later calls: order"]'), 'any', 'change');
+      set(document.querySelector('select[aria-label="Later calls: amount"]'), 'max', 'change');
+      return true""")
+    ceiling = s.wait("the ceiling field", lambda: s.script(
+        "return !!document.querySelector('input[aria-label=\"Ceiling of amount\"]')"))
+    assert ceiling
+    s.script("""
+      const el = document.querySelector('input[aria-label="Ceiling of amount"]');
+      el.value = '9000'; el.dispatchEvent(new Event('input', {bubbles: true}));
+      document.getElementById('limits-title').focus();
+      document.querySelector('.limits-form').scrollIntoView({block: 'end'}); return true""")
+    s.shot("bounded-create-light")
+    accessible(s, "bounded-create-light")
+    tab(s, "Approve up to 3 calls with authenticator")
+    s.keys(ENTER)
+    s.wait("the bounded approval", lambda: "Approved; the broker has it." in s.message())
+    print("bounded:", s.message())
+
+    # The next refund within the limits is released at once; one over the ceiling is held.
+    later, status, reason = ask("7102", "8500.00")
+    assert status == "approved" and "bounded grant" in reason, (status, reason)
+    over, status, _ = ask("7103", "9500.00")
+    assert status == "pending", status
+    print("bounded: a later refund within the limits released without a prompt; one over the ceiling held")
+
+    s.nav("Grants")
+    def listed():
+        items = s.find_all("ul[aria-label='Active bounded grants'] > li")
+        return items and "1 of 3 uses left" in s.text(items[0]) and "amount at most 9000" in s.text(items[0])
+    s.wait("the grant with its uses", listed)
+    s.shot("grants-light")
+    accessible(s, "grants-light")
+    s.script("document.getElementById('grants-title').focus(); return true")
+    tab(s, "Revoke", review=False)
+    s.keys(ENTER)
+    s.wait("the revocation", lambda: "Revoked the grant" in s.message())
+    s.wait("no grant left", lambda: "No bounded grant can release a call now." in s.text(s.find_all("section.grants")[0]))
+    _, status, _ = ask("7104", "2000.00")
+    assert status == "pending", status
+    status, after = post(demo, f"/v1/requests/{later}", agent["secret"], None, method="GET")
+    assert after["status"] == "revoked", after
+    print("bounded: revoked by keyboard; the released call revoked with it; the next call held")
+
+
 def demo_info():
     with open(os.path.join(os.environ["COUNTERSIGN_DEMO_DIR"], "demo.json")) as f:
         return json.load(f)
@@ -552,6 +627,7 @@ def main():
         s.wait("the denial with suspension", lambda: "Denied; the broker has it." in s.message())
         print("denied twice, the second with suspension")
         batch_approval(s)
+        bounded_grant(s)
 
         # History: the approved refund is redeemed by the agent's gateway; the chain verifies. The
         # denial's message stayed on Pending.

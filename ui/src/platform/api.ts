@@ -2,8 +2,10 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type { ApproveAllRequest } from "../lib/bindings/ApproveAllRequest";
+import type { ApproveBoundedRequest } from "../lib/bindings/ApproveBoundedRequest";
 import type { ApproveRequest } from "../lib/bindings/ApproveRequest";
 import type { AuthenticatorInfo } from "../lib/bindings/AuthenticatorInfo";
+import type { BoundedGrantInfo } from "../lib/bindings/BoundedGrantInfo";
 import type { BrokerInfo } from "../lib/bindings/BrokerInfo";
 import type { CeremonyStep } from "../lib/bindings/CeremonyStep";
 import type { Changed } from "../lib/bindings/Changed";
@@ -42,6 +44,9 @@ export const api = {
   deny: (request: DenyRequest) => invoke<DecisionResult>("deny", { request }),
   approveAll: (request: ApproveAllRequest) => invoke<DecisionResult[]>("approve_all", { request }),
   denyAll: (request: DenyAllRequest) => invoke<DecisionResult[]>("deny_all", { request }),
+  approveBounded: (request: ApproveBoundedRequest) => invoke<DecisionResult>("approve_bounded", { request }),
+  boundedGrants: () => invoke<BoundedGrantInfo[]>("bounded_grants"),
+  revokeBounded: (jti: string) => invoke<void>("revoke_bounded", { jti }),
   submitPin: (pin: string | null) => invoke<void>("submit_pin", { pin }),
   history: (query: HistoryQuery) => invoke<HistoryRow[]>("history", { query }),
   verifyHistory: () => invoke<Integrity>("verify_history"),

@@ -73,6 +73,12 @@ impl Engine {
         with: Option<&str>,
         prompt: &dyn Prompt,
     ) -> Result<Queued> {
+        let bounded = self.bounded_for(item, bounds).await?;
+        self.approve_bounded_local(item, &bounded, with, prompt)
+    }
+
+    /// What a bounded approval of `item` needs from its broker: the key of the item's gateway.
+    pub async fn bounded_for(&mut self, item: &str, bounds: Bounds) -> Result<outbox::Bounded> {
         let broker = self.item_broker(item)?;
         let (pending, _) = self
             .history
@@ -85,19 +91,30 @@ impl Engine {
             .find(|g| g.audience == pending.audience)
             .and_then(|g| g.jkt)
             .ok_or_else(|| Error::GatewayKeyMissing(pending.audience.clone()))?;
-        let bounded = outbox::Bounded { bounds, jkt };
+        Ok(outbox::Bounded { bounds, jkt })
+    }
+
+    /// Ceremony, bounded grant and outbox for `item`, with nothing sent or fetched.
+    pub fn approve_bounded_local(
+        &mut self,
+        item: &str,
+        bounded: &outbox::Bounded,
+        with: Option<&str>,
+        prompt: &dyn Prompt,
+    ) -> Result<Queued> {
+        let broker = self.item_broker(item)?;
         self.signing(
             &broker,
             with,
             prompt,
             |history, issuer, device, ceremony, now| {
-                outbox::approve_bounded(history, item, &bounded, issuer, device, ceremony, now)
+                outbox::approve_bounded(history, item, bounded, issuer, device, ceremony, now)
             },
         )
     }
 
     /// The owner's bounded grants that can still cover a call, at every paired broker.
-    pub async fn bounded_grants(&self) -> Result<Vec<(String, BoundedGrantView)>> {
+    pub async fn bounded_grants(&mut self) -> Result<Vec<(String, BoundedGrantView)>> {
         let mut all = Vec::new();
         for broker in self.history.brokers()? {
             let client = self.client(&broker)?;
@@ -109,7 +126,7 @@ impl Engine {
     }
 
     /// Revokes the bounded grant `jti` at whichever paired broker holds it.
-    pub async fn revoke_bounded(&self, jti: &str) -> Result<BoundedGrantView> {
+    pub async fn revoke_bounded(&mut self, jti: &str) -> Result<BoundedGrantView> {
         let mut refusal = None;
         for broker in self.history.brokers()? {
             match self.client(&broker)?.revoke_bounded(jti).await {
