@@ -36,13 +36,18 @@ if [[ -f "$demo_json" ]]; then
     source "$COUNTERSIGN_DEMO_DIR/gateway.env"
     sleep 5
     echo "demo: an MCP client asks, through countersign-gateway, to refund 2500.00 on order 7781;"
-    echo "      it is held until you approve it in the app (it waits as an MCP task)"
+    echo "      it is held until you approve it in the app (it waits as an MCP task). Then it asks"
+    echo "      to refund 2700.00 on order 7782: approve the first with \"Approve with limits…\""
+    echo "      (order: may be anything; amount: at most 3000) and the second runs without asking"
+    echo "      you; Grants shows the grant, its uses left, and revokes it"
     spec='{"command": ["'"$repo"'/target/debug/countersign-gateway", "mcp", "stdio", "--config",
       "'"$COUNTERSIGN_DEMO_DIR"'/gw.toml", "--", "python3", "'"$repo"'/tests/mcp/server.py"],
-      "steps": [{"call": "refunds.create", "args": {"order": "7781", "amount": "2500.00"}, "task": true}]}'
+      "steps": [{"call": "refunds.create", "args": {"order": "7781", "amount": "2500.00"}, "task": true},
+                {"call": "refunds.create", "args": {"order": "7782", "amount": "2700.00"}, "task": true}]}'
     PYTHONPATH="$repo/target/python-mcp1" COUNTERSIGN_TEST_RECORD="$COUNTERSIGN_DEMO_DIR/executions.jsonl" \
       python3 -W ignore tests/mcp/client.py "$spec" >"$COUNTERSIGN_DEMO_DIR/mcp-client.log" 2>&1 || true
-    echo "demo: the MCP client's answer: $(tail -1 "$COUNTERSIGN_DEMO_DIR/mcp-client.log")"
+    echo "demo: the MCP client's answers:"
+    grep '"call"' "$COUNTERSIGN_DEMO_DIR/mcp-client.log" | sed 's/^/      /' || true
   ) &
 fi
 wait "$app"
