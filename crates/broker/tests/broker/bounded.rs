@@ -74,6 +74,22 @@ fn bounded_grant(
     approver.dev.sign_bounded(draft).unwrap().token().to_owned()
 }
 
+/// Submits `call`, which policy holds, and returns it as the owner lists it.
+async fn held_view(
+    broker: &TestBroker,
+    approver: &TestApprover,
+    call: &ActionRequest,
+) -> RequestView {
+    let ticket = hold(&broker.agent(BILLING), call).await;
+    approver
+        .list(Some("pending"))
+        .await
+        .requests
+        .into_iter()
+        .find(|v| v.pending.id == ticket.id)
+        .unwrap()
+}
+
 /// Holds the first refund, approves it with a bounded grant of `uses`, and returns the
 /// reviewed call, its request and the grant.
 async fn granted(
@@ -82,14 +98,7 @@ async fn granted(
     uses: u32,
 ) -> (ActionRequest, RequestView, String) {
     let first = refund(broker, "A-1", "5000.00", "EUR");
-    let ticket = hold(&broker.agent(BILLING), &first).await;
-    let view = approver
-        .list(Some("pending"))
-        .await
-        .requests
-        .into_iter()
-        .find(|v| v.pending.id == ticket.id)
-        .unwrap();
+    let view = held_view(broker, approver, &first).await;
     let jkt = payments_jkt(approver).await;
     let grant = bounded_grant(approver, &view, &bounds(uses, 1800), &jkt);
     let (status, body) = approver
@@ -288,14 +297,7 @@ async fn a_grant_is_refused_whole_when_it_is_longer_or_bound_elsewhere_than_allo
     let broker = TestBroker::start_with(|config| config.max_bounded_lifetime_secs = 600).await;
     let mut approver = broker.approver(OWNER).await;
     let call = refund(&broker, "C-1", "5000.00", "EUR");
-    let ticket = hold(&broker.agent(BILLING), &call).await;
-    let view = approver
-        .list(Some("pending"))
-        .await
-        .requests
-        .into_iter()
-        .find(|v| v.pending.id == ticket.id)
-        .unwrap();
+    let view = held_view(&broker, &approver, &call).await;
     let jkt = payments_jkt(&approver).await;
     let cases = [
         // Longer than the broker's maximum: refused, never shortened.
@@ -322,7 +324,7 @@ async fn a_grant_is_refused_whole_when_it_is_longer_or_bound_elsewhere_than_allo
     assert!(active(&approver).await.grants.is_empty());
     let still = approver.list(Some("pending")).await.requests;
     assert!(
-        still.iter().any(|v| v.pending.id == ticket.id),
+        still.iter().any(|v| v.pending.id == view.pending.id),
         "nothing was recorded"
     );
     // Within the maximum, bound to the gateway: accepted.
@@ -347,14 +349,7 @@ async fn a_gateway_without_a_key_takes_no_bounded_grant() {
     .await;
     let mut approver = broker.approver(OWNER).await;
     let call = refund(&broker, "K-1", "5000.00", "EUR");
-    let ticket = hold(&broker.agent(BILLING), &call).await;
-    let view = approver
-        .list(Some("pending"))
-        .await
-        .requests
-        .into_iter()
-        .find(|v| v.pending.id == ticket.id)
-        .unwrap();
+    let view = held_view(&broker, &approver, &call).await;
     let response = approver
         .send(Method::GET, "/v1/approver/gateways", None, &[])
         .await;
