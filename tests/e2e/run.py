@@ -401,6 +401,15 @@ def bounded_grant(s):
     assert after["status"] == "revoked", after
     print("bounded: revoked by keyboard; the released call revoked with it; the next call held")
 
+    # The owner's history has the released call, recorded under the grant.
+    s.nav("History")
+    def released_row():
+        s.click(s.button("Filter"))
+        return next((r for r in s.find_all("ul.rows button.row") if "order 7102" in s.text(r)), None)
+    s.click(s.wait("the released call in the history", released_row, timeout=60))
+    s.wait("its entry under the grant", lambda: "under bounded grant" in s.text(s.find_all("ol.timeline")[0]))
+    print("bounded: the released call is in the history under its grant")
+
 
 def demo_info():
     with open(os.path.join(os.environ["COUNTERSIGN_DEMO_DIR"], "demo.json")) as f:

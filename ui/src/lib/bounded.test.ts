@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { argumentBounds, boundsRequest, constraintsText, isNumeric, usesLeft } from "./bounded";
+import { argumentBounds, boundsRequest, constraintsText, isNumeric, underGrant, usesLeft } from "./bounded";
 
 describe("boundsRequest", () => {
   const bounds = () => argumentBounds({ order: "1234", amount: "5000.00", currency: "EUR" });
@@ -51,5 +51,14 @@ describe("display", () => {
     ]);
     const g = { uses: 5, used: 2, released: 1 } as Parameters<typeof usesLeft>[0];
     expect(usesLeft(g)).toBe(2);
+  });
+});
+
+describe("underGrant", () => {
+  it("names the grant a call was released under, or the one made from the review", () => {
+    expect(underGrant({ source: "broker", bounded_grant: "g1" })).toBe("g1");
+    expect(underGrant({ jti: "g2", exp: 1, bounded: { constraints: {} } })).toBe("g2");
+    expect(underGrant({ jti: "single-use", exp: 1 })).toBeNull();
+    expect(underGrant(null)).toBeNull();
   });
 });

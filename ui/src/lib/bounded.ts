@@ -100,3 +100,13 @@ export function constraintsText(constraints: string): string[] {
     ...Object.entries(c.equal ?? {}).map(([name, value]) => `${name} = ${JSON.stringify(value)}`),
   ];
 }
+
+/** The bounded grant a history entry was decided under, when it was: the one a call was
+ * released under, or the one the owner made from this review. */
+export function underGrant(detail: unknown): string | null {
+  if (!detail || typeof detail !== "object") return null;
+  const d = detail as Record<string, unknown>;
+  if (typeof d.bounded_grant === "string") return d.bounded_grant;
+  if (d.bounded && typeof d.jti === "string") return d.jti;
+  return null;
+}
