@@ -112,6 +112,16 @@ pub fn approve_bounded(
     })?;
     let assertion = authenticator.assert(draft.challenge())?;
     let grant = draft.sign(assertion, device)?;
+    // Checked as its gateway will check it before anything is queued.
+    countersign_protocol::verify::check_minted_bounded(
+        &grant,
+        &pending,
+        issuer,
+        device.public_jwk(),
+        authenticator.credential().clone(),
+        now,
+    )
+    .map_err(|e| Error::SelfCheck(e.to_string()))?;
     let claims = &grant.claims().approval;
     let decision = Decision::Approve {
         grant: grant.token().to_owned(),

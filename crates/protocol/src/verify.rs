@@ -606,6 +606,46 @@ pub fn check_minted(
     credential: crate::registry::RegisteredCredential,
     now: i64,
 ) -> Result<VerifiedGrant, MintCheckError> {
+    minted_verifier(pending, issuer, device, credential, now)?
+        .check(&Presentation {
+            grant: grant.token(),
+            action: &pending.request(),
+            presenter_jkt: None,
+        })
+        .map_err(MintCheckError::Refused)
+}
+
+/// [`check_minted`] for a bounded grant: checked against the reviewed call as its gateway will
+/// check it (the gateway presenting the key the grant names), with the largest lifetime any
+/// verifier allows — the broker holds it to its own maximum when it accepts it.
+pub fn check_minted_bounded(
+    grant: &crate::BoundedGrant,
+    pending: &crate::PendingAction,
+    issuer: &crate::grant::Issuer,
+    device: crate::registry::DeviceJwk,
+    credential: crate::registry::RegisteredCredential,
+    now: i64,
+) -> Result<VerifiedBoundedGrant, MintCheckError> {
+    let mut verifier = minted_verifier(pending, issuer, device, credential, now)?;
+    verifier.config.max_bounded_lifetime_secs = BOUNDED_MAX_LIFETIME_SECS;
+    verifier
+        .check_bounded(&Presentation {
+            grant: grant.token(),
+            action: &pending.request(),
+            presenter_jkt: Some(&grant.claims().approval.cnf.jkt),
+        })
+        .map_err(MintCheckError::Refused)
+}
+
+/// A verifier for `pending`'s audience and the issuer's broker that knows this approver alone,
+/// has spent nothing and seen no counter, at `now`.
+fn minted_verifier(
+    pending: &crate::PendingAction,
+    issuer: &crate::grant::Issuer,
+    device: crate::registry::DeviceJwk,
+    credential: crate::registry::RegisteredCredential,
+    now: i64,
+) -> Result<GrantVerifier, MintCheckError> {
     let registry = ApproverRegistry::new(crate::registry::RegistryDocument {
         approvers: vec![crate::registry::ApproverEntry {
             id: issuer.approver_id.clone(),
@@ -615,17 +655,11 @@ pub fn check_minted(
         }],
     })
     .map_err(MintCheckError::Registry)?;
-    GrantVerifier::new(
+    Ok(GrantVerifier::new(
         VerifierConfig::new(pending.audience.clone(), issuer.broker.clone()),
         Arc::new(registry),
         Arc::new(crate::replay::MemoryReplayStore::new()),
         Arc::new(crate::replay::MemoryCounterStore::new()),
         Arc::new(crate::clock::ManualClock::new(now)),
-    )
-    .check(&Presentation {
-        grant: grant.token(),
-        action: &pending.request(),
-        presenter_jkt: None,
-    })
-    .map_err(MintCheckError::Refused)
+    ))
 }

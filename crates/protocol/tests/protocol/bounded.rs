@@ -494,3 +494,47 @@ proptest! {
         prop_assert_eq!(result.is_ok(), cents <= 500_000 && currency == "EUR", "{:?}", result.err());
     }
 }
+
+/// The approver's own check before sending a bounded grant: it passes as its gateway would
+/// check it; later than its expiry, or against another credential, it does not.
+#[test]
+fn an_approver_checks_the_bounded_grant_it_minted() {
+    use countersign_protocol::verify::{MintCheckError, check_minted_bounded};
+    let mut fx = Fixture::new();
+    let grant = mint(&mut fx);
+    let device = fx.device.public_jwk();
+    let credential = fx.approver.credential.clone();
+    let checked = check_minted_bounded(
+        &grant,
+        &pending(),
+        &fx.issuer,
+        device.clone(),
+        credential.clone(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(checked.claims.approval.txn, pending().id);
+    let late = check_minted_bounded(
+        &grant,
+        &pending(),
+        &fx.issuer,
+        device.clone(),
+        credential,
+        NOW + 7200,
+    );
+    assert!(
+        matches!(late, Err(MintCheckError::Refused(VerifyError::Expired))),
+        "{late:?}"
+    );
+    let other = countersign_protocol::dev_authenticator::DevApprover::new("apr_x", "o", "b")
+        .unwrap()
+        .credential;
+    let refused = check_minted_bounded(&grant, &pending(), &fx.issuer, device, other, NOW);
+    assert!(
+        matches!(
+            refused,
+            Err(MintCheckError::Refused(VerifyError::Assertion(_)))
+        ),
+        "{refused:?}"
+    );
+}
