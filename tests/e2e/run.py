@@ -334,8 +334,10 @@ def bounded_grant(s):
     demo = demo_info()
     agent = demo["agents"][0]
 
+    # In francs: the grant keeps the currency equal, and the demo's simulated agents, still
+    # running, refund in euros, so none of their calls can take one of the grant's uses.
     def ask(order, amount):
-        call = refund_call(demo, agent, f"Bounded refund of order {order}", {"order": order, "amount": amount, "currency": "EUR"})
+        call = refund_call(demo, agent, f"Bounded refund of order {order}", {"order": order, "amount": amount, "currency": "CHF"})
         status, answer = post(demo, "/access/v1/evaluation", agent["secret"], call)
         assert status == 200 and not answer["decision"], (status, answer)
         item = answer["context"]["approval"]["id"]
