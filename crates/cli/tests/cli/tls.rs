@@ -36,15 +36,19 @@ async fn serve_tls(dir: &Path, port: u16, name: &str) -> Served {
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    for _ in 0..200 {
-        if client
-            .get(format!("https://localhost:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
+    // Served once it answers with this certificate (the client trusts no other): a broker
+    // still starting, or the one before it still closing, is waited for, up to 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker with certificate {name} never answered on port {port}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Served {
