@@ -40,6 +40,10 @@ ui:
 	npm --prefix ui test
 	npm --prefix ui run build
 
+## The UI bundle, built again only when a source of it is newer (the app embeds it).
+ui/dist/index.html: ui/index.html ui/package-lock.json ui/vite.config.ts ui/svelte.config.js $(shell find ui/src -type f)
+	npm --prefix ui run build
+
 fmt:
 	$(CARGO) fmt --all --check
 
@@ -49,15 +53,20 @@ lint:
 	target/tools/bin/cargo-machete
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --locked
 
+## Every workspace build of the tests has the desktop app in demo mode with its UI embedded,
+## as the end-to-end run needs it: one feature set is one build, so `make e2e` links the app
+## from what the tests built instead of building the workspace again with other features.
+TEST_FEATURES := --features countersign-desktop/demo,countersign-desktop/custom-protocol
+
 ## Tests run inside a private D-Bus session with an unlocked gnome-keyring (scripts/session.sh).
-unit:
-	scripts/session.sh $(CARGO) test --workspace --locked
+unit: ui/dist/index.html
+	scripts/session.sh $(CARGO) test --workspace --locked $(TEST_FEATURES)
 	$(MAKE) broker-postgres
 
 ## The broker's suite again on PostgreSQL: a cluster the tests start (initdb, pg_ctl) in a
 ## temporary directory on a free port, and stop when they end. PACKAGES is the package set of
 ## the build before it: the same set means the same features, so nothing is built again.
-PACKAGES ?= --workspace
+PACKAGES ?= --workspace $(TEST_FEATURES)
 broker-postgres:
 	COUNTERSIGN_TEST_STORE=postgres scripts/session.sh $(CARGO) test --locked $(PACKAGES) --test broker
 
@@ -71,11 +80,11 @@ fuzz:
 	FUZZ_SANITIZER=address scripts/fuzz.sh $(FUZZ_SECONDS)
 
 ## The real desktop app, driven through WebDriver in demo mode; its screenshots go to
-## target/e2e-screenshots/ (the tree stays clean). (Built with the UI embedded, and copied
-## aside: `cargo test` rebuilds target/debug's binary.)
-e2e:
-	npm --prefix ui run build
-	$(CARGO) build --locked -p countersign-desktop --features demo,custom-protocol
+## target/e2e-screenshots/ (the tree stays clean). Built as `make unit` builds the tests (the
+## same packages, targets and features, so after it only the app's binary is linked), and copied
+## aside: a `cargo test` with other features rebuilds target/debug's binary.
+e2e: ui/dist/index.html
+	$(CARGO) build --locked --workspace --bins --tests $(TEST_FEATURES)
 	cp target/debug/countersign-desktop target/countersign-desktop-e2e
 	scripts/session.sh python3 tests/e2e/run.py target/countersign-desktop-e2e
 
