@@ -175,41 +175,36 @@ impl BrokerClient {
                     MAX_PAGES * MAX_PAGE
                 )));
             }
-            let path = match &before {
-                Some(cursor) => {
-                    format!("/v1/approver/requests?status=pending&limit={MAX_PAGE}&before={cursor}")
-                }
-                None => format!("/v1/approver/requests?status=pending&limit={MAX_PAGE}"),
-            };
-            let response = self.send::<()>(Method::GET, &path, None, None).await?;
-            let raw: RawList = strict(response).await?;
+            let (one, next) = self.page("pending", before.as_deref()).await?;
             if page == 0 {
-                listing.last_event_id = raw.last_event_id;
+                listing.last_event_id = one.last_event_id;
             }
-            for value in raw.requests {
-                match read_view(value) {
-                    Ok(view) => listing.requests.push(view),
-                    Err(unreadable) => listing.unreadable.push(unreadable),
-                }
-            }
-            match raw.next {
-                // A cursor must be a number; anything else ends the listing.
-                Some(next) if next.bytes().all(|b| b.is_ascii_digit()) && !next.is_empty() => {
-                    before = Some(next);
-                }
-                _ => break,
+            listing.requests.extend(one.requests);
+            listing.unreadable.extend(one.unreadable);
+            match next {
+                Some(next) => before = Some(next),
+                None => break,
             }
         }
         Ok(listing)
     }
 
-    /// The newest page (up to [`MAX_PAGE`]) of the owner's requests of `status` (a status's
-    /// wire name).
-    pub async fn newest(&self, status: &str) -> Result<Listing> {
-        let path = format!(
+    /// One page (up to [`MAX_PAGE`]) of the owner's requests of `status` (a status's wire
+    /// name), newest first, older than the cursor `before` when one is given; with the cursor
+    /// of the next page, if there is one.
+    pub async fn page(
+        &self,
+        status: &str,
+        before: Option<&str>,
+    ) -> Result<(Listing, Option<String>)> {
+        let mut path = format!(
             "/v1/approver/requests?status={}&limit={MAX_PAGE}",
             path_segment(status)
         );
+        if let Some(cursor) = before {
+            path.push_str("&before=");
+            path.push_str(cursor);
+        }
         let response = self.send::<()>(Method::GET, &path, None, None).await?;
         let raw: RawList = strict(response).await?;
         let mut listing = Listing {
@@ -222,7 +217,11 @@ impl BrokerClient {
                 Err(unreadable) => listing.unreadable.push(unreadable),
             }
         }
-        Ok(listing)
+        // A cursor must be a number; anything else ends the listing.
+        let next = raw
+            .next
+            .filter(|next| !next.is_empty() && next.bytes().all(|b| b.is_ascii_digit()));
+        Ok((listing, next))
     }
 
     /// One of the owner's requests, as the broker has it now (`None`: the broker no longer
@@ -497,9 +496,9 @@ fn path_segment(id: &str) -> String {
         .collect()
 }
 
-/// Pages of the pending listing a client reads at most (the broker caps pending items per
-/// owner far below this).
-const MAX_PAGES: usize = 40;
+/// Pages of one listing a client reads at most: the broker caps pending items per owner far
+/// below this, and a sync reads released calls back no further.
+pub(crate) const MAX_PAGES: usize = 40;
 
 /// The largest listing page or event a client reads.
 const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;

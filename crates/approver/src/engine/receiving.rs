@@ -291,20 +291,13 @@ impl Engine {
         for unreadable in listing.unreadable {
             report.failed.push(unreadable.into());
         }
-        // Calls released under a bounded grant were never pending: the newest of them are read
-        // from the approved and redeemed listings, so the history records each under its grant
-        // even when no stream was open.
+        // Calls released under a bounded grant were never pending: they are read from the
+        // approved and redeemed listings, so the history records each under its grant even
+        // when no stream was open.
+        let mut taken = listed.clone();
         for status in ["approved", "redeemed"] {
-            let released = client.newest(status).await?;
-            for view in released
-                .requests
-                .iter()
-                .filter(|v| v.bounded_grant.is_some())
-            {
-                if !listed.contains(&view.pending.id) {
-                    self.take(&broker, view, &mut report)?;
-                }
-            }
+            self.take_released(client, status, &mut taken, &mut report)
+                .await?;
         }
         // Brokers keep decided items for 30 days by default; older ones are no longer there.
         let since = self.now() - 30 * 86_400;
@@ -328,6 +321,43 @@ impl Engine {
             Err(e) => return Err(e),
         }
         Ok(report)
+    }
+
+    /// Takes the calls a bounded grant released from the owner's listing of `status`, newest
+    /// first, page after page until a page reaches a request this history already had before
+    /// this sync: older ones were seen while this app was in touch (and those still open here
+    /// are asked for one by one). `taken` holds the items this sync has taken so far.
+    async fn take_released(
+        &mut self,
+        client: &BrokerClient,
+        status: &str,
+        taken: &mut std::collections::HashSet<String>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let broker = client.base().to_owned();
+        let mut before: Option<String> = None;
+        for _ in 0..crate::client::MAX_PAGES {
+            let (page, next) = client.page(status, before.as_deref()).await?;
+            let mut reached_known = false;
+            for view in &page.requests {
+                let id = &view.pending.id;
+                if taken.contains(id) {
+                    continue;
+                }
+                if self.history.item_broker(id)?.as_deref() == Some(&broker) {
+                    reached_known = true;
+                }
+                if view.bounded_grant.is_some() {
+                    self.take(&broker, view, report)?;
+                    taken.insert(id.clone());
+                }
+            }
+            match next {
+                Some(next) if !reached_known => before = Some(next),
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     /// Applies one view into `report`; an item this engine will not take is reported there.

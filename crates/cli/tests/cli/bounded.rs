@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use countersign_broker::config::RateLimit;
 use countersign_protocol::action::Status;
+use countersign_protocol::api::MAX_PAGE;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{App, GATEWAY, agent, broker, held, outcome, submit, submit_request, url};
+use crate::support::{
+    App, GATEWAY, agent, broker, broker_config, held, outcome, submit, submit_request, url,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_grant_releases_a_later_call_until_revoked() {
@@ -125,4 +129,88 @@ async fn a_bounded_grant_releases_a_later_call_until_revoked() {
     );
     let again = app.json(&["grants", "revoke", &jti], 4).await;
     assert_eq!(again["error"]["code"], "broker_refused", "{again}");
+}
+
+/// An app away while a grant released more calls than one page of the broker's listing holds:
+/// its next sync reads page after page and records every released call under the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_records_every_released_call_past_one_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = broker_config(dir.path(), "127.0.0.1:0");
+    // One agent sends more calls than the default bucket lets through in a test's time.
+    config.rate_limit = RateLimit {
+        per_minute: 600_000,
+        burst: 10_000,
+    };
+    let broker = countersign_broker::spawn(config).await.unwrap();
+    let app = App::paired(dir.path(), &broker).await;
+    let agent = agent(&url(&broker));
+    let (first, id) = submit(&agent, &held("Refund the first of many damaged parcels")).await;
+    app.ok(&["sync"]).await;
+    let calls = MAX_PAGE + 40;
+    let later = 10;
+    let uses = (1 + calls + later).to_string();
+    let approved = app
+        .ok(&[
+            "approve", &id, "--uses", &uses, "--for", "30m", "--vary", "order",
+        ])
+        .await;
+    assert_eq!(approved["delivered"], true, "{approved}");
+    let jti = app.ok(&["grants", "list"]).await[0]["grant"]["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Released while the app is away; the first few are run, so both listings hold some.
+    let mut released = Vec::with_capacity(calls + later);
+    let release = async |n: usize| {
+        let mut call = first.clone();
+        call.context
+            .arguments
+            .insert("order".into(), json!(format!("9{n:04}")));
+        let (call, call_id) = submit_request(&agent, &call).await;
+        if n < 10 {
+            assert_eq!(
+                agent
+                    .redeem(GATEWAY, &grant_of(&agent, &call_id).await, &call)
+                    .await
+                    .unwrap(),
+                StatusCode::OK
+            );
+        }
+        call_id
+    };
+    for n in 0..calls {
+        released.push(release(n).await);
+    }
+    app.ok(&["sync"]).await;
+    // Back in touch, away again: the next sync stops at the calls it has, and misses none.
+    for n in calls..calls + later {
+        released.push(release(n).await);
+    }
+    app.ok(&["sync"]).await;
+
+    let export = app.run(&["history", "--export", "jsonl"]).await;
+    assert!(export.status.success());
+    let under: std::collections::HashSet<String> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|entry| entry["detail"]["bounded_grant"] == json!(jti))
+        .filter_map(|entry| entry["item"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = released.iter().filter(|id| !under.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {calls} released calls missing",
+        missing.len()
+    );
+    let verified = app.ok(&["verify-history"]).await;
+    assert_eq!(verified["verified"], true, "{verified}");
+}
+
+/// The grant an agent was given for a released call.
+async fn grant_of(agent: &countersign_broker::simulate::SimulatedAgent, id: &str) -> String {
+    let status = agent.wait(id, Duration::ZERO).await.unwrap();
+    assert_eq!(status.status, Status::Approved, "released at once");
+    status.grant.unwrap()
 }
