@@ -170,9 +170,11 @@ async fn a_sync_records_every_released_call_past_one_page() {
             .insert("order".into(), json!(format!("9{n:04}")));
         let (call, call_id) = submit_request(&agent, &call).await;
         if n < 10 {
+            let status = outcome(&agent, &call_id).await;
+            assert_eq!(status.status, Status::Approved, "released at once");
             assert_eq!(
                 agent
-                    .redeem(GATEWAY, &grant_of(&agent, &call_id).await, &call)
+                    .redeem(GATEWAY, &status.grant.unwrap(), &call)
                     .await
                     .unwrap(),
                 StatusCode::OK
@@ -201,16 +203,10 @@ async fn a_sync_records_every_released_call_past_one_page() {
     let missing: Vec<&String> = released.iter().filter(|id| !under.contains(*id)).collect();
     assert!(
         missing.is_empty(),
-        "{} of {calls} released calls missing",
-        missing.len()
+        "{} of {} released calls missing",
+        missing.len(),
+        released.len()
     );
     let verified = app.ok(&["verify-history"]).await;
     assert_eq!(verified["verified"], true, "{verified}");
-}
-
-/// The grant an agent was given for a released call.
-async fn grant_of(agent: &countersign_broker::simulate::SimulatedAgent, id: &str) -> String {
-    let status = agent.wait(id, Duration::ZERO).await.unwrap();
-    assert_eq!(status.status, Status::Approved, "released at once");
-    status.grant.unwrap()
 }
